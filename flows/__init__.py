@@ -1,0 +1,1 @@
+"""Prefect orchestration over the stage functions in `tasks` (see the Prefect issue)."""

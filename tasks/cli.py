@@ -1,0 +1,145 @@
+"""The one command-line entry point: `kdistill <stage>`, `kdistill run`, `kdistill predict`.
+
+DVC stages call the stage subcommands; the Prefect flows call the same stage functions.
+A user mistake (bad params, bad input, failed gate) prints one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from tasks.errors import UserError
+
+log = logging.getLogger("kd")
+
+# Stage name -> (module, function, takes --resume). Imported lazily: `--help` stays instant.
+STAGES = {
+    "ingest": ("tasks.ingest", "ingest", False),
+    "validate": ("tasks.validate", "validate", False),
+    "teacher": ("tasks.teacher", "teacher", True),
+    "distill": ("tasks.distill", "distill", True),
+    "finetune": ("tasks.finetune", "finetune", True),
+    "evaluate": ("tasks.evaluate", "evaluate", False),
+}
+HELP = {
+    "ingest": "read the source, encode labels, split; write data/processed/",
+    "validate": "Great Expectations suite on the processed splits; write reports/validation*",
+    "teacher": "fine-tune (if needed) and evaluate the teacher; write models/teacher/",
+    "distill": "distil the student from the teacher; write models/distilled/",
+    "finetune": "optional full or LoRA fine-tuning of the student; write models/student/",
+    "evaluate": "teacher vs student: accuracy, F1, size, latency; write reports/metrics.json",
+}
+
+
+def run_stage(name: str, cfg, paths, resume: bool = False):
+    """Call one stage function by name."""
+    module, func, resumable = STAGES[name]
+    fn = getattr(importlib.import_module(module), func)
+    return fn(cfg, paths, resume=resume) if resumable else fn(cfg, paths)
+
+
+def predict_texts(model_dir: str, texts: list[str], max_length: int = 128, batch_size: int = 64) -> list[dict]:
+    """Label and class probabilities for each text, from any saved classifier folder."""
+    import torch
+
+    from tasks.core.data import make_dataset
+    from tasks.core.loop import predict_logits
+    from tasks.models import load_classifier, load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir, key="--model")
+    model, _ = load_classifier(model_dir, None, key="--model")
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    logits = predict_logits(model, make_dataset(tokenizer, texts, None, max_length), tokenizer.pad_token_id, batch_size)
+    probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
+    return [{"text": t, "label": names[int(p.argmax())], "confidence": round(float(p.max()), 6),
+             "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}} for t, p in zip(texts, probs)]
+
+
+def _predict(args, cfg) -> None:
+    texts = list(args.texts)
+    if args.file:
+        from tasks.ingest import read_table
+
+        texts += read_table(args.file, args.text_column, None)["text"].astype(str).tolist()
+    if not texts:
+        raise UserError("predict: give texts as arguments or --file")
+    for row in predict_texts(args.model, texts, cfg.base.max_length):
+        print(json.dumps(row, ensure_ascii=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (kept separate so tests and docs can inspect it)."""
+    parser = argparse.ArgumentParser(prog="kdistill", description="Distil a BERT-family teacher into a small, "
+                                     "fast student: one subcommand per pipeline stage.")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--root", default=".", help="project root that data/, models/, reports/ live under")
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param, e.g. -S distill.temperature=4 (repeatable)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, _, resumable) in STAGES.items():
+        p = sub.add_parser(name, help=HELP[name])
+        if resumable:
+            p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p = sub.add_parser("run", help="all stages in order: " + " → ".join(STAGES))
+    p.add_argument("--resume", action="store_true", help="resume the training stages from their checkpoints")
+    p.add_argument("--from", dest="start", choices=list(STAGES), help="start at this stage")
+    p = sub.add_parser("predict", help="label texts (arguments or --file) with a saved model; prints JSON lines")
+    p.add_argument("texts", nargs="*", help="texts to label")
+    p.add_argument("--model", default="models/student", help="model folder (default: models/student)")
+    p.add_argument("--file", help="a CSV/TSV/JSONL/Parquet file of texts")
+    p.add_argument("--text-column", default="text")
+    return parser
+
+
+def setup_logging(quiet: bool) -> None:
+    """Plain timestamped log lines on stderr; the libraries' chatter turned down."""
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `kdistill` console script."""
+    args = build_parser().parse_args(argv)
+    setup_logging(args.quiet)
+    from tasks.config import load_config
+    from tasks.storage import Paths
+
+    try:
+        cfg = load_config(args.params, args.set)
+        paths = Paths(Path(args.root))
+        if args.command == "predict":
+            _predict(args, cfg)
+        elif args.command == "run":
+            names = list(STAGES)
+            for name in names[names.index(args.start) if args.start else 0:]:
+                run_stage(name, cfg, paths, resume=args.resume)
+        else:
+            run_stage(args.command, cfg, paths, resume=getattr(args, "resume", False))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

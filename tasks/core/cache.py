@@ -1,0 +1,165 @@
+"""The teacher-output cache: the teacher runs once over the transfer set, not once per epoch.
+
+Per row it stores the teacher's logits (float32 [N, C]) and, when hidden-state alignment uses
+pooled states, the mean-pooled hidden state of each mapped teacher layer (float16 [N, K, H]).
+Per-token hidden states are not cached: at 64 tokens × 384 floats per layer they would take
+~100 KB a row. The files are `.npy` opened memory-mapped, so a large transfer set is read
+lazily, batch by batch, and never held in memory at once.
+
+The key hashes the teacher's weights, the exact token ids of the transfer set (so the text,
+the tokenizer and max_length all count), the layer map and what is stored: a change to any of
+them misses, anything else hits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tasks.core.data import Collator, LengthGroupedBatches, TokenDataset
+from tasks.core.loss import mean_pool
+
+log = logging.getLogger("kd")
+
+
+def fingerprint_model(model_dir: str | Path) -> str:
+    """sha256 of a saved model's weight and config files."""
+    h = hashlib.sha256()
+    for file in sorted(Path(model_dir).glob("*")):
+        if file.suffix in (".safetensors", ".bin", ".json") and file.is_file():
+            h.update(file.name.encode())
+            with open(file, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint_tokens(data: TokenDataset) -> str:
+    """sha256 of every row's token ids, row by row."""
+    h = hashlib.sha256()
+    for ids in data.ids:
+        h.update(np.int64(len(ids)).tobytes())
+        h.update(np.ascontiguousarray(ids, dtype=np.int32).tobytes())
+    return h.hexdigest()
+
+
+def cache_key(teacher_fp: str, data_fp: str, layer_map: list[int] | None) -> str:
+    """The cache entry's name: 24 hex characters of sha256 over everything the outputs depend on."""
+    spec = json.dumps({"teacher": teacher_fp, "data": data_fp, "pooled_layers": layer_map}, sort_keys=True)
+    return hashlib.sha256(spec.encode()).hexdigest()[:24]
+
+
+@dataclass
+class TeacherOutputs:
+    """Memory-mapped cached outputs: logits [N, C] and optionally pooled [N, K, H]."""
+
+    logits: np.ndarray
+    pooled: np.ndarray | None
+
+    def take(self, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The rows of a batch, as float32 tensors on `device`."""
+        rows = np.sort(index.numpy())  # sorted reads are sequential on disk...
+        order = np.argsort(np.argsort(index.numpy()))  # ...then put back in batch order
+        logits = torch.from_numpy(np.asarray(self.logits[rows])[order]).to(device, non_blocking=True)
+        pooled = None
+        if self.pooled is not None:
+            pooled = torch.from_numpy(np.asarray(self.pooled[rows], dtype=np.float32)[order]).to(device, non_blocking=True)
+        return logits, pooled
+
+
+# no_grad, not inference_mode: inference tensors cannot be saved for the student's backward.
+@torch.no_grad()
+def teacher_forward(teacher: torch.nn.Module, batch: dict[str, torch.Tensor],
+                    layer_map: list[int] | None) -> tuple[torch.Tensor, torch.Tensor | None, tuple | None]:
+    """One teacher pass without gradients.
+
+    Returns:
+        logits [B, C]; pooled states [B, K, H] of the mapped layers (or None); the raw hidden
+        states tuple (or None) for per-token alignment.
+    """
+    out = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                  output_hidden_states=layer_map is not None)
+    if layer_map is None:
+        return out.logits, None, None
+    # hidden_states[0] is the embedding output; layer i's output is hidden_states[i + 1].
+    pooled = torch.stack([mean_pool(out.hidden_states[i + 1], batch["attention_mask"]) for i in layer_map], dim=1)
+    return out.logits, pooled, out.hidden_states
+
+
+class LogitCache:
+    """One cache entry: a folder `<root>/<key>/` with logits.npy, pooled.npy and meta.json."""
+
+    def __init__(self, root: str | Path, key: str):
+        self.root, self.key = Path(root), key
+        self.path = self.root / key
+
+    def exists(self) -> bool:
+        """An entry exists only once complete: it is renamed into place after its last write."""
+        return (self.path / "meta.json").is_file()
+
+    def load(self) -> TeacherOutputs:
+        """Open the entry memory-mapped."""
+        pooled_file = self.path / "pooled.npy"
+        return TeacherOutputs(np.load(self.path / "logits.npy", mmap_mode="r"),
+                              np.load(pooled_file, mmap_mode="r") if pooled_file.exists() else None)
+
+    def build(self, teacher: torch.nn.Module, data: TokenDataset, pad_id: int, batch_size: int,
+              device: torch.device, layer_map: list[int] | None, autocast: bool = False) -> TeacherOutputs:
+        """Run the teacher over `data` once and write the entry atomically.
+
+        Args:
+            teacher: in eval mode, on `device`.
+            data: the transfer set; row i of the cache is row i of `data`.
+            pad_id: the tokenizer's pad id.
+            batch_size: inference batch size.
+            device: where the teacher runs.
+            layer_map: teacher layers whose pooled states are stored; None stores logits only.
+            autocast: bf16 autocast (CUDA).
+        """
+        tmp = self.root / f".{self.key}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        try:
+            self._fill(tmp, teacher, data, pad_id, batch_size, device, layer_map, autocast)
+            (tmp / "meta.json").write_text(json.dumps({"rows": len(data), "layer_map": layer_map}))
+            if self.path.exists():
+                shutil.rmtree(self.path)
+            os.replace(tmp, self.path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return self.load()
+
+    @staticmethod
+    def _fill(folder: Path, teacher: torch.nn.Module, data: TokenDataset, pad_id: int, batch_size: int,
+              device: torch.device, layer_map: list[int] | None, autocast: bool) -> None:
+        sampler = LengthGroupedBatches(data.lengths, batch_size, seed=0, shuffle=False)
+        loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=Collator(pad_id))
+        logits_mm = pooled_mm = None
+        teacher.eval()
+        for batch in tqdm(loader, desc="teacher logits", unit="batch", mininterval=2):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits, pooled, _ = teacher_forward(teacher, batch, layer_map)
+            if logits_mm is None:  # shapes are known after the first batch
+                logits_mm = np.lib.format.open_memmap(folder / "logits.npy", "w+", np.float32,
+                                                      (len(data), logits.shape[-1]))
+                if pooled is not None:
+                    pooled_mm = np.lib.format.open_memmap(folder / "pooled.npy", "w+", np.float16,
+                                                          (len(data),) + tuple(pooled.shape[1:]))
+            rows = batch["index"].cpu().numpy()
+            logits_mm[rows] = logits.float().cpu().numpy()
+            if pooled_mm is not None:
+                pooled_mm[rows] = pooled.float().cpu().numpy().astype(np.float16)
+        for mm in (logits_mm, pooled_mm):
+            if mm is not None:
+                mm.flush()
+        log.info("cached teacher outputs for %d rows", len(data))

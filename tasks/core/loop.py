@@ -1,0 +1,305 @@
+"""One training loop for the teacher, the distilled student and the fine-tuned student.
+
+What differs between them is only the step function (how a batch becomes a loss); this loop
+owns the rest: optimiser and schedule, bf16 autocast on CUDA, checkpoints and `resume`, early
+stopping on validation accuracy, progress bars, and DDP when launched by torchrun/accelerate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from tasks.core.data import Collator, LengthGroupedBatches, TokenDataset
+
+log = logging.getLogger("kd")
+
+StepFn = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+@dataclass
+class LoopConfig:
+    """Settings of one training run."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    grad_clip: float = 1.0
+    patience: int = 2
+    save_every_steps: int = 0
+    seed: int = 42
+    device: str = "auto"
+    compile: bool = False
+    desc: str = "train"
+
+
+@dataclass
+class TrainResult:
+    """What a run did: per-epoch history, the best validation accuracy, and whether it stopped early."""
+
+    history: list[dict] = field(default_factory=list)
+    best_accuracy: float = -1.0
+    stopped_early: bool = False
+    steps: int = 0
+    seconds: float = 0.0
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when there is one (under DDP, this process's local GPU)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(name)
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside a distributed launch."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed() -> None:
+    """Join the process group when launched by torchrun / accelerate (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _barrier() -> None:
+    if dist_info()[1] > 1:
+        dist.barrier()
+
+
+def make_optimizer(model: torch.nn.Module, cfg: LoopConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW without weight decay on biases and LayerNorm weights; fused kernels on CUDA."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, total: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up, then linear decay to zero."""
+    warmup = max(1, int(total * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_loader(data: TokenDataset, batch_size: int, pad_id: int, seed: int, shuffle: bool,
+                device: torch.device, rank: int = 0, world: int = 1) -> torch.utils.data.DataLoader:
+    """A loader of length-grouped, dynamically padded batches."""
+    sampler = LengthGroupedBatches(data.lengths, batch_size, seed, shuffle=shuffle, rank=rank, world=world)
+    return torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=Collator(pad_id),
+                                       pin_memory=device.type == "cuda")
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, data: TokenDataset, pad_id: int, batch_size: int = 128,
+                   device: torch.device | None = None, progress: str | None = None) -> np.ndarray:
+    """Logits for every row, in the dataset's order: float32 [N, C]."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loader = make_loader(data, batch_size, pad_id, 0, False, device)
+    out: np.ndarray | None = None
+    for batch in tqdm(loader, desc=progress or "predict", disable=progress is None, mininterval=2):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device)).logits
+        if out is None:
+            out = np.zeros((len(data), logits.shape[-1]), dtype=np.float32)
+        out[batch["index"].numpy()] = logits.float().cpu().numpy()
+    model.train(was_training)
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def validation_metrics(model: torch.nn.Module, data: TokenDataset, pad_id: int, batch_size: int,
+                       device: torch.device) -> dict[str, float]:
+    """Accuracy and cross-entropy on a labelled set."""
+    logits = torch.from_numpy(predict_logits(model, data, pad_id, batch_size, device))
+    labels = torch.from_numpy(data.labels)
+    loss = torch.nn.functional.cross_entropy(logits, labels).item()
+    return {"val_accuracy": float((logits.argmax(-1) == labels).float().mean()), "val_loss": loss}
+
+
+class Checkpointer:
+    """`state.pt` (everything needed to resume) and `best.pt` (best weights), written atomically."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def _save(self, obj: object, name: str) -> None:
+        if dist_info()[0] != 0:  # one writer under DDP
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{name}.tmp"
+        torch.save(obj, tmp)
+        os.replace(tmp, self.folder / name)
+
+    def save_state(self, state: dict) -> None:
+        self._save(state, "state.pt")
+
+    def save_best(self, model: torch.nn.Module) -> None:
+        self._save({k: v.detach().cpu() for k, v in model.state_dict().items()}, "best.pt")
+
+    def load_state(self) -> dict | None:
+        path = self.folder / "state.pt"
+        return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+    def load_best(self, model: torch.nn.Module) -> bool:
+        path = self.folder / "best.pt"
+        if not path.exists():
+            return False
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return True
+
+    def clear(self) -> None:
+        """Start over: remove every checkpoint, keep the (empty) folder."""
+        if dist_info()[0] == 0:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+
+def _reduce_mean(value: torch.Tensor) -> float:
+    if dist_info()[1] > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= dist_info()[1]
+    return float(value)
+
+
+def train(model: torch.nn.Module, train_data: TokenDataset, val_data: TokenDataset, step_fn: StepFn,
+          cfg: LoopConfig, pad_id: int, ckpt_dir: str | Path, resume: bool = False) -> TrainResult:
+    """Train `model` in place and leave it holding the best weights on validation accuracy.
+
+    Args:
+        model: the model to train (any module whose forward returns `.logits`).
+        train_data: training rows; the step function gets batches of them.
+        val_data: labelled validation rows, scored after each epoch.
+        step_fn: `(model, batch) -> (loss, parts)`, batch as made by `Collator`, on the device.
+        cfg: loop settings.
+        pad_id: the tokenizer's pad token id.
+        ckpt_dir: where `state.pt` / `best.pt` go; a resumed run continues from `state.pt`.
+        resume: continue from the last checkpoint instead of starting over.
+
+    Returns:
+        The run's `TrainResult`.
+    """
+    rank, world = dist_info()
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model.to(device)
+    ckpt = Checkpointer(ckpt_dir)
+    loader = make_loader(train_data, cfg.batch_size, pad_id, cfg.seed, True, device, rank, world)
+    steps_per_epoch = len(loader.batch_sampler)
+    optimizer = make_optimizer(model, cfg, device)
+    schedule = make_schedule(optimizer, max(1, steps_per_epoch * cfg.epochs), cfg.warmup_ratio)
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": -1.0, "bad_epochs": 0,
+             "history": [], "loss_sum": 0.0, "loss_steps": 0, "stopped_early": False}
+    saved = ckpt.load_state() if resume else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        torch.set_rng_state(saved["rng"])
+        state = saved["loop"]
+        log.info("[%s] resumed at epoch %d, step %d", cfg.desc, state["epoch"] + 1, state["global_step"])
+    elif not resume:
+        ckpt.clear()
+    _barrier()
+    forward = model
+    if world > 1:
+        forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        forward = torch.compile(forward, dynamic=True)
+
+    def checkpoint() -> None:
+        ckpt.save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "schedule": schedule.state_dict(), "rng": torch.get_rng_state(), "loop": state})
+
+    start = time.perf_counter()
+    while state["epoch"] < cfg.epochs and not state["stopped_early"]:
+        epoch = state["epoch"]
+        loader.batch_sampler.set_epoch(epoch, skip=state["step_in_epoch"])
+        model.train()
+        epoch_start, seen, done, loss_sum = time.perf_counter(), 0, 0, torch.zeros((), device=device)
+        parts_sum: dict[str, torch.Tensor] = {}
+        bar = tqdm(loader, total=steps_per_epoch, initial=state["step_in_epoch"], disable=rank != 0,
+                   desc=f"{cfg.desc} {epoch + 1}/{cfg.epochs}", unit="step", mininterval=2)
+        for batch in bar:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss, parts = step_fn(forward, batch)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach()
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0) + v
+            seen += len(batch["labels"])
+            done += 1
+            state["step_in_epoch"] += 1
+            state["global_step"] += 1
+            if state["global_step"] % 20 == 0:
+                bar.set_postfix(loss=f"{loss.detach().item():.4f}", refresh=False)
+            if cfg.save_every_steps and state["global_step"] % cfg.save_every_steps == 0:
+                checkpoint()
+        steps = max(1, done)  # steps run by this process (a resumed epoch counts its rest only)
+        record = {"epoch": epoch + 1, "train_loss": _reduce_mean(loss_sum / steps),
+                  **{f"train_{k}": _reduce_mean(v / steps) for k, v in parts_sum.items()}}
+        record.update(validation_metrics(model, val_data, pad_id, cfg.eval_batch_size, device))
+        took = time.perf_counter() - epoch_start
+        record.update(seconds=round(took, 2), samples_per_s=round(seen * world / max(took, 1e-9), 1))
+        state["history"].append(record)
+        if record["val_accuracy"] > state["best"]:
+            state["best"], state["bad_epochs"] = record["val_accuracy"], 0
+            ckpt.save_best(model)
+        else:
+            state["bad_epochs"] += 1
+            state["stopped_early"] = state["bad_epochs"] >= cfg.patience
+        log.info("[%s] epoch %d: train_loss %.4f val_accuracy %.4f val_loss %.4f (%.1f s, %.1f samples/s)",
+                 cfg.desc, epoch + 1, record["train_loss"], record["val_accuracy"], record["val_loss"],
+                 took, record["samples_per_s"])
+        state["epoch"], state["step_in_epoch"] = epoch + 1, 0
+        checkpoint()
+        if state["stopped_early"]:
+            log.info("[%s] early stop: no val improvement for %d epochs", cfg.desc, cfg.patience)
+    _barrier()
+    ckpt.load_best(model)
+    _barrier()
+    ckpt.clear()  # a finished run has nothing to resume; checkpoints of a crashed one stay
+    return TrainResult(state["history"], state["best"], state["stopped_early"], state["global_step"],
+                       time.perf_counter() - start)
+
+
+def epochs_to_steps(rows: int, batch_size: int, epochs: int) -> int:
+    """Optimiser steps for a run (used in reports)."""
+    return math.ceil(rows / batch_size) * epochs

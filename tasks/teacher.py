@@ -1,0 +1,75 @@
+"""teacher: load the teacher, fine-tune it when it is not yet trained for the task, evaluate it
+on val and test, and stop the pipeline when it is below `teacher.min_accuracy`."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from tasks.common import encode_split, load_labels, load_split, loop_config, supervised_step
+from tasks.config import Config
+from tasks.core.loop import predict_logits, resolve_device, train
+from tasks.errors import GateError
+from tasks.metrics import classification_metrics, write_curve_csv
+from tasks.models import count_params, load_classifier, load_tokenizer, save_model, prepare_torch
+from tasks.storage import Paths, stage_log, write_json
+
+log = logging.getLogger("kd")
+
+
+def should_finetune(mode: str, head_ready: bool) -> bool:
+    """`auto` fine-tunes exactly when the checkpoint has no trained head for these labels."""
+    return {"true": True, "false": False}.get(mode, not head_ready)
+
+
+def score(model, data, labels_names: list[str], pad_id: int, batch_size: int, device, desc: str) -> tuple[dict, np.ndarray]:
+    """Metrics of a model on an encoded split, and its predicted label ids."""
+    logits = predict_logits(model, data, pad_id, batch_size, device, progress=desc)
+    preds = logits.argmax(-1)
+    return classification_metrics(data.labels, preds, labels_names), preds
+
+
+def teacher(cfg: Config, paths: Paths, resume: bool = False) -> dict:
+    """Run the teacher stage. Writes models/teacher/, reports/teacher.json and its training curve.
+
+    Raises:
+        GateError: test accuracy below `teacher.min_accuracy` (the report is written first).
+    """
+    tc = cfg.teacher
+    prepare_torch(cfg.base.threads, cfg.base.seed)
+    with stage_log("teacher") as info:
+        names = load_labels(paths)
+        frames = {s: load_split(paths, s) for s in ("train", "val", "test")}
+        tokenizer = load_tokenizer(tc.model)
+        model, head_ready = load_classifier(tc.model, names)
+        data = {s: encode_split(tokenizer, f, cfg.base.max_length) for s, f in frames.items()}
+        device = resolve_device(cfg.base.device)
+        finetuned = should_finetune(tc.finetune, head_ready)
+        history: list[dict] = []
+        if finetuned:
+            log.info("[teacher] fine-tuning %s on %d rows (%s)", tc.model, len(data["train"]),
+                     "head untrained for these labels" if not head_ready else "teacher.finetune=true")
+            result = train(model, data["train"], data["val"], supervised_step, loop_config(tc, cfg.base, "teacher"),
+                           tokenizer.pad_token_id, paths.checkpoints("teacher"), resume=resume)
+            history = result.history
+        else:
+            log.info("[teacher] %s already has a trained head for %s: evaluating only", tc.model, names)
+            paths.checkpoints("teacher").mkdir(parents=True, exist_ok=True)  # a declared (empty) output
+        model.to(device).eval()
+        report = {"model": tc.model, "finetuned": finetuned, "params": count_params(model), "history": history}
+        for split in ("val", "test"):
+            report[split], _ = score(model, data[split], names, tokenizer.pad_token_id, tc.eval_batch_size,
+                                     device, f"teacher {split}")
+        save_model(model.cpu(), tokenizer, paths.teacher)
+        write_json(paths.reports / "teacher.json", report)
+        write_curve_csv(paths.plots / "teacher_curve.csv", history or [{"epoch": 0}])
+        info["read"] += [paths.processed, tc.model]
+        info["wrote"] += [paths.teacher, paths.reports / "teacher.json"]
+        acc = report["test"]["accuracy"]
+        log.info("[teacher] val accuracy %.4f, test accuracy %.4f, test macro-F1 %.4f",
+                 report["val"]["accuracy"], acc, report["test"]["f1_macro"])
+    if acc < tc.min_accuracy:
+        raise GateError(f"teacher gate: test accuracy {acc:.4f} < teacher.min_accuracy {tc.min_accuracy}; "
+                        "train it longer (teacher.epochs) or check the data")
+    return report

@@ -1,0 +1,64 @@
+"""Shared fixtures: tiny models built from a config in code and a tokenizer trained here.
+
+Nothing is ever downloaded: HF_HUB_OFFLINE is forced on for the whole session.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+CORPUS = [
+    "a great film with a wonderful cast", "an awful boring movie", "the plot is dull and slow",
+    "brilliant acting and a moving story", "i loved every minute of it", "a waste of time",
+    "the best film of the year", "terrible script and bad jokes", "charming funny and warm",
+    "painfully long and forgettable",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    """A WordPiece BERT tokenizer trained on a few sentences (vocab ~100)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=120, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    tok.train_from_iterator(CORPUS * 5, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+    folder = tmp_path_factory.mktemp("tok")
+    fast.save_pretrained(folder)
+    return fast
+
+
+def make_tiny_bert(vocab_size: int, layers: int = 4, num_labels: int = 2, seed: int = 0):
+    """A tiny BertForSequenceClassification built from a config (random weights)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                        intermediate_size=37, max_position_embeddings=128, num_labels=num_labels,
+                        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    return BertForSequenceClassification(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A saved tiny 4-layer BERT classifier with its tokenizer: usable as `teacher.model`."""
+    folder = tmp_path_factory.mktemp("tiny_teacher")
+    make_tiny_bert(len(tiny_tokenizer)).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
