@@ -27,6 +27,7 @@ STAGES = {
     "distill": ("tasks.distill", "distill", True),
     "finetune": ("tasks.finetune", "finetune", True),
     "evaluate": ("tasks.evaluate", "evaluate", False),
+    "promote": ("tasks.promote", "promote", False),
 }
 HELP = {
     "ingest": "read the source, encode labels, split; write data/processed/",
@@ -35,7 +36,26 @@ HELP = {
     "distill": "distil the student from the teacher; write models/distilled/",
     "finetune": "optional full or LoRA fine-tuning of the student; write models/student/",
     "evaluate": "teacher vs student: accuracy, F1, size, latency; write reports/metrics.json",
+    "promote": "make the student the production model if it passed the gates and is no worse; "
+               "write models/production/, models/registry.json",
 }
+
+
+def preflight(cfg) -> None:
+    """Fail at once, before any stage runs, on a file or model folder the params name but lack."""
+    from tasks.errors import ConfigError
+    from tasks.models import resolve_model
+
+    if cfg.ingest.source == "files":
+        for split, path in cfg.ingest.files.items():
+            if path and not Path(path).is_file():
+                raise ConfigError(f"ingest.files.{split}: {path}: file not found")
+    unlabeled = cfg.distill.unlabeled
+    if unlabeled.get("source") == "file" and unlabeled.get("path") and not Path(unlabeled["path"]).is_file():
+        raise ConfigError(f"distill.unlabeled.path: {unlabeled['path']}: file not found")
+    resolve_model(cfg.teacher.model, "teacher.model")
+    if cfg.distill.student_model:
+        resolve_model(cfg.distill.student_model, "distill.student_model")
 
 
 def run_stage(name: str, cfg, paths, resume: bool = False):
@@ -124,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.params, args.set)
         paths = Paths(Path(args.root))
+        if args.command != "predict":
+            preflight(cfg)
         if args.command == "predict":
             _predict(args, cfg)
         elif args.command == "run":

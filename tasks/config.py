@@ -125,6 +125,23 @@ class EvaluateConfig:
 
 
 @dataclass
+class PromoteConfig:
+    """When a new student replaces the production model (models/production/)."""
+
+    # Accuracy the candidate may lose against the production model, both scored on the current
+    # test split; 0 means "no worse", a negative value demands a gain of at least that much.
+    tolerance: float = 0.0
+
+
+@dataclass
+class ScheduleConfig:
+    """Cron schedules of the Prefect deployments (`make serve`); null: started by hand only."""
+
+    timezone: str = "UTC"
+    training_pipeline: str | None = None  # e.g. "0 3 * * 0": Sundays at 03:00
+
+
+@dataclass
 class Config:
     """The whole of params.yaml."""
 
@@ -135,6 +152,8 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
 CHOICES = {
@@ -233,9 +252,18 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"distill.unlabeled.source: expected embedded, file or null, got {dis.unlabeled.get('source')!r}")
     if dis.alpha_kd + dis.alpha_ce + dis.alpha_cos == 0:
         raise ConfigError("distill.alpha_kd, alpha_ce, alpha_cos: at least one must be > 0")
-    for section in (cfg.teacher, cfg.distill, cfg.finetune):
-        if section.epochs < 0 or section.batch_size < 1 or section.lr <= 0:
-            raise ConfigError("epochs >= 0, batch_size >= 1 and lr > 0 are required in every training section")
+    for name in ("teacher", "distill", "finetune"):
+        section = getattr(cfg, name)
+        for key, ok, rule in (("epochs", section.epochs >= 0, ">= 0"), ("batch_size", section.batch_size >= 1, ">= 1"),
+                              ("lr", section.lr > 0, "> 0")):
+            if not ok:
+                raise ConfigError(f"{name}.{key}: expected {rule}, got {getattr(section, key)}")
+    if not -1 <= cfg.promote.tolerance <= 1:
+        raise ConfigError(f"promote.tolerance: expected an accuracy difference in [-1, 1], got {cfg.promote.tolerance}")
+    for name, cron in vars(cfg.schedule).items():
+        if name != "timezone" and cron is not None and len(cron.split()) != 5:
+            raise ConfigError(f"schedule.{name}: expected a 5-field cron string such as '0 3 * * 0' or null, "
+                              f"got {cron!r}")
 
 
 def set_key(data: dict, dotted: str, value: Any) -> None:
@@ -256,7 +284,11 @@ def parse_overrides(items: list[str] | None) -> dict:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected key=value, e.g. distill.temperature=4")
         key, raw = item.split("=", 1)
-        set_key(out, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"override {key.strip()}: value {raw!r} is not valid YAML") from None
+        set_key(out, key.strip(), value)
     return out
 
 
@@ -297,6 +329,8 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | dict | 
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
     if not isinstance(overrides, dict):
         overrides = parse_overrides(overrides)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -110,7 +111,8 @@ def teacher_outputs(cfg: Config, paths: Paths, teacher: torch.nn.Module, data: T
     if not dc.cache:
         return None, "off", None
     pooled_layers = layer_map if dc.alpha_cos > 0 and dc.hidden_loss == "pooled" else None
-    key = cache_key(fingerprint_model(paths.teacher), fingerprint_tokens(data), pooled_layers)
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    key = cache_key(fingerprint_model(paths.teacher), fingerprint_tokens(data), pooled_layers, precision)
     cache = LogitCache(paths.cache, key)
     if cache.exists():
         log.info("[distill] teacher-output cache hit: %s", key)
@@ -121,18 +123,30 @@ def teacher_outputs(cfg: Config, paths: Paths, teacher: torch.nn.Module, data: T
     return outputs, "miss", key
 
 
-def make_student(dc: DistillConfig, teacher: torch.nn.Module, names: list[str], layer_map: list[int]) -> torch.nn.Module:
-    """The student: teacher layers by `layer_map`, or a separately named pretrained model."""
+def make_student(dc: DistillConfig, teacher: torch.nn.Module, names: list[str]) -> tuple[torch.nn.Module, list[int]]:
+    """The student and its layer map: teacher layers by the map, or a separately named pretrained model.
+
+    For a pretrained student the map only pairs layers for hidden-state alignment; its length must
+    be the student's own depth.
+    """
+    n_teacher = num_layers(teacher)
     if not dc.student_model:
-        return build_student(teacher, layer_map)
+        layer_map = student_layer_map(dc, n_teacher)
+        return build_student(teacher, layer_map), layer_map
     student, _ = load_classifier(dc.student_model, names, key="distill.student_model")
+    n_student = num_layers(student)
+    if dc.student_layers and dc.student_layers != n_student:
+        raise ConfigError(f"distill.student_layers={dc.student_layers} but distill.student_model has {n_student} layers")
+    if n_student > n_teacher:
+        raise ConfigError(f"distill.student_model: {n_student} layers, more than the teacher's {n_teacher}")
+    layer_map = student_layer_map(replace(dc, student_layers=n_student), n_teacher)
     if dc.alpha_cos > 0 and student.config.hidden_size != teacher.config.hidden_size:
         raise ConfigError(f"distill.student_model: hidden size {student.config.hidden_size} differs from the "
                           f"teacher's {teacher.config.hidden_size}; set distill.alpha_cos: 0")
     if student.config.vocab_size != teacher.config.vocab_size:
         raise ConfigError("distill.student_model: its vocabulary differs from the teacher's; "
                           "the student must share the teacher's tokenizer")
-    return student
+    return student, layer_map
 
 
 def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
@@ -147,8 +161,7 @@ def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         device = resolve_device(cfg.base.device)
         teacher.to(device).eval().requires_grad_(False)
         n_teacher = num_layers(teacher)
-        layer_map = student_layer_map(dc, n_teacher) if not dc.student_model else \
-            default_layer_map(n_teacher, min(n_teacher, max(1, dc.student_layers or n_teacher // 2)))
+        student, layer_map = make_student(dc, teacher, names)
         exclude = set(pd.concat([load_split(paths, s)["text"] for s in ("train", "val", "test")]))
         unlabeled = load_unlabeled(dc, exclude, cfg.base.seed)
         data = transfer_set(tokenizer, frames["train"], unlabeled, cfg.base.max_length)
@@ -156,7 +169,6 @@ def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         start = time.perf_counter()
         cached, cache_state, key = teacher_outputs(cfg, paths, teacher, data, tokenizer.pad_token_id, layer_map, device)
         cache_seconds = time.perf_counter() - start
-        student = make_student(dc, teacher, names, layer_map)
         weights = LossWeights(dc.temperature, dc.alpha_kd, dc.alpha_ce, dc.alpha_cos)
         step = make_step(teacher, cached, weights, layer_map, dc.hidden_loss)
         result = train(student, data, val, step, loop_config(dc, cfg.base, "distill"), tokenizer.pad_token_id,
@@ -167,6 +179,7 @@ def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             "teacher_layers": n_teacher, "student_layers": num_layers(student), "layer_map": layer_map,
             "params": count_params(student), "teacher_params": count_params(teacher),
             "transfer_rows": {"labelled": len(frames["train"]), "unlabelled": len(unlabeled)},
+            "transfer_tokens": data.real_tokens,
             "cache": cache_state, "cache_key": key, "cache_seconds": round(cache_seconds, 2),
             "best_val_accuracy": result.best_accuracy, "stopped_early": result.stopped_early,
             "train_seconds": round(result.seconds, 2),

@@ -53,9 +53,13 @@ def fingerprint_tokens(data: TokenDataset) -> str:
     return h.hexdigest()
 
 
-def cache_key(teacher_fp: str, data_fp: str, layer_map: list[int] | None) -> str:
-    """The cache entry's name: 24 hex characters of sha256 over everything the outputs depend on."""
-    spec = json.dumps({"teacher": teacher_fp, "data": data_fp, "pooled_layers": layer_map}, sort_keys=True)
+def cache_key(teacher_fp: str, data_fp: str, layer_map: list[int] | None, precision: str = "fp32") -> str:
+    """The cache entry's name: 24 hex characters of sha256 over everything the outputs depend on.
+
+    `precision` ("fp32" or "bf16") counts too: bf16 logits from a GPU are not a CPU run's.
+    """
+    spec = json.dumps({"teacher": teacher_fp, "data": data_fp, "pooled_layers": layer_map,
+                       "precision": precision}, sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:24]
 
 

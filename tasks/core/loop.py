@@ -114,8 +114,11 @@ def make_loader(data: TokenDataset, batch_size: int, pad_id: int, seed: int, shu
                 device: torch.device, rank: int = 0, world: int = 1) -> torch.utils.data.DataLoader:
     """A loader of length-grouped, dynamically padded batches."""
     sampler = LengthGroupedBatches(data.lengths, batch_size, seed, shuffle=shuffle, rank=rank, world=world)
+    # Its own generator: otherwise each new iterator draws a seed from the global RNG, and a
+    # resumed run's dropout masks would differ from an uninterrupted run's.
     return torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=Collator(pad_id),
-                                       pin_memory=device.type == "cuda")
+                                       pin_memory=device.type == "cuda",
+                                       generator=torch.Generator().manual_seed(seed))
 
 
 @torch.inference_mode()
@@ -220,7 +223,7 @@ def train(model: torch.nn.Module, train_data: TokenDataset, val_data: TokenDatas
     optimizer = make_optimizer(model, cfg, device)
     schedule = make_schedule(optimizer, max(1, steps_per_epoch * cfg.epochs), cfg.warmup_ratio)
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": -1.0, "bad_epochs": 0,
-             "history": [], "loss_sum": 0.0, "loss_steps": 0, "stopped_early": False}
+             "history": [], "stopped_early": False}
     saved = ckpt.load_state() if resume else None
     if saved is not None:
         model.load_state_dict(saved["model"])
