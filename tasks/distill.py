@@ -21,6 +21,7 @@ from tasks.common import encode_split, load_labels, load_split, loop_config
 from tasks.config import Config, DistillConfig
 from tasks.core.cache import LogitCache, TeacherOutputs, cache_key, fingerprint_model, fingerprint_tokens, teacher_forward
 from tasks.core.data import IGNORE_LABEL, TokenDataset, make_dataset
+from tasks.core.dist import dist_info, is_main
 from tasks.core.loop import StepFn, resolve_device, train
 from tasks.core.loss import LossWeights, distillation_loss, mean_pool
 from tasks.core.student import build_student, default_layer_map, num_layers
@@ -173,7 +174,8 @@ def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         step = make_step(teacher, cached, weights, layer_map, dc.hidden_loss)
         result = train(student, data, val, step, loop_config(dc, cfg.base, "distill"), tokenizer.pad_token_id,
                        paths.checkpoints("distill"), resume=resume)
-        save_model(student.cpu(), tokenizer, paths.distilled)
+        if is_main():  # under DDP every rank holds the same weights; one writes
+            save_model(student.cpu(), tokenizer, paths.distilled)
         epochs_run = max(1, len(result.history))
         report = {
             "teacher_layers": n_teacher, "student_layers": num_layers(student), "layer_map": layer_map,
@@ -187,8 +189,10 @@ def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             "tokens_per_s": round(data.real_tokens * epochs_run / max(result.seconds, 1e-9), 1),
             "history": result.history,
         }
-        write_json(paths.reports / "distill.json", report)
-        write_curve_csv(paths.plots / "distill_curve.csv", result.history or [{"epoch": 0}])
+        report["processes"] = dist_info()[1]
+        if is_main():
+            write_json(paths.reports / "distill.json", report)
+            write_curve_csv(paths.plots / "distill_curve.csv", result.history or [{"epoch": 0}])
         info["read"] += [paths.processed, paths.teacher]
         info["wrote"] += [paths.distilled, paths.reports / "distill.json"]
         log.info("[distill] %d-layer student (map %s), best val accuracy %.4f", report["student_layers"],

@@ -13,6 +13,7 @@ import torch
 
 from tasks.common import encode_split, load_labels, load_split, loop_config, supervised_step
 from tasks.config import Config, FinetuneConfig
+from tasks.core.dist import is_main
 from tasks.core.loop import train
 from tasks.errors import ConfigError
 from tasks.metrics import write_curve_csv
@@ -60,7 +61,8 @@ def finetune(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             raise ConfigError(f"{paths.distilled}: not found; run the distill stage first")
         report: dict = {"method": fc.method, "history": []}
         if fc.method == "none":
-            copy_model(paths.distilled, paths.student)
+            if is_main():
+                copy_model(paths.distilled, paths.student)
             paths.checkpoints("finetune").mkdir(parents=True, exist_ok=True)  # a declared (empty) output
         else:
             names = load_labels(paths)
@@ -71,13 +73,15 @@ def finetune(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             result = train(trainee, data["train"], data["val"], supervised_step, loop_config(fc, cfg.base, "finetune"),
                            tokenizer.pad_token_id, paths.checkpoints("finetune"), resume=resume)
             report.update(history=result.history, best_val_accuracy=result.best_accuracy)
-            with atomic_path(paths.student) as tmp:
-                if fc.method == "lora":
-                    trainee.save_pretrained(tmp / "adapter")  # the adapter alone, before merging
-                    model = trainee.merge_and_unload()
-                model.cpu().save_pretrained(tmp, safe_serialization=True)
-                tokenizer.save_pretrained(tmp)
-        write_json(paths.reports / "finetune.json", report)
-        write_curve_csv(paths.plots / "finetune_curve.csv", report["history"] or [{"epoch": 0}])
+            if is_main():  # under DDP every rank holds the same weights; one writes
+                with atomic_path(paths.student) as tmp:
+                    if fc.method == "lora":
+                        trainee.save_pretrained(tmp / "adapter")  # the adapter alone, before merging
+                        model = trainee.merge_and_unload()
+                    model.cpu().save_pretrained(tmp, safe_serialization=True)
+                    tokenizer.save_pretrained(tmp)
+        if is_main():
+            write_json(paths.reports / "finetune.json", report)
+            write_curve_csv(paths.plots / "finetune_curve.csv", report["history"] or [{"epoch": 0}])
         info["wrote"] += [paths.student, paths.reports / "finetune.json"]
     return report

@@ -9,6 +9,7 @@ import numpy as np
 
 from tasks.common import encode_split, load_labels, load_split, loop_config, supervised_step
 from tasks.config import Config
+from tasks.core.dist import is_main
 from tasks.core.loop import predict_logits, resolve_device, train
 from tasks.errors import GateError
 from tasks.metrics import classification_metrics, write_curve_csv
@@ -61,9 +62,10 @@ def teacher(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         for split in ("val", "test"):
             report[split], _ = score(model, data[split], names, tokenizer.pad_token_id, tc.eval_batch_size,
                                      device, f"teacher {split}")
-        save_model(model.cpu(), tokenizer, paths.teacher)
-        write_json(paths.reports / "teacher.json", report)
-        write_curve_csv(paths.plots / "teacher_curve.csv", history or [{"epoch": 0}])
+        if is_main():  # under DDP every rank holds the same weights; one writes
+            save_model(model.cpu(), tokenizer, paths.teacher)
+            write_json(paths.reports / "teacher.json", report)
+            write_curve_csv(paths.plots / "teacher_curve.csv", history or [{"epoch": 0}])
         info["read"] += [paths.processed, tc.model]
         info["wrote"] += [paths.teacher, paths.reports / "teacher.json"]
         acc = report["test"]["accuracy"]

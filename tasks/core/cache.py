@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tasks.core.data import Collator, LengthGroupedBatches, TokenDataset
+from tasks.core.dist import barrier, dist_info
 from tasks.core.loss import mean_pool
 
 log = logging.getLogger("kd")
@@ -65,20 +65,62 @@ def cache_key(teacher_fp: str, data_fp: str, layer_map: list[int] | None, precis
 
 @dataclass
 class TeacherOutputs:
-    """Memory-mapped cached outputs: logits [N, C] and optionally pooled [N, K, H]."""
+    """Memory-mapped cached outputs, one shard per rank that built them.
 
-    logits: np.ndarray
-    pooled: np.ndarray | None
+    Row i of the transfer set lives in shard i % world at position i // world; with one shard
+    (a single-process build) that is simply row i of `logits` [N, C] and `pooled` [N, K, H].
+    """
+
+    logit_shards: list[np.ndarray]
+    pooled_shards: list[np.ndarray] | None
+
+    @property
+    def logits(self) -> np.ndarray:
+        """All logits [N, C] of a single-shard entry."""
+        return self._only(self.logit_shards)
+
+    @property
+    def pooled(self) -> np.ndarray | None:
+        """All pooled states [N, K, H] of a single-shard entry, or None when not cached."""
+        return None if self.pooled_shards is None else self._only(self.pooled_shards)
+
+    @staticmethod
+    def _only(shards: list[np.ndarray]) -> np.ndarray:
+        if len(shards) != 1:
+            raise ValueError(f"cache entry has {len(shards)} shards; use take()")
+        return shards[0]
+
+    def _gather(self, shards: list[np.ndarray], index: np.ndarray) -> np.ndarray:
+        world = len(shards)
+        out = np.empty((len(index),) + shards[0].shape[1:], dtype=np.float32)
+        for shard in range(world):
+            where = np.nonzero(index % world == shard)[0]
+            if len(where):
+                pos = index[where] // world
+                order = np.argsort(pos)  # sorted reads are sequential on disk
+                out[where[order]] = shards[shard][pos[order]]
+        return out
 
     def take(self, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The rows of a batch, as float32 tensors on `device`."""
-        rows = np.sort(index.numpy())  # sorted reads are sequential on disk...
-        order = np.argsort(np.argsort(index.numpy()))  # ...then put back in batch order
-        logits = torch.from_numpy(np.asarray(self.logits[rows])[order]).to(device, non_blocking=True)
+        """The rows of a batch, as float32 tensors on `device`.
+
+        Args:
+            index: [B] row indices into the transfer set.
+            device: where the tensors go.
+
+        Returns:
+            logits [B, C] and pooled states [B, K, H] (or None).
+        """
+        rows = index.numpy()
+        logits = torch.from_numpy(self._gather(self.logit_shards, rows)).to(device, non_blocking=True)
         pooled = None
-        if self.pooled is not None:
-            pooled = torch.from_numpy(np.asarray(self.pooled[rows], dtype=np.float32)[order]).to(device, non_blocking=True)
+        if self.pooled_shards is not None:
+            pooled = torch.from_numpy(self._gather(self.pooled_shards, rows)).to(device, non_blocking=True)
         return logits, pooled
+
+
+def _shard_file(kind: str, rank: int, world: int) -> str:
+    return f"{kind}.npy" if world == 1 else f"{kind}.{rank}-of-{world}.npy"
 
 
 # no_grad, not inference_mode: inference tensors cannot be saved for the student's backward.
@@ -112,14 +154,20 @@ class LogitCache:
         return (self.path / "meta.json").is_file()
 
     def load(self) -> TeacherOutputs:
-        """Open the entry memory-mapped."""
-        pooled_file = self.path / "pooled.npy"
-        return TeacherOutputs(np.load(self.path / "logits.npy", mmap_mode="r"),
-                              np.load(pooled_file, mmap_mode="r") if pooled_file.exists() else None)
+        """Open the entry's shards memory-mapped."""
+        world = json.loads((self.path / "meta.json").read_text()).get("world", 1)
+        logits = [np.load(self.path / _shard_file("logits", r, world), mmap_mode="r") for r in range(world)]
+        pooled = None
+        if (self.path / _shard_file("pooled", 0, world)).exists():
+            pooled = [np.load(self.path / _shard_file("pooled", r, world), mmap_mode="r") for r in range(world)]
+        return TeacherOutputs(logits, pooled)
 
     def build(self, teacher: torch.nn.Module, data: TokenDataset, pad_id: int, batch_size: int,
               device: torch.device, layer_map: list[int] | None, autocast: bool = False) -> TeacherOutputs:
         """Run the teacher over `data` once and write the entry atomically.
+
+        Under several processes each rank computes rows rank, rank + world, ... into its own
+        shard; rank 0 renames the finished folder into place once every rank is done.
 
         Args:
             teacher: in eval mode, on `device`.
@@ -130,34 +178,45 @@ class LogitCache:
             layer_map: teacher layers whose pooled states are stored; None stores logits only.
             autocast: bf16 autocast (CUDA).
         """
-        tmp = self.root / f".{self.key}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
-        try:
-            self._fill(tmp, teacher, data, pad_id, batch_size, device, layer_map, autocast)
-            (tmp / "meta.json").write_text(json.dumps({"rows": len(data), "layer_map": layer_map}))
-            if self.path.exists():
-                shutil.rmtree(self.path)
-            os.replace(tmp, self.path)
-        finally:
+        rank, world = dist_info()
+        # One temporary folder all ranks agree on (a random suffix would differ between them).
+        tmp = self.root / f".{self.key}.tmp-{world}"
+        if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        barrier()
+        try:
+            rows = range(rank, len(data), world)
+            shard = data if world == 1 else TokenDataset([data.ids[i] for i in rows], data.labels[list(rows)])
+            self._fill(tmp, rank, world, teacher, shard, pad_id, batch_size, device, layer_map, autocast)
+            barrier()
+            if rank == 0:
+                (tmp / "meta.json").write_text(json.dumps({"rows": len(data), "world": world, "layer_map": layer_map}))
+                if self.path.exists():
+                    shutil.rmtree(self.path)
+                os.replace(tmp, self.path)
+            barrier()
+        finally:
+            if rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
         return self.load()
 
     @staticmethod
-    def _fill(folder: Path, teacher: torch.nn.Module, data: TokenDataset, pad_id: int, batch_size: int,
-              device: torch.device, layer_map: list[int] | None, autocast: bool) -> None:
+    def _fill(folder: Path, rank: int, world: int, teacher: torch.nn.Module, data: TokenDataset, pad_id: int,
+              batch_size: int, device: torch.device, layer_map: list[int] | None, autocast: bool) -> None:
         sampler = LengthGroupedBatches(data.lengths, batch_size, seed=0, shuffle=False)
         loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=Collator(pad_id))
         logits_mm = pooled_mm = None
         teacher.eval()
-        for batch in tqdm(loader, desc="teacher logits", unit="batch", mininterval=2):
+        for batch in tqdm(loader, desc="teacher logits", unit="batch", mininterval=2, disable=rank != 0):
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits, pooled, _ = teacher_forward(teacher, batch, layer_map)
             if logits_mm is None:  # shapes are known after the first batch
-                logits_mm = np.lib.format.open_memmap(folder / "logits.npy", "w+", np.float32,
+                logits_mm = np.lib.format.open_memmap(folder / _shard_file("logits", rank, world), "w+", np.float32,
                                                       (len(data), logits.shape[-1]))
                 if pooled is not None:
-                    pooled_mm = np.lib.format.open_memmap(folder / "pooled.npy", "w+", np.float16,
+                    pooled_mm = np.lib.format.open_memmap(folder / _shard_file("pooled", rank, world), "w+", np.float16,
                                                           (len(data),) + tuple(pooled.shape[1:]))
             rows = batch["index"].cpu().numpy()
             logits_mm[rows] = logits.float().cpu().numpy()

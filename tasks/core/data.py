@@ -84,7 +84,8 @@ class LengthGroupedBatches(Sampler[list[int]]):
 
     Rows are shuffled, cut into mega-batches of `group` batches, each mega-batch sorted by length
     and cut into batches; the batch order is shuffled again. Under several processes each rank
-    takes every `world`-th batch (the count is made equal across ranks so DDP steps line up).
+    takes its share of the rows of every batch (batches with fewer rows than ranks are dropped),
+    so all ranks take the same number of steps.
     `skip` drops the first batches of an epoch: how a resumed run continues mid-epoch.
     """
 
@@ -117,8 +118,9 @@ class LengthGroupedBatches(Sampler[list[int]]):
     def _rank_batches(self) -> list[np.ndarray]:
         batches = self._all_batches()
         if self.world > 1:
-            per_rank = len(batches) // self.world
-            batches = batches[self.rank::self.world][:per_rank]
+            # Each global batch is split by rows across ranks, so `batch_size` stays the global
+            # batch and a DDP run takes the same optimiser steps as a single process would.
+            batches = [b[self.rank::self.world] for b in batches if len(b) >= self.world]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -126,7 +128,8 @@ class LengthGroupedBatches(Sampler[list[int]]):
             yield batch.tolist()
 
     def __len__(self) -> int:
-        total = math.ceil(len(self.lengths) / self.batch_size)
+        n, size = len(self.lengths), self.batch_size
+        total = math.ceil(n / size)
         if self.world > 1:
-            total //= self.world
+            total = n // size + (1 if n % size >= self.world else 0)
         return max(total - self.skip, 0)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from tasks.core.data import Collator, LengthGroupedBatches, TokenDataset
+from tasks.core.dist import barrier, dist_info, init_distributed, reduce_mean  # noqa: F401 (re-exported)
 
 log = logging.getLogger("kd")
 
@@ -65,27 +65,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cuda":
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(name)
-
-
-def dist_info() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside a distributed launch."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed() -> None:
-    """Join the process group when launched by torchrun / accelerate (WORLD_SIZE > 1)."""
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def _barrier() -> None:
-    if dist_info()[1] > 1:
-        dist.barrier()
 
 
 def make_optimizer(model: torch.nn.Module, cfg: LoopConfig, device: torch.device) -> torch.optim.AdamW:
@@ -188,14 +167,6 @@ class Checkpointer:
             self.folder.mkdir(parents=True, exist_ok=True)
 
 
-def _reduce_mean(value: torch.Tensor) -> float:
-    if dist_info()[1] > 1:
-        value = value.clone()
-        dist.all_reduce(value)
-        value /= dist_info()[1]
-    return float(value)
-
-
 def train(model: torch.nn.Module, train_data: TokenDataset, val_data: TokenDataset, step_fn: StepFn,
           cfg: LoopConfig, pad_id: int, ckpt_dir: str | Path, resume: bool = False) -> TrainResult:
     """Train `model` in place and leave it holding the best weights on validation accuracy.
@@ -215,6 +186,7 @@ def train(model: torch.nn.Module, train_data: TokenDataset, val_data: TokenDatas
     """
     rank, world = dist_info()
     device = resolve_device(cfg.device)
+    # Under DDP every rank starts from the same weights (DDP also broadcasts them from rank 0).
     torch.manual_seed(cfg.seed)
     model.to(device)
     ckpt = Checkpointer(ckpt_dir)
@@ -234,7 +206,7 @@ def train(model: torch.nn.Module, train_data: TokenDataset, val_data: TokenDatas
         log.info("[%s] resumed at epoch %d, step %d", cfg.desc, state["epoch"] + 1, state["global_step"])
     elif not resume:
         ckpt.clear()
-    _barrier()
+    barrier()
     forward = model
     if world > 1:
         forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -276,8 +248,8 @@ def train(model: torch.nn.Module, train_data: TokenDataset, val_data: TokenDatas
             if cfg.save_every_steps and state["global_step"] % cfg.save_every_steps == 0:
                 checkpoint()
         steps = max(1, done)  # steps run by this process (a resumed epoch counts its rest only)
-        record = {"epoch": epoch + 1, "train_loss": _reduce_mean(loss_sum / steps),
-                  **{f"train_{k}": _reduce_mean(v / steps) for k, v in parts_sum.items()}}
+        record = {"epoch": epoch + 1, "train_loss": reduce_mean(loss_sum / steps),
+                  **{f"train_{k}": reduce_mean(v / steps) for k, v in parts_sum.items()}}
         record.update(validation_metrics(model, val_data, pad_id, cfg.eval_batch_size, device))
         took = time.perf_counter() - epoch_start
         record.update(seconds=round(took, 2), samples_per_s=round(seen * world / max(took, 1e-9), 1))
@@ -295,9 +267,9 @@ def train(model: torch.nn.Module, train_data: TokenDataset, val_data: TokenDatas
         checkpoint()
         if state["stopped_early"]:
             log.info("[%s] early stop: no val improvement for %d epochs", cfg.desc, cfg.patience)
-    _barrier()
+    barrier()
     ckpt.load_best(model)
-    _barrier()
+    barrier()
     ckpt.clear()  # a finished run has nothing to resume; checkpoints of a crashed one stay
     return TrainResult(state["history"], state["best"], state["stopped_early"], state["global_step"],
                        time.perf_counter() - start)

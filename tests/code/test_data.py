@@ -65,18 +65,25 @@ def test_skip_drops_exactly_the_first_batches(lengths, skip):
 
 
 @pytest.mark.parametrize("world", [2, 3])
-def test_rank_shards_are_disjoint_and_equal(lengths, world):
+def test_rank_shards_split_every_global_batch(lengths, world):
+    """Under DDP each global batch is split by rows across ranks: same steps as one process."""
     shards = [batches(lengths, epoch=1, rank=r, world=world) for r in range(world)]
+    single = batches(lengths, epoch=1)
     counts = {len(s) for s in shards}
-    assert len(counts) == 1 and counts.pop() == (-(-N // BATCH)) // world
-    rows = [np.concatenate(s) for s in shards]
-    for a in range(world):
-        for b in range(a + 1, world):
-            assert not set(rows[a].tolist()) & set(rows[b].tolist())
-    assert sum(len(r) for r in rows) >= N - world * BATCH  # at most one dropped batch per rank
-    # Every shard is a subset of the one-process epoch, not a different order.
-    single = {tuple(b) for b in batches(lengths, epoch=1)}
-    assert all(tuple(b) in single for s in shards for b in s)
+    assert len(counts) == 1 and counts.pop() == len(single)  # N % BATCH = 11 >= world: nothing dropped
+    for step, global_batch in enumerate(single):
+        parts = [shards[r][step] for r in range(world)]
+        assert sorted(sum(parts, [])) == sorted(global_batch)  # disjoint, and together the whole batch
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    sampler = LengthGroupedBatches(lengths, BATCH, seed=0, rank=1, world=world)
+    assert len(sampler) == len(single)
+
+
+def test_batches_smaller_than_the_world_are_dropped():
+    lengths = np.arange(1, 34)  # 33 rows, batch 16: the last batch has a single row
+    two = [list(LengthGroupedBatches(lengths, 16, seed=0, rank=r, world=2)) for r in range(2)]
+    assert [len(s) for s in two] == [2, 2]
+    assert len(LengthGroupedBatches(lengths, 16, seed=0, rank=0, world=2)) == 2
 
 
 def test_rank_shards_with_skip(lengths):
