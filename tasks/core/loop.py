@@ -250,9 +250,13 @@ def train(model: torch.nn.Module, train_data: TokenDataset, val_data: TokenDatas
         steps = max(1, done)  # steps run by this process (a resumed epoch counts its rest only)
         record = {"epoch": epoch + 1, "train_loss": reduce_mean(loss_sum / steps),
                   **{f"train_{k}": reduce_mean(v / steps) for k, v in parts_sum.items()}}
-        record.update(validation_metrics(model, val_data, pad_id, cfg.eval_batch_size, device))
-        took = time.perf_counter() - epoch_start
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        took = time.perf_counter() - epoch_start  # training only: validation is timed apart
         record.update(seconds=round(took, 2), samples_per_s=round(seen * world / max(took, 1e-9), 1))
+        val_start = time.perf_counter()
+        record.update(validation_metrics(model, val_data, pad_id, cfg.eval_batch_size, device))
+        record["val_seconds"] = round(time.perf_counter() - val_start, 2)
         state["history"].append(record)
         if record["val_accuracy"] > state["best"]:
             state["best"], state["bad_epochs"] = record["val_accuracy"], 0
