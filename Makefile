@@ -52,3 +52,21 @@ push: venv ## push data and models to the DVC remote (.dvc/storage by default)
 
 clean: ## remove the venv and runs/ (keeps DVC outputs and cache)
 	rm -rf $(VENV) runs
+
+# Prefect: a local server and UI (project-local PREFECT_HOME, analytics off), and the deployments.
+PREFECT_PORT ?= 4200
+PREFECT_LOCAL := PREFECT_HOME="$(CURDIR)/.prefect"
+.PHONY: ui serve ui-stop api
+
+ui: venv ## start the Prefect server + UI on http://127.0.0.1:4200 in the background
+	$(PREFECT_LOCAL) $(BIN)/python -m flows.ui start --port $(PREFECT_PORT)
+
+serve: venv ## register and serve the Prefect deployments (long-running; after `make ui`)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PREFECT_LOCAL) PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
+		$(BIN)/python -m flows.serve
+
+api: venv ## serve the scoring API on http://127.0.0.1:8000 (api.host, api.port; long-running)
+	$(BIN)/kdistill api
+
+ui-stop: ## stop the Prefect server `make ui` started (by its PID)
+	$(PREFECT_LOCAL) $(BIN)/python -m flows.ui stop

@@ -40,6 +40,16 @@ HELP = {
                "write models/production/, models/registry.json",
 }
 
+# Operations on the production model, outside `run`: name -> (module, function, help).
+OPERATIONS = {
+    "score": ("tasks.score", "score", "label the new files in data/incoming/ with the production model; append "
+              "them to data/production/ (bad files go to data/incoming/quarantine/)"),
+    "drift": ("tasks.drift", "drift", "compare the latest window of data/production/ with the training data; "
+              "write reports/drift/<timestamp>/ and print the verdict"),
+    "api": ("tasks.api", "serve_api", "serve POST /predict, GET /health, GET /model on http://127.0.0.1:8000 "
+            "(api.host, api.port)"),
+}
+
 
 def preflight(cfg) -> None:
     """Fail at once, before any stage runs, on a file or model folder the params name but lack."""
@@ -65,24 +75,39 @@ def run_stage(name: str, cfg, paths, resume: bool = False):
     return fn(cfg, paths, resume=resume) if resumable else fn(cfg, paths)
 
 
-def predict_texts(model_dir: str, texts: list[str], max_length: int = 128, batch_size: int = 64) -> list[dict]:
-    """Label and class probabilities for each text, from any saved classifier folder."""
+def predict_texts(model_dir: str, texts: list[str], max_length: int = 128, batch_size: int = 64,
+                  variant: str = "torch-fp32", threads: int = 0) -> list[dict]:
+    """Label and class probabilities for each text, from any saved classifier folder.
+
+    Args:
+        model_dir: a saved Hugging Face classifier folder.
+        texts: the texts to label.
+        max_length: tokens kept of each text.
+        batch_size: texts per forward pass (texts of similar length are batched together).
+        variant: torch-fp32 | torch-int8 | onnx-fp32 | onnx-int8 (see tasks.export).
+        threads: intra-op threads; 0 keeps the library default.
+
+    Returns:
+        One dict per text: text, label, confidence, probabilities (label -> probability).
+    """
     import torch
 
     from tasks.core.data import make_dataset
-    from tasks.core.loop import predict_logits
-    from tasks.models import load_classifier, load_tokenizer
+    from tasks.export import load_predictor, predict_dataset
+    from tasks.models import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir, key="--model")
-    model, _ = load_classifier(model_dir, None, key="--model")
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    logits = predict_logits(model, make_dataset(tokenizer, texts, None, max_length), tokenizer.pad_token_id, batch_size)
+    predictor = load_predictor(model_dir, variant, threads)
+    names = predictor.labels
+    logits = predict_dataset(predictor, make_dataset(tokenizer, texts, None, max_length), tokenizer.pad_token_id,
+                             batch_size)
     probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
     return [{"text": t, "label": names[int(p.argmax())], "confidence": round(float(p.max()), 6),
              "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}} for t, p in zip(texts, probs)]
 
 
-def _predict(args, cfg) -> None:
+def _predict(args, cfg, paths) -> None:
+    args.model = args.model or str(paths.student)
     texts = list(args.texts)
     if args.file:
         from tasks.ingest import read_table
@@ -90,12 +115,18 @@ def _predict(args, cfg) -> None:
         texts += read_table(args.file, args.text_column, None)["text"].astype(str).tolist()
     if not texts:
         raise UserError("predict: give texts as arguments or --file")
-    for row in predict_texts(args.model, texts, cfg.base.max_length):
+    from tasks.export import resolve_variant
+
+    variant = resolve_variant(args.variant or cfg.serve.variant, args.model, paths.reports / "bench" / "serving.json")
+    log.info("predict: %s, variant %s, %d thread(s)", args.model, variant, cfg.serve.threads)
+    for row in predict_texts(args.model, texts, cfg.base.max_length, variant=variant, threads=cfg.serve.threads):
         print(json.dumps(row, ensure_ascii=False))
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (kept separate so tests and docs can inspect it)."""
+    from tasks.config import CHOICES
+
     parser = argparse.ArgumentParser(prog="kdistill", description="Distil a BERT-family teacher into a small, "
                                      "fast student: one subcommand per pipeline stage.")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -111,11 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="all stages in order: " + " → ".join(STAGES))
     p.add_argument("--resume", action="store_true", help="resume the training stages from their checkpoints")
     p.add_argument("--from", dest="start", choices=list(STAGES), help="start at this stage")
+    for name, (_, _, text) in OPERATIONS.items():
+        sub.add_parser(name, help=text)
     p = sub.add_parser("predict", help="label texts (arguments or --file) with a saved model; prints JSON lines")
     p.add_argument("texts", nargs="*", help="texts to label")
-    p.add_argument("--model", default="models/student", help="model folder (default: models/student)")
+    p.add_argument("--model", default=None, help="model folder (default: models/student under --root)")
     p.add_argument("--file", help="a CSV/TSV/JSONL/Parquet file of texts")
     p.add_argument("--text-column", default="text")
+    p.add_argument("--variant", choices=sorted(CHOICES["serve.variant"]),
+                   help="serving variant (default: serve.variant in params.yaml)")
     return parser
 
 
@@ -144,10 +179,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.params, args.set)
         paths = Paths(Path(args.root))
-        if args.command != "predict":
+        if args.command != "predict" and args.command not in OPERATIONS:
             preflight(cfg)
+        if args.command in ("teacher", "distill", "finetune"):
+            from tasks.core.dist import init_distributed
+
+            init_distributed()  # a no-op unless launched by torchrun / accelerate launch
         if args.command == "predict":
-            _predict(args, cfg)
+            _predict(args, cfg, paths)
+        elif args.command in OPERATIONS:
+            module, func, _ = OPERATIONS[args.command]
+            result = getattr(importlib.import_module(module), func)(cfg, paths)
+            if result is not None:
+                print(json.dumps(result, indent=2, default=str))
         elif args.command == "run":
             names = list(STAGES)
             for name in names[names.index(args.start) if args.start else 0:]:

@@ -51,12 +51,16 @@ class IngestConfig:
 
 @dataclass
 class ValidateConfig:
-    """Thresholds of the Great Expectations suites."""
+    """Thresholds of the Great Expectations suites (rule names in brackets; see tasks/suites.py)."""
 
-    min_text_chars: int = 1  # text_length (warning): shortest acceptable text, in characters
-    max_text_chars: int = 20000  # text_length (warning): longest acceptable text, in characters
+    min_text_chars: int = 1  # processed text_length (warning): shortest acceptable text, in characters
+    # raw text_max_chars (error, at ingest) and processed text_length (warning): longest text, in characters
+    max_text_chars: int = 20000
     min_rows_per_split: int = 5  # min_rows (error): fewest rows each of train, val and test may have
-    max_duplicate_share: float = 0.05  # duplicates (warning): most rows of a split whose text repeats in it
+    # raw duplicates (error) and processed duplicates (warning): most rows whose text repeats
+    max_duplicate_share: float = 0.05
+    min_class_share: float = 0.05  # class_balance (error): smallest share any class may have in a split
+    max_truncated_share: float = 0.05  # truncated (warning): most rows longer than base.max_length tokens
 
 
 @dataclass
@@ -139,6 +143,61 @@ class ScheduleConfig:
 
     timezone: str = "UTC"
     training_pipeline: str | None = None  # e.g. "0 3 * * 0": Sundays at 03:00
+    drift_monitor: str | None = None  # e.g. "0 * * * *": every hour
+
+
+@dataclass
+class ServeConfig:
+    """Which variant of a model `kdistill predict` (and the API) serves, at what thread count."""
+
+    # auto: the variant bench/serving.py chose for these weights (reports/bench/serving.json:
+    # the fastest whose accuracy is within max_drop of torch-fp32), else torch-fp32.
+    variant: str = "auto"  # auto | torch-fp32 | torch-int8 | onnx-fp32 | onnx-int8
+    threads: int = 1  # intra-op threads; 0: the library default (all cores)
+    max_drop: float = 0.01  # accuracy (a fraction) a faster variant may lose against torch-fp32
+
+
+@dataclass
+class ScoreConfig:
+    """Batch scoring of new files (`kdistill score`): where they come from, how they are read."""
+
+    incoming: str = "data/incoming"  # folder of new CSV/TSV/JSONL/Parquet files, relative to the root
+    text_column: str = "text"
+    label_column: str = "label"  # used when a file has it (true labels for drift quality checks)
+    batch_size: int = 64  # texts per forward pass
+
+
+@dataclass
+class ApiConfig:
+    """The online scoring API (`kdistill api`, `make api`)."""
+
+    host: str = "127.0.0.1"  # loopback by default: exposing it is a deliberate choice
+    port: int = 8000
+    max_texts: int = 256  # texts in one request
+    max_chars: int = 5000  # characters in one text
+    batch_wait_ms: float = 5.0  # how long the micro-batcher collects concurrent requests
+    max_batch: int = 64  # texts per forward pass
+    flush_rows: int = 1000  # production-log rows buffered before a part file is written
+    flush_seconds: float = 60.0  # ... or after this long
+
+
+@dataclass
+class DriftConfig:
+    """The drift monitor: the current window, each signal's threshold, and the verdict rule."""
+
+    window_rows: int = 200  # current window: the last N rows of the production log ...
+    window_days: int | None = None  # ... or, when set, every row of the last D days
+    min_window: int = 100  # fewer rows: status "not enough data", no verdict
+    max_reference_rows: int = 5000  # reference rows kept (sampled once, cached with the model hash)
+    descriptor_p: float = 0.001  # K-S p-value below which a text descriptor has drifted
+    min_descriptors: int = 2  # descriptors that must drift for the `descriptors` signal
+    text_auc: float = 0.70  # domain-classifier ROC AUC on raw text (Evidently) above which `text` fires
+    embedding_auc: float = 0.80  # domain-classifier ROC AUC on student embeddings above which `embedding` fires
+    prediction_p: float = 0.001  # p-value (Z-test on labels, K-S on confidence) below which they fire
+    max_accuracy_drop: float = 0.10  # labelled windows: accuracy drop vs the baseline that fires `quality`
+    min_signals: int = 2  # verdict: drift when at least this many signals fire ...
+    # ... or any one of these (confidence and quality only vote: the training-split reference inflates both)
+    strong: list[str] = field(default_factory=lambda: ["text", "embedding", "descriptors"])
 
 
 @dataclass
@@ -154,7 +213,13 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
+
+DRIFT_SIGNALS = ("descriptors", "text", "embedding", "labels", "confidence", "quality")
 
 CHOICES = {
     "base.device": {"auto", "cpu", "cuda"},
@@ -163,6 +228,7 @@ CHOICES = {
     "teacher.finetune": {"auto", "true", "false"},
     "distill.hidden_loss": {"pooled", "tokens"},
     "finetune.method": {"full", "lora", "none"},
+    "serve.variant": {"auto", "torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"},
 }
 
 
@@ -205,6 +271,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `5e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is str:
         if isinstance(value, bool):  # YAML reads `true` as a bool; `finetune: true` means "true"
             return str(value).lower()
@@ -260,6 +331,24 @@ def _check(cfg: Config) -> None:
                 raise ConfigError(f"{name}.{key}: expected {rule}, got {getattr(section, key)}")
     if not -1 <= cfg.promote.tolerance <= 1:
         raise ConfigError(f"promote.tolerance: expected an accuracy difference in [-1, 1], got {cfg.promote.tolerance}")
+    if cfg.serve.threads < 0:
+        raise ConfigError(f"serve.threads: expected >= 0 (0: the library default), got {cfg.serve.threads}")
+    if not 0 <= cfg.serve.max_drop <= 1:
+        raise ConfigError(f"serve.max_drop: expected an accuracy difference in [0, 1], got {cfg.serve.max_drop}")
+    dr = cfg.drift
+    for key, ok, rule in (("window_rows", dr.window_rows >= 1, ">= 1"), ("min_window", dr.min_window >= 2, ">= 2"),
+                          ("min_signals", dr.min_signals >= 1, ">= 1"),
+                          ("descriptor_p", 0 < dr.descriptor_p < 1, "in (0, 1)"),
+                          ("prediction_p", 0 < dr.prediction_p < 1, "in (0, 1)"),
+                          ("text_auc", 0.5 <= dr.text_auc <= 1, "in [0.5, 1]"),
+                          ("embedding_auc", 0.5 <= dr.embedding_auc <= 1, "in [0.5, 1]")):
+        if not ok:
+            raise ConfigError(f"drift.{key}: expected {rule}, got {getattr(dr, key)}")
+    unknown = set(dr.strong) - set(DRIFT_SIGNALS)
+    if unknown:
+        raise ConfigError(f"drift.strong: unknown signal(s) {sorted(unknown)}; expected some of {list(DRIFT_SIGNALS)}")
+    if cfg.api.max_texts < 1 or cfg.api.max_chars < 1 or cfg.api.max_batch < 1:
+        raise ConfigError("api.max_texts, api.max_chars, api.max_batch: expected >= 1")
     for name, cron in vars(cfg.schedule).items():
         if name != "timezone" and cron is not None and len(cron.split()) != 5:
             raise ConfigError(f"schedule.{name}: expected a 5-field cron string such as '0 3 * * 0' or null, "

@@ -1,15 +1,18 @@
 """ingest: read labelled text from the embedded default, a Hugging Face dataset or local files,
 encode the labels, split deterministically, and write `data/processed/`.
 
-Raw inputs are only read. Output: `{train,val,test}.parquet` with columns `text` (str) and
-`label` (int64 index into the label names), plus `summary.json`.
+Raw inputs are only read. Local files are first streamed through the raw suite's row rules (in
+bounded memory, so a bad row deep in a huge file fails fast), then loaded and checked by the whole
+raw suite (`tasks.validate.validate_raw`); any error rule stops ingest before it writes anything.
+Output, written as one folder swap: `{train,val,test}.parquet` with columns `text` (str) and
+`label` (int64 index into the label names), `summary.json`, and `raw_validation.json` (the raw
+suite's results, which the validate stage turns into reports).
 """
 
 from __future__ import annotations
 
 import csv
 import importlib.util
-import json
 import logging
 from pathlib import Path
 
@@ -18,7 +21,9 @@ from sklearn.model_selection import train_test_split
 
 from tasks.config import Config, IngestConfig
 from tasks.errors import ConfigError, DataError
-from tasks.storage import Paths, stage_log, write_json, write_parquet
+from tasks.storage import Paths, atomic_path, remove_stale_temps, stage_log, write_json
+from tasks.tables import label_kind, normalise_label, read_table  # read_table: distill and the CLI import it here
+from tasks.validate import scan_file, validate_raw
 
 log = logging.getLogger("kd")
 
@@ -57,76 +62,6 @@ def read_embedded(name: str) -> pd.DataFrame:
                          "label": (raw["sentiment"] > 0).map({True: "positive", False: "negative"})})
 
 
-def read_table(path: str | Path, text_column: str, label_column: str | None) -> pd.DataFrame:
-    """Read a CSV, TSV, JSONL/JSON or Parquet file into `text` (and `label` when asked for).
-
-    Raises:
-        DataError: one line naming the file and what is wrong with it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        elif suffix in (".jsonl", ".json"):
-            frame = _read_jsonl(path)
-        elif suffix in (".csv", ".tsv", ".txt"):
-            sep = "," if suffix == ".csv" else "\t"
-            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
-                                encoding="utf-8")
-        else:
-            raise DataError(f"{path}: unknown file type '{suffix}' (expected .csv, .tsv, .jsonl, .json or .parquet)")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as err:
-        if isinstance(err, DataError):
-            raise
-        raise DataError(f"{path}: cannot be read as {suffix[1:]} ({str(err).splitlines()[0]})") from None
-    wanted = [text_column] + ([label_column] if label_column else [])
-    missing = [c for c in wanted if c not in frame.columns]
-    if missing:
-        cols = ", ".join(map(str, frame.columns[:10]))
-        raise DataError(f"{path}: missing column '{missing[0]}' (found: {cols}); check the delimiter "
-                        f"and ingest.text_column / ingest.label_column")
-    if frame.empty:
-        raise DataError(f"{path}: no rows (header only?)")
-    out = pd.DataFrame({"text": frame[text_column]})
-    if label_column:
-        out["label"] = frame[label_column]
-    return out.reset_index(drop=True)
-
-
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}: line {lineno} is not valid JSON ({err.msg})") from None
-            if not isinstance(rows[-1], dict):
-                raise DataError(f"{path}: line {lineno} is not a JSON object")
-    return pd.DataFrame(rows)
-
-
-def check_texts(frame: pd.DataFrame, where: str) -> None:
-    """Every text must be a non-empty string; the first offender is named by its row."""
-    text = frame["text"]
-    bad = text.isna() | ~text.map(lambda t: isinstance(t, str))
-    bad |= text.map(lambda t: not isinstance(t, str) or not t.strip())
-    if bad.any():
-        row = int(bad.idxmax())
-        n = int(bad.sum())
-        raise DataError(f"{where}: row {row + 1}: text is missing or empty "
-                        f"({n} such row{'s' if n > 1 else ''}); expected a non-empty string")
-
-
 def load_source(cfg: IngestConfig) -> dict[str, pd.DataFrame]:
     """The configured source as frames with text and raw labels, keyed by the splits it provides."""
     if cfg.source == "embedded":
@@ -163,11 +98,11 @@ def label_names_for(frames: dict[str, pd.DataFrame], given: list[str] | None, wh
     if values.isna().any():
         split, row = next((s, int(f["label"].isna().idxmax())) for s, f in frames.items() if f["label"].isna().any())
         raise DataError(f"{where} ({split}): row {row + 1}: label is missing")
-    kinds = {_label_kind(v) for v in values.unique()}
+    kinds = {label_kind(v) for v in values.unique()}
     if len(kinds) > 1:
         raise DataError(f"{where}: label column mixes numbers and strings ({sorted(map(str, values.unique()))[:6]}); "
                         "use one kind, or name them in ingest.label_names")
-    seen = sorted({str(_normalise_label(v)) for v in values.unique()},
+    seen = sorted({str(normalise_label(v)) for v in values.unique()},
                   key=lambda s: (int(s) if kinds == {"int"} else 0, s))
     if given:
         unknown = [s for s in seen if s not in given]
@@ -179,44 +114,34 @@ def label_names_for(frames: dict[str, pd.DataFrame], given: list[str] | None, wh
     return seen
 
 
-def _normalise_label(value: object) -> object:
-    # 1.0 read from a float column is the label 1; "1" read from CSV is also the label 1.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    return value.strip() if isinstance(value, str) else value
-
-
-def _label_kind(value: object) -> str:
-    return "int" if isinstance(_normalise_label(value), int) and not isinstance(value, bool) else "str"
-
-
 def encode(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     """Replace raw labels by their index in `names`."""
     index = {name: i for i, name in enumerate(names)}
-    labels = frame["label"].map(lambda v: index[str(_normalise_label(v))])
+    labels = frame["label"].map(lambda v: index[str(normalise_label(v))])
     return pd.DataFrame({"text": frame["text"].astype(str), "label": labels.astype("int64")})
 
 
-def stratified_split(frame: pd.DataFrame, size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split off a `size` share, stratified by label (falls back to plain when a class is tiny)."""
+def stratified_split(frame: pd.DataFrame, rows: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split off `rows` rows, stratified by label (plain random when a class is too small for it)."""
+    rows = min(max(1, rows), len(frame) - 1)
     counts = frame["label"].value_counts()
-    strat = frame["label"] if counts.min() >= 2 else None
-    left, right = train_test_split(frame, test_size=size, random_state=seed, stratify=strat)
+    strat = frame["label"] if counts.min() >= 2 and rows >= len(counts) else None
+    left, right = train_test_split(frame, test_size=rows, random_state=seed, stratify=strat)
     return left.reset_index(drop=True), right.reset_index(drop=True)
 
 
 def make_splits(frames: dict[str, pd.DataFrame], cfg: IngestConfig, seed: int) -> dict[str, pd.DataFrame]:
-    """Fill in the splits the source lacks, from its train split, deterministically by seed."""
-    train = frames["train"]
+    """Fill in the splits the source lacks, from its train split, deterministically by seed.
+
+    Shares are of the source's train rows: with neither val nor test given, 10% + 10% of them.
+    """
     out = dict(frames)
+    train = frames["train"]
+    total = len(train)
     if "test" not in out:
-        share = cfg.test_size if "val" in out else cfg.test_size
-        train, out["test"] = stratified_split(train, share, seed)
+        train, out["test"] = stratified_split(train, round(cfg.test_size * total), seed)
     if "val" not in out:
-        share = cfg.val_size / (1 - cfg.test_size) if "test" not in frames else cfg.val_size
-        train, out["val"] = stratified_split(train, share, seed + 1)
+        train, out["val"] = stratified_split(train, round(cfg.val_size * total), seed + 1)
     out["train"] = train
     return {s: out[s] for s in SPLITS}
 
@@ -235,17 +160,27 @@ def summarise(splits: dict[str, pd.DataFrame], names: list[str], extra: dict) ->
 
 
 def ingest(cfg: Config, paths: Paths) -> dict:
-    """Run the ingest stage: read, check, encode, split, write. Returns the summary."""
+    """Run the ingest stage: read, validate the raw input, encode, split, write. Returns the summary.
+
+    Raises:
+        DataError: the raw input breaks an error rule: one line naming the file, the rule, example
+            rows and what was expected. Nothing is written then; data/processed/ stays as it was.
+    """
     ing = cfg.ingest
     with stage_log("ingest") as info:
         where = _describe(ing)
+        given = ing.label_names or (EMBEDDED_LABELS if ing.source == "embedded" else None)
+        files = {split: path for split, path in ing.files.items() if path} if ing.source == "files" else {}
+        for split, path in files.items():
+            scan_file(path, split, cfg, given)  # pass 1: row rules, streamed, before loading anything
         frames = load_source(ing)
         if "train" not in frames:
             raise ConfigError(f"{where}: no train split configured")
-        for split, frame in frames.items():
-            check_texts(frame, f"{where} ({split})")
-        names = label_names_for(frames, ing.label_names or (EMBEDDED_LABELS if ing.source == "embedded" else None), where)
+        info["read"] += list(files.values()) or [where]
+        raw = validate_raw(frames, cfg, _sources(ing, frames), given, _columns(ing))
+        names = label_names_for(frames, given, where)
         frames = {s: encode(f, names) for s, f in frames.items()}
+        conflicts = _drop_conflicts(frames)
         dropped = _drop_duplicates(frames)
         if ing.max_rows:
             frames["train"] = _subsample(frames["train"], ing.max_rows, cfg.base.seed)
@@ -253,14 +188,48 @@ def ingest(cfg: Config, paths: Paths) -> dict:
         if total < ing.min_rows:
             raise DataError(f"{where}: {total} rows; expected at least ingest.min_rows={ing.min_rows}")
         splits = make_splits(frames, ing, cfg.base.seed)
-        summary = summarise(splits, names, {"source": where, "duplicates_dropped": dropped})
-        for split, frame in splits.items():
-            write_parquet(paths.split(split), frame)
-            info["wrote"].append(paths.split(split))
-        write_json(paths.summary, summary)
-        info["wrote"].append(paths.summary)
+        summary = summarise(splits, names, {"source": where, "duplicates_dropped": dropped,
+                                            "conflicts_dropped": conflicts})
+        write_processed(paths, splits, summary, raw)
+        info["wrote"].append(paths.processed)
         log.info("[ingest] %s", ", ".join(f"{s}={v['rows']}" for s, v in summary["splits"].items()))
     return summary
+
+
+def write_processed(paths: Paths, splits: dict[str, pd.DataFrame], summary: dict, raw: dict) -> None:
+    """Write data/processed/ as one folder swap, so a killed ingest leaves the previous version whole
+    (never a new train.parquet beside an old test.parquet)."""
+    remove_stale_temps(paths.processed)
+    with atomic_path(paths.processed) as tmp:
+        tmp.mkdir(parents=True)
+        for split, frame in splits.items():
+            frame.to_parquet(tmp / paths.split(split).name, index=False)
+        write_json(tmp / paths.summary.name, summary)
+        write_json(tmp / paths.raw_validation.name, raw)
+
+
+def _sources(ing: IngestConfig, frames: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """How messages name each split's source."""
+    if ing.source == "files":
+        return {split: str(ing.files[split]) for split in frames}
+    if ing.source == "hf":
+        return {split: f"hf:{ing.hf_name}[{ing.hf_splits.get(split)}]" for split in frames}
+    return {split: f"embedded:{ing.embedded}" for split in frames}
+
+
+def _columns(ing: IngestConfig) -> tuple[str, str]:
+    """The source's own names for the text and label columns (the embedded files' are fixed)."""
+    return ("text", "label") if ing.source == "embedded" else (ing.text_column, ing.label_column)
+
+
+def _drop_conflicts(frames: dict[str, pd.DataFrame]) -> int:
+    # A text given two labels has no right one; the raw suite warned about it (label_conflicts).
+    dropped = 0
+    for split, frame in frames.items():
+        conflicting = frame.groupby("text")["label"].transform("nunique") > 1
+        dropped += int(conflicting.sum())
+        frames[split] = frame[~conflicting].reset_index(drop=True)
+    return dropped
 
 
 def _describe(ing: IngestConfig) -> str:
@@ -284,5 +253,5 @@ def _drop_duplicates(frames: dict[str, pd.DataFrame]) -> int:
 def _subsample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
     if rows >= len(frame):
         return frame
-    _, sample = stratified_split(frame, rows / len(frame), seed)
+    _, sample = stratified_split(frame, rows, seed)
     return sample

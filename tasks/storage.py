@@ -37,6 +37,11 @@ class Paths:
         return self.processed / "summary.json"
 
     @property
+    def raw_validation(self) -> Path:
+        """What ingest recorded of the raw-input suite, for the validate stage's reports."""
+        return self.processed / "raw_validation.json"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 
@@ -96,6 +101,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Remove the temporaries a killed `atomic_path(path)` left next to `path`; returns them.
+
+    Only for a stage's own output, at its start: a second writer of the same path at the same
+    time would lose its temporary.
+    """
+    path = Path(path)
+    stale = sorted(path.parent.glob(f".{path.name}.tmp-*")) if path.parent.is_dir() else []
+    for tmp in stale:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+    return stale
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -1,214 +1,220 @@
-"""validate: check `data/processed/` with a Great Expectations suite before any model sees it.
+"""validate: the guard at every door where data enters, with Great Expectations as the engine.
 
-The module is laid out in four layers so that later suites (raw input, new batches) reuse the
-last three: rules declared as data (`Rule`, `processed_rules`) -> a GE suite built from them
-(`build_suite`) -> a runner over one frame (`run_suite` -> `SuiteResult`) -> the verdict, which is
-ours, not GE's: each rule carries a severity, and only failed 'error' rules stop the pipeline.
+Three suites (rules in `tasks/suites.py`, engine in `tasks/checks.py`):
 
-Outputs: Data Docs in `reports/validation/` and a compact `reports/validation.json` (a DVC metric).
+- raw input (`validate_raw`, `scan_file`), run by ingest before it writes anything;
+- processed splits (`validate`, the DVC stage), before any model sees them;
+- new batches (`validate_batch`), for the scoring and retraining stages.
+
+Outputs of the stage: Data Docs in `reports/validation/` (one page per validated dataset: the raw
+input as ingest saw it, and each processed split) and a compact `reports/validation.json` (a DVC metric).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import great_expectations as gx
-import great_expectations.expectations as gxe
 import pandas as pd
-from great_expectations.data_context import AbstractDataContext
 
-from tasks.config import Config, ValidateConfig
-from tasks.errors import DataError
+from tasks.checks import (
+    SITE,
+    RuleResult,
+    SuiteResult,
+    add_stored_results,
+    build_suite,
+    compact_report,
+    describe,
+    new_context,
+    results_to_json,
+    run_suite,
+    scan_chunks,
+    suite_body,
+)
+from tasks.config import Config
+from tasks.errors import ConfigError, DataError
 from tasks.storage import Paths, atomic_path, read_json, stage_log, write_json
+from tasks.suites import (
+    Rule,
+    add_processed_columns,
+    add_raw_columns,
+    add_row_columns,
+    add_token_columns,
+    batch_rules,
+    majority_kind,
+    processed_rules,
+    raw_rules,
+)
+from tasks.tables import iter_table, no_rows_error
 
 log = logging.getLogger("kd")
 
+__all__ = ["Rule", "RuleResult", "SuiteResult", "BatchResult", "build_suite", "new_context", "run_suite",
+           "describe", "compact_report", "scan_file", "validate_raw", "validate_batch", "validate"]
+
 SPLITS = ("train", "val", "test")  # as in tasks.ingest, not imported from it: that pulls in sklearn
-SITE = "kd"  # our only Data Docs site; GE's default one would write into an uncleaned temp folder
-EXAMPLES = 3  # example rows per failed rule, in the report and in the error message
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One check, declared as data: which GE expectation, how bad a failure is, how to explain it.
-
-    `problem` and `expected` are message fragments; `problem` may use `{rows}` ("3 rows"),
-    `{observed}` (GE's observed value) and `{missing}` (values or columns missing from a required set).
-    """
-
-    name: str
-    severity: str  # error | warning
-    expectation: type[gxe.Expectation]
-    kwargs: dict[str, Any]
-    problem: str
-    expected: str
-    example_column: str | None = None  # column shown for example rows; default: the checked one
+def check_thresholds(cfg: Config) -> None:
+    """Shares in [0, 1) and positive lengths; a wrong one fails with the key's name."""
+    vcfg = cfg.validate
+    for key in ("max_duplicate_share", "min_class_share", "max_truncated_share"):
+        if not 0 <= getattr(vcfg, key) < 1:
+            raise ConfigError(f"validate.{key}: expected a share in [0, 1), got {getattr(vcfg, key)}")
+    if vcfg.max_text_chars < 1 or vcfg.min_text_chars < 0:
+        raise ConfigError("validate.min_text_chars >= 0 and validate.max_text_chars >= 1 are required")
 
 
-@dataclass
-class RuleResult:
-    """The outcome of one rule on one frame."""
-
-    rule: Rule
-    success: bool
-    unexpected_count: int | None = None
-    examples: list[str] = field(default_factory=list)
-    detail: str = ""  # `rule.problem` filled in with the observed numbers
-
-    def to_dict(self, split: str) -> dict:
-        """The compact form used in validation.json."""
-        return {"split": split, "rule": self.rule.name, "severity": self.rule.severity,
-                "unexpected_count": self.unexpected_count, "examples": self.examples}
-
-
-@dataclass
-class SuiteResult:
-    """All rule outcomes of one suite on one frame."""
-
-    name: str
-    results: list[RuleResult]
-
-    @property
-    def errors(self) -> list[RuleResult]:
-        """Failed rules of severity 'error': any one of them stops the pipeline."""
-        return [r for r in self.results if not r.success and r.rule.severity == "error"]
-
-    @property
-    def warnings(self) -> list[RuleResult]:
-        """Failed rules of severity 'warning': reported and logged, never fatal."""
-        return [r for r in self.results if not r.success and r.rule.severity == "warning"]
-
-
-def processed_rules(cfg: ValidateConfig, labels: list[str], split: str) -> list[Rule]:
-    """The rules every processed split must meet; `no_leakage` applies to val and test only.
+def scan_file(path: str | Path, split: str, cfg: Config, labels: list[str] | None) -> int:
+    """Pass 1 over a raw file: stream it in chunks through the raw row rules, in bounded memory.
 
     Args:
-        cfg: the thresholds (`validate` section of params.yaml).
-        labels: the label names from summary.json; valid labels are `range(len(labels))`.
+        path: the file; its columns are `cfg.ingest.text_column` and `cfg.ingest.label_column`.
         split: train | val | test.
+        cfg: the config.
+        labels: the configured label names, or None.
 
     Returns:
-        The rules, schema first, so the first failing error is the most basic one.
+        The number of rows.
+
+    Raises:
+        DataError: one line naming the file, the first broken rule, its rows and what was expected.
     """
-    ids = list(range(len(labels)))
-    names = ", ".join(f"{i} ({name})" for i, name in enumerate(labels))
-    lo, hi = cfg.min_text_chars, cfg.max_text_chars
-    rules = [
-        Rule("schema_columns", "error", gxe.ExpectTableColumnsToMatchSet,
-             {"column_set": ["text", "label"], "exact_match": False},
-             "columns {missing} are missing", "columns text and label"),
-        Rule("schema_text_type", "error", gxe.ExpectColumnValuesToBeOfType, {"column": "text", "type_": "str"},
-             "{rows} whose text is not a string", "str"),
-        Rule("schema_label_type", "error", gxe.ExpectColumnValuesToBeOfType, {"column": "label", "type_": "int64"},
-             "label has type {observed}", "int64"),
-        Rule("text_not_null", "error", gxe.ExpectColumnValuesToNotBeNull, {"column": "text"},
-             "{rows} without text", "a text in every row"),
-        Rule("text_not_blank", "error", gxe.ExpectColumnValuesToNotMatchRegex, {"column": "text", "regex": r"^\s*$"},
-             "{rows} with an empty or whitespace-only text", "non-blank text"),
-        Rule("label_in_set", "error", gxe.ExpectColumnValuesToBeInSet, {"column": "label", "value_set": ids},
-             "{rows} with a label outside the label set", f"labels among {names}"),
-        Rule("labels_all_present", "error", gxe.ExpectColumnDistinctValuesToContainSet,
-             {"column": "label", "value_set": ids},
-             "labels {missing} never occur", f"every one of {names}"),
-        Rule("min_rows", "error", gxe.ExpectTableRowCountToBeBetween, {"min_value": cfg.min_rows_per_split},
-             "{observed} rows", f"at least validate.min_rows_per_split={cfg.min_rows_per_split}"),
-        Rule("text_length", "warning", gxe.ExpectColumnValueLengthsToBeBetween,
-             {"column": "text", "min_value": lo, "max_value": hi},
-             "{rows} with a text length outside the limits", f"{lo} to {hi} characters"),
-        # `mostly` turns "unique" into "at most this share of rows may repeat a text".
-        Rule("duplicates", "warning", gxe.ExpectColumnValuesToBeUnique,
-             {"column": "text", "mostly": 1.0 - cfg.max_duplicate_share},
-             "{rows} whose text occurs more than once",
-             f"at most validate.max_duplicate_share={cfg.max_duplicate_share} of rows"),
-    ]
-    if split != "train":
-        # A derived boolean column keeps the expectation small: no train texts in its value_set.
-        rules.append(Rule("no_leakage", "error", gxe.ExpectColumnValuesToBeInSet,
-                          {"column": "text_in_train", "value_set": [False]},
-                          "{rows} whose text is also in train", "none", example_column="text"))
-    return rules
+    ing = cfg.ingest
+    columns = (ing.text_column, ing.label_column)
+    kind: list[str | None] = []  # the majority kind of the first chunk, kept for the rest
+
+    def rules_for(chunk: pd.DataFrame) -> list[Rule]:
+        if not kind:
+            kind.append(majority_kind(chunk["label"]))
+        return raw_rules(cfg, split, labels, kind[0], columns)
+
+    chunks = (add_row_columns(c) for c in iter_table(path, ing.text_column, ing.label_column))
+    rows = scan_chunks(chunks, rules_for, str(path))
+    if rows == 0:
+        raise no_rows_error(path)
+    return rows
 
 
-def build_suite(name: str, rules: list[Rule]) -> gx.ExpectationSuite:
-    """A GE suite with one expectation per rule; `meta` carries the rule name and severity."""
-    return gx.ExpectationSuite(name=name, expectations=[
-        rule.expectation(**rule.kwargs, meta={"rule": rule.name, "severity": rule.severity})
-        for rule in rules])
-
-
-def new_context(docs_dir: Path) -> AbstractDataContext:
-    """A fresh in-memory GE context whose only Data Docs site is `docs_dir`.
-
-    Fresh per run (it takes milliseconds), so the docs list this run's results and nothing else.
-    """
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = {"globally": False}
-    for site in list(ctx.list_data_docs_sites()):
-        ctx.delete_data_docs_site(site)
-    ctx.add_data_docs_site(SITE, {
-        "class_name": "SiteBuilder",
-        "show_how_to_buttons": False,
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-    })
-    ctx.data_sources.add_pandas("frames")
-    return ctx
-
-
-def run_suite(ctx: AbstractDataContext, name: str, rules: list[Rule], frame: pd.DataFrame) -> SuiteResult:
-    """Validate `frame` against the rules; the GE result is kept in `ctx` for the Data Docs.
+def validate_raw(frames: dict[str, pd.DataFrame], cfg: Config, sources: dict[str, str],
+                 labels: list[str] | None, columns: tuple[str, str] = ("text", "label")) -> dict:
+    """The raw-input suite on each source split (GE), before ingest writes anything.
 
     Args:
-        ctx: a context from `new_context`.
-        name: the suite name, unique within `ctx` (e.g. `processed.train`).
-        rules: what to check.
-        frame: the data, with any derived columns the rules refer to.
+        frames: split -> raw frame (`text`, `label`, values as read); the index numbers rows.
+        cfg: the config (thresholds).
+        sources: split -> how messages name it (a file path, `embedded:movies`, ...).
+        labels: the configured label names, or None when any labels are accepted.
+        columns: the source's names for the text and label columns, for messages.
 
     Returns:
-        One `RuleResult` per rule, in the order of `rules`.
+        A record for `data/processed/raw_validation.json`: the suite's body for validation.json and
+        GE's results, which the validate stage renders as Data Docs.
+
+    Raises:
+        DataError: the first failed error rule, as one line that starts with the source's name.
     """
-    batch = ctx.data_sources.get("frames").add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
-    suite = ctx.suites.add(build_suite(name, rules))
-    definition = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-    outcome = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
-    by_rule = {r.expectation_config.meta["rule"]: r for r in outcome.results}
-    return SuiteResult(name, [_rule_result(rule, by_rule[rule.name], frame) for rule in rules])
+    check_thresholds(cfg)
+    kind = majority_kind(pd.concat([f["label"] for f in frames.values() if "label" in f]))
+    counts = pd.concat([add_row_columns(f[["label"]])["label_name"] for f in frames.values()]).value_counts()
+    train_texts = set(frames["train"]["text"].map(lambda t: t if isinstance(t, str) else None).dropna())
+    ctx = new_context(None)
+    results = {}
+    for split, frame in frames.items():
+        leak = train_texts if split != "train" else None
+        derived = add_raw_columns(frame, counts, leak)
+        rules = raw_rules(cfg, split, labels, kind, columns, with_train=leak is not None)
+        results[split] = run_suite(ctx, f"raw.{split}", rules, derived)
+    for split, res in results.items():
+        for r in res.warnings:
+            log.warning("[ingest] warning: %s: %s", sources[split], describe(r))
+    first = next(((s, r) for s, res in results.items() for r in res.errors), None)
+    if first:
+        raise DataError(f"{sources[first[0]]}: {describe(first[1])}")
+    return {"suite": suite_body(results), "results": results_to_json(results)}
 
 
-def _rule_result(rule: Rule, gx_result: Any, frame: pd.DataFrame) -> RuleResult:
-    """Our view of one GE expectation result: counts, example rows and the filled-in problem."""
-    res = gx_result.result or {}
-    if gx_result.success:
-        return RuleResult(rule, True, res.get("unexpected_count"))
-    error = _exception_message(gx_result.exception_info)
-    count = res.get("unexpected_count")
-    missing = res.get("partial_missing_list") or res.get("details", {}).get("mismatched", {}).get("missing")
-    rows = f"{count} row{'' if count == 1 else 's'}"
-    detail = (f"could not be evaluated ({error})" if error else
-              rule.problem.format(rows=rows, observed=res.get("observed_value"), missing=missing))
-    column = rule.example_column or rule.kwargs.get("column")
-    indices = res.get("partial_unexpected_index_list") or []
-    examples = [_example(frame, i, column) for i in indices[:EXAMPLES]]
-    if count is None and missing is not None:  # set rules: count what is missing instead of rows
-        count = len(missing)
-    return RuleResult(rule, False, count, examples, detail)
+@dataclass
+class BatchResult:
+    """The verdict on one new batch. The caller decides what to do with it: quarantine on errors."""
+
+    source: str
+    rows: int
+    suite: SuiteResult
+    docs: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when no error rule failed (warnings allowed)."""
+        return not self.suite.errors
+
+    @property
+    def errors(self) -> list[str]:
+        """One line per failed error rule: `SOURCE: rule NAME failed: ...; expected ...`."""
+        return [f"{self.source}: {describe(r)}" for r in self.suite.errors]
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per failed warning rule."""
+        return [f"{self.source}: {describe(r)}" for r in self.suite.warnings]
+
+    def to_dict(self) -> dict:
+        """The batch's report, in the shape of one suite of validation.json."""
+        return {"source": self.source, "rows": self.rows, **suite_body({"batch": self.suite}),
+                "data_docs": str(self.docs / "index.html") if self.docs else None}
 
 
-def _exception_message(info: Any) -> str:
-    # GE gives either {"raised_exception": ...} or {metric_id: {"raised_exception": ...}, ...}.
-    entries = [info] if isinstance(info, dict) and "raised_exception" in info else list((info or {}).values())
-    messages = [e.get("exception_message") for e in entries if isinstance(e, dict) and e.get("raised_exception")]
-    return str(messages[0]).splitlines()[0] if messages else ""
+def validate_batch(frame: pd.DataFrame, cfg: Config, labels: list[str] | None, source: str,
+                   docs_dir: Path | None = None, tokenizer: Any = None) -> BatchResult:
+    """Validate a new batch for scoring (no labels) or retraining (labels); never raises on bad data.
 
+    Contract:
+        - `frame` has a `text` column and, when `labels` is given, a `label` column, with values
+          as read: `tasks.tables.read_table(path, text_col, label_col)` returns exactly that.
+          Other columns are ignored; the frame is not modified; its index numbers the rows
+          in messages (index 0 is "row 1").
+        - Rules: the raw schema and row rules (`suites.batch_rules`): columns present, at least one
+          row, text present / a string / not blank / at most `validate.max_text_chars`; with labels,
+          label present and one of `labels`. With a tokenizer, also `empty_tokens` (error) and
+          `truncated` (warning, at `base.max_length`).
+        - A failed error rule makes `result.ok` False: the caller quarantines the batch (moves it
+          aside, keeps `result.errors` with it) instead of scoring or training on it. Warnings
+          never block. Nothing is written unless `docs_dir` is given.
 
-def _example(frame: pd.DataFrame, row: int, column: str | None) -> str:
-    # Rows are numbered from 1, as in ingest's messages.
-    value = frame.at[row, column] if column in frame.columns else None
-    text = repr(value.item() if hasattr(value, "item") else value)  # 7, not np.int64(7)
-    return f"row {int(row) + 1}: {text if len(text) <= 60 else text[:57] + '...'}"
+    Args:
+        frame: the batch.
+        cfg: the config (`validate` thresholds, `base.max_length`).
+        labels: the model's label names (summary.json's `labels`) for a labelled batch; None for
+            an unlabelled one (a `label` column, if any, is then ignored).
+        source: how messages name the batch, e.g. its file path.
+        docs_dir: a folder for this batch's Data Docs, replaced atomically. Keep it outside
+            `reports/validation/`, which belongs to the validate stage.
+        tokenizer: the model's tokenizer, to add the token rules.
+
+    Returns:
+        A `BatchResult`: `ok`, `errors` and `warnings` (one line each), `to_dict()` for a report.
+
+    Raises:
+        ConfigError: a threshold in `validate` is out of range (a user mistake, not a data one).
+    """
+    check_thresholds(cfg)
+    labelled = labels is not None
+    data = frame[[c for c in ("text", "label") if c in frame.columns and (c == "text" or labelled)]]
+    derived = add_row_columns(data)
+    if tokenizer is not None:
+        add_token_columns(derived, tokenizer)
+    rules = batch_rules(cfg.validate, labels, labelled, cfg.base.max_length if tokenizer is not None else None)
+    if docs_dir is None:
+        suite = run_suite(new_context(None), "batch", rules, derived)
+        return BatchResult(source, len(frame), suite)
+    docs_dir = Path(docs_dir)
+    with atomic_path(docs_dir) as tmp:
+        ctx = new_context(tmp)
+        suite = run_suite(ctx, "batch", rules, derived)
+        ctx.build_data_docs(site_names=[SITE])
+    return BatchResult(source, len(frame), suite, docs_dir)
 
 
 def read_processed(paths: Paths) -> tuple[list[str], dict[str, pd.DataFrame]]:
@@ -243,37 +249,21 @@ def read_processed(paths: Paths) -> tuple[list[str], dict[str, pd.DataFrame]]:
     return labels, frames
 
 
-def compact_report(suites: dict[str, dict[str, SuiteResult]], docs: str) -> dict:
-    """validation.json: per suite, the verdict, counts and failures (with examples) over its splits.
-
-    Args:
-        suites: suite name -> split -> result, e.g. `{"processed": {"train": ..., "val": ...}}`.
-        docs: where the Data Docs index is, relative to the project root.
-    """
-    bodies = {}
-    for suite, results in suites.items():
-        errors = sum(len(res.errors) for res in results.values())
-        bodies[suite] = {
-            "success": errors == 0,
-            "evaluated": sum(len(res.results) for res in results.values()),
-            "failed": errors,
-            "warnings": sum(len(res.warnings) for res in results.values()),
-            "failures": [r.to_dict(split) for split, res in results.items() for r in res.errors + res.warnings],
-        }
-    return {"success": all(b["success"] for b in bodies.values()), "suites": bodies, "data_docs": docs}
-
-
-def describe(result: RuleResult) -> str:
-    """A failed rule in words: `rule NAME failed: WHAT (e.g. EXAMPLES); expected WHAT`."""
-    examples = f" (e.g. {', '.join(result.examples)})" if result.examples else ""
-    return f"rule {result.rule.name} failed: {result.detail}{examples}; expected {result.rule.expected}"
+def _raw_record(paths: Paths) -> dict | None:
+    """What ingest recorded of the raw suite; None for data written without it."""
+    path = paths.raw_validation
+    try:
+        record = read_json(path) if path.is_file() else None
+    except ValueError:
+        raise DataError(f"{_rel(path, paths)}: not valid JSON; rerun the ingest stage") from None
+    return record if isinstance(record, dict) and "suite" in record else None
 
 
 def validate(cfg: Config, paths: Paths) -> dict:
     """Run the processed-splits suite; write Data Docs and validation.json; stop on an error rule.
 
     Args:
-        cfg: the whole config; only `cfg.validate` is read.
+        cfg: the whole config; reads `validate`, `base.max_length` and `teacher.model` (its tokenizer).
         paths: the project layout; reads `data/processed/`, writes `reports/validation{/,.json}`.
 
     Returns:
@@ -283,20 +273,33 @@ def validate(cfg: Config, paths: Paths) -> dict:
         DataError: one line naming the split file, the first failed error rule and example rows;
             raised only after both reports are written, so the user can read why.
     """
+    from tasks.models import load_tokenizer  # imported here: torch and transformers are slow to import
+
+    check_thresholds(cfg)
     docs_dir, report_path = paths.reports / "validation", paths.reports / "validation.json"
     index = docs_dir / "index.html"
     with stage_log("validate") as info:
         labels, frames = read_processed(paths)
+        raw = _raw_record(paths)
         info["read"] += [paths.summary] + [paths.split(s) for s in SPLITS]
+        tokenizer = load_tokenizer(cfg.teacher.model)
+        for frame in frames.values():
+            add_processed_columns(frame, tokenizer=tokenizer)
         with atomic_path(docs_dir) as tmp:
             ctx = new_context(tmp)
-            results = {s: run_suite(ctx, f"processed.{s}", processed_rules(cfg.validate, labels, s), frames[s])
+            if raw:
+                add_stored_results(ctx, raw.get("results", {}))
+            results = {s: run_suite(ctx, f"processed.{s}",
+                                    processed_rules(cfg.validate, labels, s, cfg.base.max_length), frames[s])
                        for s in SPLITS}
             ctx.build_data_docs(site_names=[SITE])
-        report = compact_report({"processed": results}, _rel(index, paths))
+        bodies = ({"raw": raw["suite"]} if raw else {}) | {"processed": suite_body(results)}
+        report = compact_report(bodies, _rel(index, paths))
         write_json(report_path, report)
         info["wrote"] += [index, report_path]
         log.info("[validate] Data Docs: %s", index.resolve())
+        for page in sorted((docs_dir / "validations").rglob("*.html")):
+            log.info("[validate] page: %s", _rel(page, paths))
         for split, res in results.items():
             for r in res.warnings:
                 log.warning("[validate] warning: %s: %s", _rel(paths.split(split), paths), describe(r))

@@ -62,3 +62,49 @@ def tiny_teacher_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     make_tiny_bert(len(tiny_tokenizer)).save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
     return folder
+
+
+TINY_PARAMS = {  # the real params.yaml shrunk to a tiny teacher and relaxed gates: a pipeline in seconds
+    "ingest": {"max_rows": 300},
+    "teacher": {"epochs": 1, "min_accuracy": 0.0},
+    "distill": {"epochs": 1},
+    "evaluate": {"min_retention": 0.0, "latency_runs": 5, "warmup_runs": 1, "throughput_batches": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def make_repo_copy(tiny_teacher_dir):
+    """A factory: `make(dest)` copies the repo's files (tracked and untracked, not ignored) into a
+    new git repo at `dest`, without dvc.lock, with params shrunk by TINY_PARAMS to the tiny teacher."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+
+    def make(dest: Path) -> Path:
+        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=repo, capture_output=True,
+                               text=True, check=True).stdout.split()
+        for rel in files:
+            if (repo / rel).is_file() and rel != "dvc.lock":
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(repo / rel, dest / rel)
+        params = yaml.safe_load((dest / "params.yaml").read_text())
+        for section, values in TINY_PARAMS.items():
+            params[section].update(values)
+        params["teacher"]["model"] = str(tiny_teacher_dir)
+        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
+            subprocess.run(["git", *args], cwd=dest, env=env, capture_output=True, check=True)
+        return dest
+
+    return make
+
+
+@pytest.fixture
+def repo_copy(tmp_path, make_repo_copy) -> Path:
+    """The repo in a throw-away git repo at tmp_path/repo, shrunk to a tiny teacher (see make_repo_copy)."""
+    return make_repo_copy(tmp_path / "repo")

@@ -20,8 +20,9 @@ def _cfg(**overrides):
     return load_config(REPO / "params.yaml", overrides)
 
 
-def _frame(n_per_class: dict, seed: int = 0) -> pd.DataFrame:
-    rows = [(f"text {label} number {i} with some words", label) for label, n in n_per_class.items() for i in range(n)]
+def _frame(n_per_class: dict, seed: int = 0, prefix: str = "text") -> pd.DataFrame:
+    rows = [(f"{prefix} {label} number {i} with some words", label) for label, n in n_per_class.items()
+            for i in range(n)]
     return pd.DataFrame(rows, columns=["body", "queue"]).sample(frac=1, random_state=seed)
 
 
@@ -63,7 +64,7 @@ def test_split_is_deterministic_by_seed_and_changes_with_it(tmp_path):
 
 def test_provided_splits_are_kept_and_int_labels_sorted_numerically(tmp_path):
     for split, n in (("train", 40), ("test", 12)):
-        _frame({10: n, 2: n}, seed=n).rename(columns={"body": "text", "queue": "label"}).to_parquet(
+        _frame({10: n, 2: n}, seed=n, prefix=split).rename(columns={"body": "text", "queue": "label"}).to_parquet(
             tmp_path / f"{split}.parquet")
     cfg = _cfg(ingest={"source": "files", "files": {"train": str(tmp_path / "train.parquet"),
                                                     "test": str(tmp_path / "test.parquet")}})
@@ -76,7 +77,7 @@ def test_provided_splits_are_kept_and_int_labels_sorted_numerically(tmp_path):
 def test_hf_source_maps_columns_and_splits(tmp_path, monkeypatch):
     import datasets
 
-    data = {"train": _frame({"neg": 30, "pos": 30}), "test": _frame({"neg": 8, "pos": 8}, seed=1)}
+    data = {"train": _frame({"neg": 30, "pos": 30}), "test": _frame({"neg": 8, "pos": 8}, seed=1, prefix="test")}
     calls = []
 
     def fake_load(name, config, split):

@@ -1,5 +1,7 @@
 """Data tests of the validate stage: a clean processed dataset passes, and each deliberately broken
-one fails on the rule it breaks, with one line that names the split file and the rule."""
+one fails on the rule it breaks, with one line that names the split file and the rule.
+
+The token rules use the tiny teacher's tokenizer (tests/conftest.py): no model is loaded."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tasks.config import Config
-from tasks.errors import DataError
+from tasks.errors import ConfigError, DataError
 from tasks.storage import Paths, hash_dir, read_json, write_json, write_parquet
 from tasks.validate import Rule, new_context, run_suite, validate
 
@@ -41,6 +43,14 @@ def write_processed(paths: Paths, frames: dict[str, pd.DataFrame]) -> None:
 @pytest.fixture
 def paths(tmp_path: Path) -> Paths:
     return Paths(tmp_path)
+
+
+@pytest.fixture
+def cfg(tiny_teacher_dir: Path) -> Config:
+    """The default config with the tiny teacher, whose tokenizer the token rules use."""
+    config = Config()
+    config.teacher.model = str(tiny_teacher_dir)
+    return config
 
 
 def _leak(f: dict[str, pd.DataFrame]) -> None:
@@ -79,6 +89,16 @@ def _no_label_column(f: dict[str, pd.DataFrame]) -> None:
     f["test"] = f["test"][["text"]]
 
 
+def _rare_class(f: dict[str, pd.DataFrame]) -> None:
+    # 1 positive in 40 rows: a share of 0.025, under the 0.05 floor.
+    f["train"] = pd.DataFrame({"text": [f"train review number {i}" for i in range(40)],
+                               "label": pd.Series([1] + [0] * 39, dtype="int64")})
+
+
+def _no_tokens(f: dict[str, pd.DataFrame]) -> None:
+    f["val"].loc[4, "text"] = "\u200b\u200b"  # zero-width spaces: not blank, yet nothing once tokenised
+
+
 ERROR_CASES = [
     (_leak, "test", "no_leakage", "row 3: 'train review number 5'"),
     (_blank, "val", "text_not_blank", "row 2: '   '"),
@@ -89,28 +109,34 @@ ERROR_CASES = [
     (_too_few_rows, "test", "min_rows", "3 rows"),
     (_float_labels, "val", "schema_label_type", "float64"),
     (_no_label_column, "test", "schema_columns", "columns ['label'] are missing"),
+    (_rare_class, "train", "class_balance", "the smallest class is a share 0.025 of the split"),
+    (_no_tokens, "val", "empty_tokens", "row 5: '\\u200b\\u200b'"),
 ]
 
 
-def test_clean_data_passes(paths: Paths, caplog: pytest.LogCaptureFixture) -> None:
+def test_clean_data_passes(paths: Paths, cfg: Config, caplog: pytest.LogCaptureFixture) -> None:
     write_processed(paths, clean_frames())
     with caplog.at_level(logging.INFO, logger="kd"):
-        report = validate(Config(), paths)
+        report = validate(cfg, paths)
     body = report["suites"]["processed"]
     assert report["success"] and body["success"]
     assert body["failed"] == 0 and body["warnings"] == 0 and body["failures"] == []
-    assert body["evaluated"] == 10 + 11 + 11  # no_leakage runs on val and test only
+    assert body["evaluated"] == 13 + 14 + 14  # no_leakage runs on val and test only
+    assert "raw" not in report["suites"]  # no raw_validation.json: data written without ingest
     assert read_json(paths.reports / "validation.json") == report
     index = paths.reports / "validation" / "index.html"
     assert index.is_file() and report["data_docs"] == "reports/validation/index.html"
     assert "processed.test" in index.read_text()
     assert str(index.resolve()) in caplog.text
+    for split in ("train", "val", "test"):  # one page per dataset, each named in the log
+        (page,) = (paths.reports / "validation" / "validations" / "processed" / split).rglob("*.html")
+        assert str(page.relative_to(paths.root)) in caplog.text
     assert sorted(p.name for p in paths.reports.iterdir()) == ["validation", "validation.json"]  # no temp left
 
 
 @pytest.mark.parametrize(("breakage", "split", "rule", "example"), ERROR_CASES,
                          ids=[case[2] + case[0].__name__ for case in ERROR_CASES])
-def test_error_rule_fails_with_one_line(paths: Paths, breakage: Callable, split: str, rule: str,
+def test_error_rule_fails_with_one_line(paths: Paths, cfg: Config, breakage: Callable, split: str, rule: str,
                                         example: str) -> None:
     frames = clean_frames()
     breakage(frames)
@@ -118,7 +144,7 @@ def test_error_rule_fails_with_one_line(paths: Paths, breakage: Callable, split:
     before = hash_dir(paths.processed)
 
     with pytest.raises(DataError) as err:
-        validate(Config(), paths)
+        validate(cfg, paths)
 
     message = str(err.value)
     assert "\n" not in message
@@ -142,15 +168,21 @@ def _long_text(f: dict[str, pd.DataFrame]) -> None:
     f["val"].loc[0, "text"] = "x" * (Config().validate.max_text_chars + 1)
 
 
+def _truncated(f: dict[str, pd.DataFrame]) -> None:
+    # 2 of 20 rows over max_length (64 tokens): a share of 0.1, over the 0.05 allowed.
+    f["train"].loc[[3, 8], "text"] = ["great " * 80, "awful " * 70]
+
+
 @pytest.mark.parametrize(("breakage", "split", "rule", "count"),
-                         [(_duplicates, "train", "duplicates", 4), (_long_text, "val", "text_length", 1)])
-def test_warning_rule_passes_and_is_reported(paths: Paths, breakage: Callable, split: str, rule: str,
+                         [(_duplicates, "train", "duplicates", 4), (_long_text, "val", "text_length", 1),
+                          (_truncated, "train", "truncated", 2)])
+def test_warning_rule_passes_and_is_reported(paths: Paths, cfg: Config, breakage: Callable, split: str, rule: str,
                                              count: int) -> None:
     frames = clean_frames()
     breakage(frames)
     write_processed(paths, frames)
 
-    report = validate(Config(), paths)
+    report = validate(cfg, paths)
 
     body = report["suites"]["processed"]
     assert report["success"] and body["failed"] == 0 and body["warnings"] == 1
@@ -159,25 +191,40 @@ def test_warning_rule_passes_and_is_reported(paths: Paths, breakage: Callable, s
     assert failure["unexpected_count"] == count and failure["examples"][0].startswith("row ")
 
 
-def test_rerun_replaces_reports(paths: Paths) -> None:
+def test_one_truncated_row_is_within_the_share(paths: Paths, cfg: Config) -> None:
+    frames = clean_frames()
+    frames["train"].loc[3, "text"] = "great " * 80  # 1 of 20 rows: exactly the 0.05 allowed
+    write_processed(paths, frames)
+    assert validate(cfg, paths)["suites"]["processed"]["warnings"] == 0
+
+
+def test_rerun_replaces_reports(paths: Paths, cfg: Config) -> None:
     frames = clean_frames()
     _leak(frames)
     write_processed(paths, frames)
     with pytest.raises(DataError):
-        validate(Config(), paths)
+        validate(cfg, paths)
     write_processed(paths, clean_frames())
 
-    assert validate(Config(), paths)["success"]
+    assert validate(cfg, paths)["success"]
     assert read_json(paths.reports / "validation.json")["success"]
     # The docs folder was swapped, not appended to: one validation page per split.
     assert len(list((paths.reports / "validation" / "validations").rglob("*.html"))) == 3
 
 
-def test_missing_split_names_the_file(paths: Paths) -> None:
+def test_missing_split_names_the_file(paths: Paths, cfg: Config) -> None:
     write_processed(paths, clean_frames())
     paths.split("val").unlink()
     with pytest.raises(DataError, match=r"^data/processed/val\.parquet: not found; run the ingest stage"):
-        validate(Config(), paths)
+        validate(cfg, paths)
+
+
+@pytest.mark.parametrize(("key", "value"), [("min_class_share", 1.5), ("max_truncated_share", -0.1)])
+def test_thresholds_out_of_range_name_the_key(paths: Paths, cfg: Config, key: str, value: float) -> None:
+    write_processed(paths, clean_frames())
+    setattr(cfg.validate, key, value)
+    with pytest.raises(ConfigError, match=rf"^validate\.{key}: expected a share in \[0, 1\)"):
+        validate(cfg, paths)
 
 
 def test_run_suite_works_on_any_frame(tmp_path: Path) -> None:
@@ -188,3 +235,40 @@ def test_run_suite_works_on_any_frame(tmp_path: Path) -> None:
     (failed,) = result.errors
     assert failed.unexpected_count == 1 and failed.examples == ["row 2: -2.0"]
     assert failed.detail == "1 row with a negative score" and result.warnings == []
+
+
+def test_reports_cover_the_raw_input_and_each_split(tmp_path: Path, cfg: Config,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from tasks.ingest import ingest
+
+    source = tmp_path / "reviews.csv"
+    rows = [(f"a {'fine' if i % 2 else 'dull'} review, number {i}", "positive" if i % 2 else "negative")
+            for i in range(60)]
+    rows.append(rows[0])  # a repeat (1 of 61 rows: under the share, so ingest drops it)
+    rows.append((rows[1][0], "negative"))  # the text of row 2, with the other label: a warning
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(source, index=False)
+    cfg.ingest.source, cfg.ingest.files = "files", {"train": str(source), "val": None, "test": None}
+    first, second = Paths(tmp_path / "a"), Paths(tmp_path / "b")
+
+    summary = ingest(cfg, first)
+    ingest(cfg, second)
+    with caplog.at_level(logging.INFO, logger="kd"):
+        report = validate(cfg, first)
+
+    # Ingest is deterministic to the byte (DVC compares hashes), raw-suite record included.
+    assert hash_dir(first.processed) == hash_dir(second.processed)
+    assert summary["duplicates_dropped"] == 1 and summary["conflicts_dropped"] == 2
+    assert set(report["suites"]) == {"raw", "processed"} and report["success"]
+    raw = report["suites"]["raw"]
+    assert (raw["success"], raw["evaluated"], raw["failed"], raw["warnings"]) == (True, 12, 0, 1)
+    (conflict,) = raw["failures"]
+    assert conflict == {"split": "train", "rule": "label_conflicts", "severity": "warning", "unexpected_count": 2,
+                        "detail": "2 rows whose text also occurs with another label",
+                        "expected": "one label per text (ingest drops such texts)",
+                        "examples": ["row 2: 'a fine review, number 1'", "row 62: 'a fine review, number 1'"]}
+    assert report["suites"]["processed"]["evaluated"] == 13 + 14 + 14
+    docs = first.reports / "validation"
+    pages = sorted(str(p.relative_to(docs / "validations")).split("/")[:2] for p in docs.rglob("validations/**/*.html"))
+    assert pages == [["processed", "test"], ["processed", "train"], ["processed", "val"], ["raw", "train"]]
+    assert "raw.train" in (docs / "index.html").read_text()
+    assert "[validate] page: reports/validation/validations/raw/train/ingest/" in caplog.text

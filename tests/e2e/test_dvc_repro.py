@@ -4,7 +4,6 @@ distillation parameter re-runs only distill and what follows. A tiny teacher kee
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,30 +25,6 @@ def sh(args: list[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-@pytest.fixture
-def repo_copy(tmp_path, tiny_teacher_dir) -> Path:
-    """The repo's tracked files in a new git repo, with params shrunk to a tiny teacher."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    dest = tmp_path / "repo"
-    for rel in files:
-        if (REPO / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dest / rel)
-    for stale in ("dvc.lock",):
-        (dest / stale).unlink(missing_ok=True)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["ingest"]["max_rows"] = 300
-    params["teacher"].update(model=str(tiny_teacher_dir), epochs=1, min_accuracy=0.0)
-    params["distill"].update(epochs=1)
-    params["evaluate"].update(min_retention=0.0, latency_runs=5, warmup_runs=1, throughput_batches=1)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(["git", "init", "-q"], dest)
-    sh(["git", "add", "-A"], dest)
-    sh(["git", "commit", "-qm", "copy"], dest)
-    return dest
-
-
 def ran(output: str) -> set[str]:
     """Stages `dvc repro` ran, from its log."""
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
@@ -58,9 +33,10 @@ def ran(output: str) -> set[str]:
 @pytest.mark.slow
 def test_dvc_repro_then_exp_run_reruns_only_what_changed(repo_copy):
     out = sh([DVC, "repro"], repo_copy)
-    assert ran(out) == {"ingest", "validate", "teacher", "distill", "finetune", "evaluate"}
+    assert ran(out) == {"ingest", "validate", "teacher", "distill", "finetune", "evaluate", "promote"}
     assert (repo_copy / "dvc.lock").is_file()
     assert (repo_copy / "reports" / "metrics.json").is_file()
+    assert (repo_copy / "models" / "production" / "model.safetensors").is_file()
     assert "up to date" in sh([DVC, "status"], repo_copy).lower()
     assert ran(sh([DVC, "repro"], repo_copy)) == set()
 
@@ -68,7 +44,7 @@ def test_dvc_repro_then_exp_run_reruns_only_what_changed(repo_copy):
     sh(["git", "add", "-A"], repo_copy)
     sh(["git", "commit", "-qm", "baseline"], repo_copy)
     out = sh([DVC, "exp", "run", "-S", "distill.temperature=4"], repo_copy)
-    assert ran(out) == {"distill", "finetune", "evaluate"}
+    assert ran(out) == {"distill", "finetune", "evaluate", "promote"}
     assert yaml.safe_load((repo_copy / "params.yaml").read_text())["distill"]["temperature"] == 4
     # The teacher-logit cache is persisted across runs and was hit (same teacher, same data).
     assert '"cache": "hit"' in (repo_copy / "reports" / "distill.json").read_text()

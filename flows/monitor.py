@@ -1,0 +1,96 @@
+"""drift-monitor: compare the latest window of the production log with the training data.
+
+A thin shell over `tasks.drift.drift` (the same function `kdistill drift` calls): the verdict is
+the flow's result, and a markdown artifact (key `drift-verdict`) shows the verdict table and the
+path of the Evidently report. Scheduled by `make serve` from params.yaml's `schedule.drift_monitor`.
+
+It does not take the workspace slot of flows/training.py: it only reads the model and the log and
+writes its own folder under reports/drift/, and it must not wait hours behind a training run.
+
+Run once without a server: `python -m flows.monitor [-S drift.window_rows=500]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.workspace import Workspace
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def verdict_markdown(verdict: dict) -> str:
+    """The verdict as a markdown table: one row per signal, whether it fired, its score and threshold."""
+    if verdict["status"] != "ok":
+        return (f"## Drift monitor: {verdict['status']}\n\n{verdict['window_rows']} rows in the window, "
+                f"fewer than drift.min_window = {verdict['min_window']}: no verdict.\n\n"
+                f"Folder: `{verdict['report_dir']}`")
+    head = "**drift detected**" if verdict["drift_detected"] else "no drift"
+    lines = [f"## Drift monitor: {head}", "",
+             f"Model version {verdict['model_version']}; window {verdict['window_rows']} rows "
+             f"({verdict.get('window_from')} to {verdict.get('window_to')}); reference {verdict['reference_rows']} "
+             f"rows. Rule: {verdict['rule']}.", "", "| signal | fired | score | threshold |", "|---|---|---|---|"]
+    for name, s in verdict["signals"].items():
+        lines.append(f"| {name} | {'yes' if s['fired'] else 'no'} | {_fmt(s['score'])} | {_fmt(s['threshold'])} |")
+    report = Path(verdict["report_dir"]) / "report.html"
+    lines += ["", f"Evidently report: [{report}]({report.as_uri()})"]
+    return "\n".join(lines)
+
+
+@task(name="drift", cache_policy=NO_CACHE)
+def run_drift(root: str, overrides: list[str]) -> dict:
+    """Run the monitor in the workspace with params.yaml (plus `overrides`, not written back)."""
+    from tasks.config import load_config
+    from tasks.drift import drift
+    from tasks.storage import Paths
+
+    return drift(load_config(Path(root) / "params.yaml", overrides), Paths(Path(root)))
+
+
+@flow(name="drift-monitor", persist_result=True, log_prints=True,
+      description="Latest window of data/production/ vs the training data: text, embedding and prediction "
+                  "drift; Evidently report in reports/drift/<timestamp>/.")
+def drift_monitor(window_rows: int | None = None, window_days: int | None = None) -> dict:
+    """Check the latest window for drift.
+
+    Args:
+        window_rows: the last N rows of the log (default: drift.window_rows).
+        window_days: instead, every row of the last D days (default: drift.window_days).
+
+    Returns:
+        The verdict dict of `tasks.drift.drift`.
+    """
+    ws = Workspace.current()
+    overrides = [f"drift.window_rows={window_rows}"] if window_rows else []
+    overrides += [f"drift.window_days={window_days}"] if window_days else []
+    verdict = run_drift(str(ws.root), overrides)
+    create_markdown_artifact(key="drift-verdict", markdown=verdict_markdown(verdict),
+                             description="drift-monitor verdict")
+    print(f"drift monitor: {verdict['status']}, drift_detected={verdict['drift_detected']}, "
+          f"fired={verdict.get('fired', [])}")
+    return verdict
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m flows.monitor`: one run, without a deployment; exit 0 (no drift), 4 (drift), 1 (failed)."""
+    parser = argparse.ArgumentParser(prog="python -m flows.monitor", description=__doc__.splitlines()[0])
+    parser.add_argument("--window-rows", type=int)
+    parser.add_argument("--window-days", type=int)
+    args = parser.parse_args(argv)
+    state = drift_monitor(args.window_rows, args.window_days, return_state=True)
+    if not state.is_completed():
+        print(f"error: {state.message}", file=sys.stderr)
+        return 1
+    return 4 if state.result().get("drift_detected") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

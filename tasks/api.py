@@ -1,0 +1,222 @@
+"""api: online scoring with the production model (FastAPI; `kdistill api`, `make api`).
+
+- `POST /predict` with `{"text": "..."}` or `{"texts": ["...", ...]}`: label, confidence and
+  probabilities per text. Limits (`api.max_texts`, `api.max_chars`) answer 413; an empty text or a
+  wrong shape 422; malformed JSON 400; always `{"error": "one line"}`.
+- `GET /health`: whether a model is loaded; `GET /model`: its version and metrics from the registry.
+
+The model is loaded once. Concurrent requests are micro-batched: a single worker collects what
+arrives within `api.batch_wait_ms` (up to `api.max_batch` texts) into one forward pass, run in a
+thread so the event loop keeps accepting requests. Every prediction goes to the same production
+log as `kdistill score` (buffered; a part file is written atomically every `api.flush_rows` rows or
+`api.flush_seconds`, and at shutdown). A newly promoted model is picked up without a restart: the
+worker compares models/registry.json's modification time before each batch.
+Binds 127.0.0.1 by default (`api.host`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from tasks.config import Config
+from tasks.storage import Paths
+from tasks.score import ProductionModel, load_production, log_rows, write_part
+
+log = logging.getLogger("kd")
+
+
+class PredictRequest(BaseModel):
+    """One text or a list of texts."""
+
+    text: str | None = None
+    texts: list[str] | None = None
+
+
+class ApiError(Exception):
+    """A request the client must fix: its HTTP status and one-line message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def check_request(body: PredictRequest, max_texts: int, max_chars: int) -> list[str]:
+    """The request's texts, or an `ApiError` naming what is wrong (which text, which limit)."""
+    if (body.text is None) == (body.texts is None):
+        raise ApiError(422, 'give exactly one of "text" (a string) or "texts" (a list of strings)')
+    texts = [body.text] if body.text is not None else body.texts
+    if not texts:
+        raise ApiError(422, '"texts" is empty; expected at least one text')
+    if len(texts) > max_texts:
+        raise ApiError(413, f"{len(texts)} texts in one request; at most {max_texts} (api.max_texts)")
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise ApiError(422, f"text {i} is empty or blank; expected some words")
+        if len(text) > max_chars:
+            raise ApiError(413, f"text {i} has {len(text)} characters; at most {max_chars} (api.max_chars)")
+    return texts
+
+
+class LogBuffer:
+    """Production-log rows kept in memory and written as one atomic part file now and then."""
+
+    def __init__(self, paths: Paths, max_rows: int, max_seconds: float):
+        self.paths, self.max_rows, self.max_seconds = paths, max_rows, max_seconds
+        self.frames: list[pd.DataFrame] = []
+        self.rows, self.since = 0, time.monotonic()
+
+    def add(self, frame: pd.DataFrame) -> None:
+        """Buffer rows; flush when the buffer is full or old enough."""
+        self.frames.append(frame)
+        self.rows += len(frame)
+        if self.rows >= self.max_rows or time.monotonic() - self.since >= self.max_seconds:
+            self.flush()
+
+    def flush(self) -> Path | None:
+        """Write the buffered rows as `data/production/date=DAY/part-api-<uuid>.parquet`; returns the part."""
+        if not self.frames:
+            return None
+        frame = pd.concat(self.frames, ignore_index=True)
+        self.frames, self.rows, self.since = [], 0, time.monotonic()
+        return write_part(self.paths, frame, f"api-{uuid.uuid4().hex}", frame["time"].iloc[0].date())
+
+
+class Batcher:
+    """Collects concurrent requests into batches for one model; reloads the model when it is promoted."""
+
+    def __init__(self, cfg: Config, paths: Paths):
+        from tasks.promote import registry_path
+
+        self.cfg, self.paths, self.registry = cfg, paths, registry_path(paths)
+        self.model: ProductionModel | None = None
+        self.stamp: int | None = None
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.buffer = LogBuffer(paths, cfg.api.flush_rows, cfg.api.flush_seconds)
+
+    def _mtime(self) -> int | None:
+        return self.registry.stat().st_mtime_ns if self.registry.is_file() else None
+
+    def load(self) -> None:
+        """(Re)load the production model; keeps serving the old one if the new one fails to load."""
+        stamp = self._mtime()
+        try:
+            model = load_production(self.cfg, self.paths)
+        except Exception as err:  # noqa: BLE001 - a broken promotion must not take the API down
+            log.error("api: could not load the production model: %s", err)
+            self.stamp = stamp
+            return
+        self.buffer.flush()
+        self.model, self.stamp = model, stamp
+        log.info("api: serving production model version %s (%s)", model.version, model.model_hash[:12])
+
+    async def predict(self, texts: list[str]) -> np.ndarray:
+        """Probabilities [N, C] for one request's texts, computed in a shared batch."""
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((texts, future))
+        return await future
+
+    async def run(self) -> None:
+        """The worker: wait for a request, gather more for up to batch_wait_ms, predict them together."""
+        loop = asyncio.get_running_loop()
+        wait, limit = self.cfg.api.batch_wait_ms / 1000, self.cfg.api.max_batch
+        while True:
+            items = [await self.queue.get()]
+            deadline, size = loop.time() + wait, len(items[0][0])
+            while size < limit and (left := deadline - loop.time()) > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    items.append(await asyncio.wait_for(self.queue.get(), left))
+                    size += len(items[-1][0])
+            if self._mtime() != self.stamp:
+                await loop.run_in_executor(None, self.load)
+            texts = [t for batch, _ in items for t in batch]
+            try:
+                if self.model is None:
+                    raise ApiError(503, "no production model loaded; run the promote stage first")
+                probs = await loop.run_in_executor(None, self.model.predict, texts, limit)
+                self.buffer.add(log_rows(self.model, texts, probs, "api"))
+            except Exception as err:  # noqa: BLE001 - every waiting request gets the error
+                for _, future in items:
+                    future.set_exception(err)
+                continue
+            start = 0
+            for batch, future in items:
+                future.set_result(probs[start:start + len(batch)])
+                start += len(batch)
+
+
+def create_app(cfg: Config, paths: Paths) -> FastAPI:
+    """The FastAPI app for the workspace at `paths` (the model loads at start-up)."""
+    batcher = Batcher(cfg, paths)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await asyncio.get_running_loop().run_in_executor(None, batcher.load)
+        worker = asyncio.create_task(batcher.run())
+        yield
+        worker.cancel()
+        batcher.buffer.flush()
+
+    app = FastAPI(title="kdistill", lifespan=lifespan)
+    app.state.batcher = batcher
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError) -> JSONResponse:
+        return JSONResponse({"error": str(err)}, status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {}
+        if first.get("type") == "json_invalid":
+            return JSONResponse({"error": f"malformed JSON: {first.get('ctx', {}).get('error', 'cannot parse')}"},
+                                status_code=400)
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "body"
+        return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}; expected "
+                                      '{"text": "..."} or {"texts": ["...", ...]}'}, status_code=422)
+
+    @app.post("/predict")
+    async def predict(body: PredictRequest) -> dict:
+        texts = check_request(body, cfg.api.max_texts, cfg.api.max_chars)
+        probs = await batcher.predict(texts)
+        model = batcher.model
+        rows = [{"label": model.labels[int(p.argmax())], "confidence": round(float(p.max()), 6),
+                 "probabilities": {n: round(float(v), 6) for n, v in zip(model.labels, p)}} for p in probs]
+        return {"model_version": model.version, "predictions": rows}
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok" if batcher.model else "no model", "model_loaded": batcher.model is not None,
+                "model_version": batcher.model.version if batcher.model else None}
+
+    @app.get("/model")
+    async def model_info() -> dict:
+        from tasks.promote import read_registry
+
+        if batcher.model is None:
+            raise ApiError(503, "no production model loaded; run the promote stage first")
+        registry = read_registry(paths)
+        entry = next((v for v in registry.get("versions", []) if v.get("version") == batcher.model.version), {})
+        return {"version": batcher.model.version, "model_hash": batcher.model.model_hash,
+                "labels": batcher.model.labels, "variant": batcher.model.predictor.variant,
+                "metrics": entry.get("metrics"), "promoted_at": entry.get("time")}
+
+    return app
+
+
+def serve_api(cfg: Config, paths: Paths) -> None:
+    """Run the API with uvicorn on `api.host`:`api.port` (127.0.0.1:8000 by default) until interrupted."""
+    import uvicorn
+
+    log.info("api: http://%s:%d (POST /predict, GET /health, GET /model)", cfg.api.host, cfg.api.port)
+    uvicorn.run(create_app(cfg, paths), host=cfg.api.host, port=cfg.api.port, log_level="warning")

@@ -1,0 +1,190 @@
+"""promote: make the new student the production model, only when it has earned it.
+
+A candidate (models/student/) replaces models/production/ when it passed the evaluate gate and is
+no worse than the current production model, both scored on the *current* test split: production
+is re-scored here rather than trusted from the day it was promoted, because the data may have
+changed since. Every decision, promoted or not, is appended to models/registry.json with its
+reason; a refused candidate leaves production untouched.
+
+The decision itself (`decide`) is a pure function of the scores; `promote` does the I/O.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.config import Config
+from tasks.errors import DataError
+from tasks.storage import Paths, atomic_path, hash_dir, read_json, stage_log, write_json
+
+log = logging.getLogger("kd")
+
+STAMP = "production.json"  # inside models/production/: which registry version the folder holds
+# Who asked for the promotion, recorded in the registry; the Prefect flow sets it to its run.
+SOURCE_ENV = "KDISTILL_RUN_SOURCE"
+
+
+def production_dir(paths: Paths) -> Path:
+    """The folder the scoring side loads: a copy of the last promoted student."""
+    return paths.root / "models" / "production"
+
+
+def registry_path(paths: Paths) -> Path:
+    """models/registry.json: every promotion decision, in order."""
+    return paths.root / "models" / "registry.json"
+
+
+@dataclass(frozen=True)
+class Gates:
+    """The thresholds a candidate must clear."""
+
+    min_retention: float  # evaluate.min_retention: student accuracy / teacher accuracy
+    tolerance: float  # promote.tolerance: accuracy the candidate may lose against production
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether to promote, and the one-line reason a person reads in the log and the registry."""
+
+    promote: bool
+    reason: str
+
+
+def decide(candidate: dict, production: dict | None, gates: Gates) -> Decision:
+    """Promote the candidate or keep production.
+
+    Args:
+        candidate: reports/metrics.json of the candidate: `retention` and `student.accuracy`.
+        production: the production model's scores on the same test split ({"accuracy", ...}),
+            or None when there is no production model (or it cannot be compared).
+        gates: the thresholds.
+
+    Returns:
+        The decision; `promote` is False when a gate fails or the candidate is worse.
+    """
+    retention, acc = candidate["retention"], candidate["student"]["accuracy"]
+    if retention < gates.min_retention:
+        return Decision(False, f"evaluate gate: retention {retention:.4f} < evaluate.min_retention "
+                               f"{gates.min_retention}")
+    if production is None:
+        return Decision(True, f"no comparable production model; candidate accuracy {acc:.4f} passed the gates")
+    needed = production["accuracy"] - gates.tolerance
+    # A hair of slack: accuracies are ratios of the same integers, equal ones must compare equal.
+    if acc < needed - 1e-9:
+        return Decision(False, f"candidate accuracy {acc:.4f} < production accuracy {production['accuracy']:.4f} "
+                               f"- promote.tolerance {gates.tolerance} on the current test split")
+    return Decision(True, f"candidate accuracy {acc:.4f} >= production accuracy {production['accuracy']:.4f} "
+                          f"- promote.tolerance {gates.tolerance} on the current test split")
+
+
+def read_registry(paths: Paths) -> dict:
+    """The registry, or an empty one: {"production": version | None, "versions": [...]}."""
+    path = registry_path(paths)
+    if not path.is_file():
+        return {"production": None, "versions": []}
+    try:
+        return read_json(path)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err}); restore it from git or DVC") from None
+
+
+def score_production(cfg: Config, paths: Paths, names: list[str]) -> dict | None:
+    """Accuracy and macro-F1 of models/production/ on the current test split.
+
+    Returns:
+        The scores, or None when there is no production model or its labels differ from the
+        data's (a model for another task cannot be compared on this one).
+    """
+    folder = production_dir(paths)
+    if not (folder / "config.json").is_file():
+        return None
+    from tasks.common import encode_split, load_split
+    from tasks.core.loop import predict_logits, resolve_device
+    from tasks.metrics import classification_metrics
+    from tasks.models import load_classifier, load_tokenizer
+
+    model, _ = load_classifier(str(folder), None, key="models/production")
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if labels != list(names):
+        log.warning("[promote] production labels %s differ from the data's %s: not comparable", labels, names)
+        return None
+    tokenizer = load_tokenizer(str(folder), key="models/production")
+    device = resolve_device(cfg.base.device)
+    data = encode_split(tokenizer, load_split(paths, "test"), cfg.base.max_length)
+    logits = predict_logits(model.to(device), data, tokenizer.pad_token_id, 128, device, progress="production test")
+    quality = classification_metrics(data.labels, logits.argmax(-1), names)
+    return {"accuracy": quality["accuracy"], "f1_macro": quality["f1_macro"]}
+
+
+def _entry(version: int, decision: Decision, metrics: dict, summary: dict, model_hash: str,
+           production: dict | None, before: int | None) -> dict:
+    s = metrics["student"]
+    return {
+        "version": version,
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "promoted": decision.promote,
+        "reason": decision.reason,
+        "metrics": {"accuracy": s["accuracy"], "f1_macro": s["f1_macro"], "retention": metrics["retention"],
+                    "latency_ms_b1": s["latency_ms_b1"], "size_mb": s["size_mb"], "test_rows": metrics["test_rows"]},
+        "production_before": {"version": before, **(production or {})},
+        "data_hash": summary.get("data_hash"),
+        "model_hash": model_hash,
+        "source": os.environ.get(SOURCE_ENV) or "kdistill promote",
+    }
+
+
+def _install(paths: Paths, entry: dict) -> None:
+    """Copy models/student/ to models/production/ in one atomic swap, stamped with its entry."""
+    with atomic_path(production_dir(paths)) as tmp:
+        shutil.copytree(paths.student, tmp)
+        (tmp / STAMP).write_text(json.dumps(entry, indent=2) + "\n")
+
+
+def promote(cfg: Config, paths: Paths) -> dict:
+    """Run the promote stage. Writes models/production/ (when promoted), models/registry.json and
+    reports/promote.json.
+
+    Returns:
+        reports/promote.json's content: promoted, version, production_version, reason, scores.
+    """
+    metrics_file = paths.reports / "metrics.json"
+    needed_from = {metrics_file: "evaluate", paths.summary: "ingest", paths.student / "config.json": "finetune"}
+    for needed, stage in needed_from.items():
+        if not needed.is_file():
+            raise DataError(f"{needed}: not found; run the {stage} stage first")
+    with stage_log("promote") as info:
+        metrics, summary = read_json(metrics_file), read_json(paths.summary)
+        registry = read_registry(paths)
+        current = registry.get("production")
+        model_hash = hash_dir(paths.student)
+        stamp = production_dir(paths) / STAMP
+        if stamp.is_file() and read_json(stamp).get("model_hash") == model_hash:
+            report = {"promoted": False, "version": current, "production_version": current,
+                      "reason": f"models/student is already the production model (version {current})"}
+        else:
+            production = score_production(cfg, paths, summary["labels"])
+            decision = decide(metrics, production, Gates(cfg.evaluate.min_retention, cfg.promote.tolerance))
+            version = max((v["version"] for v in registry["versions"]), default=0) + 1
+            entry = _entry(version, decision, metrics, summary, model_hash, production, current)
+            if decision.promote:
+                _install(paths, entry)
+                registry["production"] = version
+                info["wrote"].append(production_dir(paths))
+            registry["versions"].append(entry)
+            write_json(registry_path(paths), registry)
+            info["wrote"].append(registry_path(paths))
+            report = {"promoted": decision.promote, "version": version, "production_version": registry["production"],
+                      "reason": decision.reason, "candidate_accuracy": metrics["student"]["accuracy"],
+                      "production_accuracy": (production or {}).get("accuracy")}
+        write_json(paths.reports / "promote.json", report)
+        info["read"] += [metrics_file, paths.student]
+        info["wrote"].append(paths.reports / "promote.json")
+        verdict = "promoted" if report["promoted"] else "not promoted"
+        log.info("[promote] %s: %s; production is version %s", verdict, report["reason"], report["production_version"])
+    return report

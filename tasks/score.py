@@ -1,0 +1,247 @@
+"""score: label the new files in data/incoming/ with the production model; append them to the log.
+
+Each new file (CSV, TSV, JSONL or Parquet; a label column optional) is read, validated
+(`tasks.validate.validate_batch`) and either quarantined (moved to `data/incoming/quarantine/` with a
+`.reason.json` beside it) or scored by `models/production/` and written to the production log:
+`data/production/date=YYYY-MM-DD/part-<file sha256>.parquet`, one part per file, written atomically.
+
+Exactly once, even across crashes: a file is recorded in `data/production/scored.json` (keyed by
+`<sha256>:<name>`) only after its part is in place. On a restart a file whose part exists (found by
+its name, the file's hash) but is not recorded is recorded without being scored again; a crash
+before the part was renamed into place left nothing behind but a temporary, removed on the next run.
+The same bytes under another name are recorded as a duplicate and never logged twice.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks.config import Config
+from tasks.errors import DataError
+from tasks.storage import Paths, atomic_path, hash_file, read_json, remove_stale_temps, stage_log, write_json
+from tasks.tables import read_table
+
+log = logging.getLogger("kd")
+
+SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl", ".json", ".parquet"}
+
+
+def production_log_dir(paths: Paths) -> Path:
+    """data/production/: the prediction log, one `date=YYYY-MM-DD/part-*.parquet` per scored batch."""
+    return paths.root / "data" / "production"
+
+
+def scored_path(paths: Paths) -> Path:
+    """data/production/scored.json: the files already scored, keyed by `<sha256>:<name>`."""
+    return production_log_dir(paths) / "scored.json"
+
+
+@dataclass
+class ProductionModel:
+    """The production model loaded once: its tokenizer, serving predictor, version and labels."""
+
+    tokenizer: object
+    predictor: object
+    labels: list[str]
+    version: int | None  # models/registry.json's `production`
+    model_hash: str  # models/production/production.json's `model_hash` (else the weights' sha256)
+    max_length: int
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities float32 [N, C] for `texts`, in order."""
+        from tasks.core.data import make_dataset
+        from tasks.export import predict_dataset
+
+        if not texts:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        data = make_dataset(self.tokenizer, texts, None, self.max_length)
+        logits = predict_dataset(self.predictor, data, self.tokenizer.pad_token_id, batch_size)
+        logits = logits - logits.max(-1, keepdims=True)
+        probs = np.exp(logits)
+        return (probs / probs.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def load_production(cfg: Config, paths: Paths) -> ProductionModel:
+    """Load models/production/ with the serving variant of `serve.variant`.
+
+    Raises:
+        DataError: there is no production model yet.
+    """
+    from tasks.export import load_predictor, resolve_variant, weights_hash
+    from tasks.models import load_tokenizer
+    from tasks.promote import STAMP, production_dir, read_registry
+
+    folder = production_dir(paths)
+    if not (folder / "config.json").is_file():
+        raise DataError(f"{folder}: no production model; run the promote stage first")
+    variant = resolve_variant(cfg.serve.variant, folder, paths.reports / "bench" / "serving.json")
+    predictor = load_predictor(folder, variant, cfg.serve.threads)
+    stamp = read_json(folder / STAMP) if (folder / STAMP).is_file() else {}
+    return ProductionModel(load_tokenizer(str(folder), key="models/production"), predictor, list(predictor.labels),
+                           read_registry(paths).get("production"), stamp.get("model_hash") or weights_hash(folder),
+                           cfg.base.max_length)
+
+
+def log_rows(model: ProductionModel, texts: list[str], probs: np.ndarray, source: str,
+             labels: list | None = None, time: datetime.datetime | None = None) -> pd.DataFrame:
+    """The production-log rows of one scored batch.
+
+    Columns: time (UTC), text, prediction, confidence, `prob_<label>` per label, model_version,
+    model_hash, source, label (the true label, or None).
+    """
+    time = time or datetime.datetime.now(datetime.timezone.utc)
+    frame = pd.DataFrame({"time": pd.Series([time] * len(texts), dtype="datetime64[us, UTC]"), "text": texts,
+                          "prediction": [model.labels[i] for i in probs.argmax(-1)],
+                          "confidence": probs.max(-1).astype("float64")})
+    for i, name in enumerate(model.labels):
+        frame[f"prob_{name}"] = probs[:, i].astype("float64")
+    frame["model_version"] = pd.Series([model.version] * len(texts), dtype="Int64")
+    frame["model_hash"], frame["source"] = model.model_hash, source
+    frame["label"] = pd.Series(labels if labels is not None else [None] * len(texts), dtype="string")
+    return frame
+
+
+def write_part(paths: Paths, frame: pd.DataFrame, part_id: str, day: datetime.date) -> Path:
+    """Write rows as `data/production/date=DAY/part-<part_id>.parquet`, atomically; returns the path."""
+    target = production_log_dir(paths) / f"date={day.isoformat()}" / f"part-{part_id}.parquet"
+    with atomic_path(target) as tmp:
+        frame.to_parquet(tmp, index=False)
+    return target
+
+
+def find_part(paths: Paths, part_id: str) -> Path | None:
+    """The part a previous run wrote for `part_id` (a file's sha256), if any."""
+    return next(iter(production_log_dir(paths).glob(f"date=*/part-{part_id}.parquet")), None)
+
+
+def read_batch(path: Path, cfg: Config) -> tuple[pd.DataFrame, bool]:
+    """A new file as `text` (and `label` when the file has the label column); returns (frame, labelled)."""
+    sc = cfg.score
+    try:
+        return read_table(path, sc.text_column, sc.label_column), True
+    except DataError as err:
+        if "schema_columns" not in str(err) or f"no column {sc.label_column!r}" not in str(err):
+            raise
+    return read_table(path, sc.text_column, None), False
+
+
+def quarantine(path: Path, incoming: Path, reasons: list[str], report: dict | None = None) -> Path:
+    """Move a bad file to incoming/quarantine/ with `<name>.reason.json` beside it; returns its new path."""
+    folder = incoming / "quarantine"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    write_json(folder / f"{path.name}.reason.json", {
+        "file": path.name, "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "errors": reasons, "validation": report})
+    shutil.move(str(path), target)
+    log.warning("[score] quarantined %s: %s", path.name, "; ".join(reasons))
+    return target
+
+
+def score_file(path: Path, model: ProductionModel, cfg: Config, paths: Paths, sha: str) -> dict:
+    """Validate and score one file; returns its scored.json record ({"status": "scored" | "quarantined"})."""
+    from tasks.validate import validate_batch
+
+    try:
+        frame, labelled = read_batch(path, cfg)
+    except DataError as err:
+        quarantine(path, path.parent, [str(err)])
+        return {"status": "quarantined", "errors": [str(err)]}
+    if labelled:  # class ids (0, 1.0, "1") as the model's label names; anything else is validated as read
+        frame = frame.assign(label=frame["label"].map(_label_name(model.labels)))
+    result = validate_batch(frame, cfg, model.labels if labelled else None, str(path), tokenizer=model.tokenizer)
+    if not result.ok:
+        quarantine(path, path.parent, result.errors, result.to_dict())
+        return {"status": "quarantined", "errors": result.errors}
+    texts = frame["text"].astype(str).tolist()
+    truth = frame["label"].tolist() if labelled else None
+    rows = log_rows(model, texts, model.predict(texts, cfg.score.batch_size), path.name, truth)
+    part = write_part(paths, rows, sha, rows["time"].iloc[0].date())
+    return {"status": "scored", "rows": len(rows), "part": str(part.relative_to(paths.root))}
+
+
+def _label_name(labels: list[str]):
+    """Map a raw label (a name, or a class id as 1, 1.0 or "1") to the label name."""
+    from tasks.tables import normalise_label
+
+    def name(value: object) -> object:
+        norm = normalise_label(value)
+        return labels[norm] if type(norm) is int and 0 <= norm < len(labels) else value
+    return name
+
+
+def new_files(incoming: Path) -> list[Path]:
+    """The files waiting in `incoming` (not in its subfolders), by name."""
+    if not incoming.is_dir():
+        return []
+    return sorted(p for p in incoming.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def score(cfg: Config, paths: Paths) -> dict:
+    """Score every new file in `score.incoming`; writes data/production/ and moves bad files aside.
+
+    Returns:
+        {"scored": [...names], "quarantined": [...], "skipped": [...] (already scored),
+         "recovered": [...] (part found from an interrupted run), "rows": rows appended}.
+    """
+    incoming = paths.root / cfg.score.incoming
+    summary: dict = {"scored": [], "quarantined": [], "skipped": [], "recovered": [], "rows": 0}
+    files = new_files(incoming)
+    with stage_log("score") as info:
+        record = read_json(scored_path(paths)) if scored_path(paths).is_file() else {}
+        model = None
+        for path in files:
+            sha = hash_file(path)
+            key = f"{sha}:{path.name}"
+            if key in record:
+                summary["skipped"].append(path.name)
+                continue
+            part = find_part(paths, sha)
+            if part is not None:  # the same bytes under another name, or a run that died before recording it
+                duplicate = any(e.get("sha256") == sha for e in record.values())
+                entry = {"status": "duplicate" if duplicate else "scored", "rows": len(pd.read_parquet(part)),
+                         "part": str(part.relative_to(paths.root)), "recovered": not duplicate}
+                summary["skipped" if duplicate else "recovered"].append(path.name)
+            else:
+                for stale in production_log_dir(paths).glob("date=*"):
+                    remove_stale_temps(stale / f"part-{sha}.parquet")
+                model = model or load_production(cfg, paths)
+                entry = score_file(path, model, cfg, paths, sha)
+                if entry["status"] == "quarantined":
+                    summary["quarantined"].append(path.name)
+                    continue  # the file has left incoming/: nothing to record
+                summary["scored"].append(path.name)
+                summary["rows"] += entry["rows"]
+            entry.update(file=path.name, sha256=sha, model_version=model.version if model else None,
+                         time=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+            record[key] = entry
+            write_json(scored_path(paths), record)
+        info["read"].append(incoming)
+        info["wrote"].append(production_log_dir(paths))
+        log.info("[score] %d file(s) scored (%d rows), %d quarantined, %d already scored, %d recovered",
+                 len(summary["scored"]), summary["rows"], len(summary["quarantined"]), len(summary["skipped"]),
+                 len(summary["recovered"]))
+    return summary
+
+
+def read_log(paths: Paths, days: int | None = None, rows: int | None = None) -> pd.DataFrame:
+    """The production log, oldest first: every row of the last `days` days, or else the last `rows` rows."""
+    parts = sorted(production_log_dir(paths).glob("date=*/part-*.parquet"))
+    if days is not None:
+        since = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days))
+        parts = [p for p in parts if p.parent.name[5:] >= since.date().isoformat()]
+    if not parts:
+        return pd.DataFrame(columns=["time", "text", "prediction", "confidence", "label"])
+    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    frame = frame.sort_values("time", kind="stable").reset_index(drop=True)
+    if days is not None:
+        return frame[frame["time"] >= pd.Timestamp(since)].reset_index(drop=True)
+    return frame.tail(rows).reset_index(drop=True) if rows else frame

@@ -1,0 +1,249 @@
+"""Reading raw tables (CSV, TSV, JSONL/JSON, Parquet) in bounded memory, with errors a user can act on.
+
+`iter_table` yields chunks of at most `CHUNK_ROWS` rows with the columns `text` (and `label`), indexed
+by row number minus one (for JSONL: line number minus one), so a message can name "row 123 456"
+however deep into a file the problem sits, while memory stays at one chunk. `read_table` gathers
+the chunks. Files are only ever read.
+
+Every error is a `DataError` of one line: `FILE: rule RULE failed: WHAT; expected WHAT`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tasks.errors import DataError
+
+CHUNK_ROWS = 20_000
+# Values a CSV writer uses for "nothing here": read as missing, never as the text "NaN".
+NA_MARKERS = ["", "nan", "NaN", "NA", "N/A", "n/a", "NULL", "null", "None", "<NA>", "#N/A"]
+DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
+MAGIC = {b"\x1f\x8b": "gzip-compressed", b"PK\x03\x04": "a zip archive", b"PAR1": "a Parquet file"}
+KINDS = {".csv": "CSV", ".tsv": "TSV", ".txt": "TSV", ".jsonl": "JSONL", ".json": "JSON", ".parquet": "Parquet"}
+
+
+def file_error(path: str | Path, rule: str, problem: str, expected: str) -> DataError:
+    """The one-line error every check of this module raises."""
+    return DataError(f"{path}: rule {rule} failed: {problem}; expected {expected}")
+
+
+def normalise_label(value: object) -> object:
+    """A raw label as the label it means: 1.0 (from a float column) and "1" (from CSV) are both 1."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return value.strip() if isinstance(value, str) else value
+
+
+def label_kind(value: object) -> str | None:
+    """'int', 'str', 'other' (a fraction, a list, ...), or None for a missing label."""
+    if value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return None
+    norm = normalise_label(value)
+    if isinstance(norm, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return "int"
+    return "str" if isinstance(norm, (str, bool, np.bool_)) else "other"
+
+
+def iter_table(path: str | Path, text_column: str, label_column: str | None,
+               chunk_rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """Stream a file as chunks with columns `text` (and `label`), raw values as read.
+
+    Args:
+        path: a .csv, .tsv/.txt, .jsonl, .json or .parquet file.
+        text_column: the file's column holding the text.
+        label_column: the file's column holding the label, or None for unlabelled text.
+        chunk_rows: rows per chunk (default `CHUNK_ROWS`); memory use is bounded by one chunk.
+
+    Raises:
+        DataError: the file is missing, empty, binary, not UTF-8, malformed, or lacks a column.
+    """
+    path, chunk_rows = Path(path), chunk_rows or CHUNK_ROWS
+    _check_file(path)
+    wanted = {text_column: "text", **({label_column: "label"} if label_column else {})}
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            yield from _parquet_chunks(path, wanted, chunk_rows)
+        elif suffix in (".jsonl", ".json"):
+            yield from _json_chunks(path, wanted, chunk_rows)
+        else:
+            yield from _csv_chunks(path, wanted, chunk_rows)
+    except UnicodeDecodeError:
+        raise _encoding_error(path) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as err:
+        if isinstance(err, DataError):
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise file_error(path, "file_readable", f"cannot be read as {KINDS[suffix]} ({first})",
+                         f"a well-formed {KINDS[suffix]} file") from None
+
+
+def read_table(path: str | Path, text_column: str, label_column: str | None) -> pd.DataFrame:
+    """The whole file as one frame with columns `text` (and `label`); see `iter_table`.
+
+    Raises:
+        DataError: as `iter_table`, and when the file has a header but no rows.
+    """
+    frame = pd.concat(list(iter_table(path, text_column, label_column)))
+    if frame.empty:
+        raise no_rows_error(path)
+    return frame
+
+
+def no_rows_error(path: str | Path) -> DataError:
+    """A file with columns but not a single row (a header only)."""
+    return file_error(path, "min_rows", "no data rows (a header only?)", "at least one row under the header")
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise file_error(path, "file_readable", "file not found", "an existing file")
+    if path.suffix.lower() not in KINDS:
+        raise file_error(path, "file_readable", f"unknown file type '{path.suffix}'",
+                         ".csv, .tsv, .txt, .jsonl, .json or .parquet")
+    size = path.stat().st_size
+    if size == 0:
+        raise file_error(path, "file_readable", "the file is empty (0 bytes)", "a header line and rows")
+    if path.suffix.lower() == ".parquet":
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(8192)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise file_error(path, "utf8", "the file is UTF-16 encoded", "UTF-8 text (save the file as UTF-8)")
+    for magic, what in MAGIC.items():
+        if head.startswith(magic):
+            raise file_error(path, "file_readable", f"the file is {what}, not {KINDS[path.suffix.lower()]} text",
+                             f"a plain UTF-8 {KINDS[path.suffix.lower()]} file")
+    if b"\x00" in head:
+        at = head.index(b"\x00")
+        raise file_error(path, "file_readable", f"byte {at} is a NUL byte: this is a binary file, not "
+                         f"{KINDS[path.suffix.lower()]} text", "a UTF-8 text file")
+
+
+def _encoding_error(path: Path) -> DataError:
+    """Find the first byte that is not UTF-8, in 64 KB blocks, and name its line."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, line = 0, 1
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 16), b""):
+            pending = len(decoder.getstate()[0])  # bytes of a character split across blocks
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as err:
+                at = offset - pending + err.start
+                line += block[:max(0, at - offset)].count(b"\n")
+                bad = (block[at - offset:at - offset + 1] if at >= offset else b"?").hex()
+                return file_error(path, "utf8", f"line {line}: byte {at} (0x{bad}) is not UTF-8 ({err.reason})",
+                                  "UTF-8 text (save the file as UTF-8)")
+            offset, line = offset + len(block), line + block.count(b"\n")
+    return file_error(path, "utf8", "the last character is cut off", "UTF-8 text")
+
+
+def _csv_chunks(path: Path, wanted: dict[str, str], chunk_rows: int) -> Iterator[pd.DataFrame]:
+    sep = DELIMITERS[path.suffix.lower()]
+    options = {"sep": sep, "encoding": "utf-8-sig", "dtype": str}
+    header = pd.read_csv(path, nrows=0, **options).columns
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        raise _missing_column(path, missing[0], list(map(str, header)), wanted, sep)
+    # No usecols: with it, pandas silently drops the extra fields of a ragged row (an unquoted
+    # comma inside a text), where without it the row is an error that names the line.
+    reader = pd.read_csv(path, keep_default_na=False, na_values=NA_MARKERS, chunksize=chunk_rows, **options)
+    for chunk in reader:
+        yield chunk[list(wanted)].rename(columns=wanted)
+
+
+def _missing_column(path: Path, column: str, found: list[str], wanted: dict[str, str], sep: str | None) -> DataError:
+    hint = ""
+    if sep and len(found) == 1:
+        other = next((d for d in (",", "\t", ";", "|") if d != sep and d in found[0]), None)
+        if other:
+            hint = f": the header looks {other!r}-separated, but {path.suffix} is read as {sep!r}-separated"
+    shown = ", ".join(repr(c) for c in found[:8]) + (", ..." if len(found) > 8 else "")
+    names = " and ".join(repr(c) for c in wanted)
+    return file_error(path, "schema_columns", f"no column {column!r} (found {shown or 'none'}{hint})",
+                      f"columns {names} (see ingest.text_column, ingest.label_column)")
+
+
+def _json_chunks(path: Path, wanted: dict[str, str], chunk_rows: int) -> Iterator[pd.DataFrame]:
+    with open(path, encoding="utf-8-sig") as fh:
+        first = fh.read(1024).lstrip()[:1]
+    if first == "[":  # a JSON array: read whole (it cannot be streamed line by line)
+        with open(path, encoding="utf-8-sig") as fh:
+            records = json.load(fh)
+        yield from _records_to_chunks(path, list(enumerate(records, start=1)), wanted, chunk_rows)
+        return
+    with open(path, encoding="utf-8-sig") as fh:
+        batch: list[tuple[int, object]] = []
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                batch.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as err:
+                last = not line.endswith("\n") and fh.readline() == ""
+                cut = ", the last line is cut off" if last else ""
+                raise file_error(path, "file_readable", f"line {lineno} is not valid JSON ({err.msg}: column "
+                                 f"{err.colno}{cut})", "one complete JSON object per line") from None
+            if len(batch) == chunk_rows:
+                yield from _records_to_chunks(path, batch, wanted, chunk_rows)
+                batch = []
+        yield from _records_to_chunks(path, batch, wanted, chunk_rows, final=True)
+
+
+def _records_to_chunks(path: Path, records: list[tuple[int, object]], wanted: dict[str, str], chunk_rows: int,
+                       final: bool = False) -> Iterator[pd.DataFrame]:
+    for start in range(0, max(len(records), 1 if final else 0), chunk_rows):
+        part = records[start:start + chunk_rows]
+        for lineno, record in part:
+            if not isinstance(record, dict):
+                raise file_error(path, "file_readable", f"line {lineno} is a JSON {type(record).__name__}",
+                                 "one JSON object per line")
+        for column in wanted:
+            if part and not any(column in r for _, r in part):
+                raise _missing_column(path, column, sorted({k for _, r in part for k in r}), wanted, None)
+        # object dtype: keep 1 and "1" as they are, for the label_kind rule to judge.
+        data = {new: pd.Series([r.get(old) for _, r in part], dtype=object) for old, new in wanted.items()}
+        yield pd.DataFrame(data).set_axis(pd.Index([n - 1 for n, _ in part]), axis=0)
+
+
+def _parquet_chunks(path: Path, wanted: dict[str, str], chunk_rows: int) -> Iterator[pd.DataFrame]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise file_error(path, "file_readable", f"cannot be read as Parquet ({str(err).splitlines()[0]})",
+                         "a Parquet file") from None
+    schema = file.schema_arrow
+    missing = [c for c in wanted if c not in schema.names]
+    if missing:
+        raise _missing_column(path, missing[0], schema.names, wanted, None)
+    for column, role in wanted.items():
+        kind = schema.field(column).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        ok = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+        if role == "label":
+            ok = ok or pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+        if not ok:
+            expected = "string" if role == "text" else "integers or strings"
+            raise file_error(path, "schema_types", f"column {column!r} has type {kind}", f"{role} as {expected}")
+    offset = 0
+    for batch in file.iter_batches(batch_size=chunk_rows, columns=list(wanted)):
+        chunk = batch.to_pandas().rename(columns=wanted).astype(object)
+        yield chunk.set_axis(pd.RangeIndex(offset, offset + len(chunk)), axis=0)
+        offset += len(chunk)
+    if offset == 0:
+        yield pd.DataFrame({new: pd.Series([], dtype=object) for new in wanted.values()})

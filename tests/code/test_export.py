@@ -1,0 +1,175 @@
+"""Code tests of the serving variants: ONNX export parity, int8 variants, the variant choice, predict."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CORPUS, make_tiny_bert
+from tasks.config import load_config
+from tasks.core.data import Collator, make_dataset
+from tasks.errors import ConfigError
+from tasks.export import (VARIANTS, choose_variant, ensure_onnx, load_predictor, predict_dataset, resolve_variant,
+                          weights_hash)
+
+REPO = Path(__file__).resolve().parents[2]
+LABELS = [1, 0, 0, 1, 1, 0, 1, 0, 1, 0]  # CORPUS's sentiment: 1 positive
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """load_predictor sets torch's process-wide thread count; later tests get theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def corpus_data(tiny_tokenizer):
+    """The test corpus tokenised with its labels: rows of different lengths, so batches carry padding."""
+    return make_dataset(tiny_tokenizer, CORPUS, LABELS, 32), tiny_tokenizer.pad_token_id
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_tokenizer, corpus_data) -> Path:
+    """A tiny classifier fitted to the corpus (a random one gives every text the same logits, so an
+    argmax comparison could not fail), saved where the ONNX files may be written inside it."""
+    data, pad_id = corpus_data
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: more threads only add contention
+    model = make_tiny_bert(len(tiny_tokenizer))
+    batch = Collator(pad_id)([data[i] for i in range(len(data))])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(15):
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.set_num_threads(threads)
+    folder = tmp_path_factory.mktemp("serve") / "model"
+    model.save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def logits(model_dir, corpus_data) -> dict[str, np.ndarray]:
+    """Logits [10, 2] of every variant on the corpus, in batches of 4 (so batch sizes and lengths vary)."""
+    data, pad_id = corpus_data
+    return {v: predict_dataset(load_predictor(model_dir, v, threads=1), data, pad_id, batch_size=4) for v in VARIANTS}
+
+
+def test_onnx_fp32_matches_torch_with_dynamic_batch_and_length(logits, model_dir):
+    assert logits["onnx-fp32"].shape == (len(CORPUS), 2)
+    np.testing.assert_allclose(logits["onnx-fp32"], logits["torch-fp32"], atol=1e-4, rtol=0)
+    manifest = json.loads((model_dir / "onnx" / "manifest.json").read_text())
+    assert manifest["weights_sha256"] == weights_hash(model_dir) and manifest["max_abs_diff"] < 1e-4
+
+
+def test_int8_variants_stay_close_to_fp32(logits):
+    ref = logits["torch-fp32"]
+    assert (ref.argmax(-1) == LABELS).mean() >= 0.8  # the fixture did fit the corpus
+    for variant in ("torch-int8", "onnx-int8"):
+        out = logits[variant]
+        assert out.shape == ref.shape and out.dtype == np.float32 and np.isfinite(out).all()
+        assert (out.argmax(-1) == ref.argmax(-1)).mean() >= 0.8, variant
+        # int8 noise is a few per cent of the margin, not a different model
+        margin, ref_margin = out[:, 1] - out[:, 0], ref[:, 1] - ref[:, 0]
+        assert np.abs(margin - ref_margin).max() < 0.2 * np.abs(ref_margin).max(), variant
+
+
+def test_quantised_files_are_smaller(model_dir, logits):
+    assert (model_dir / "onnx" / "model.int8.onnx").stat().st_size < (model_dir / "onnx" / "model.onnx").stat().st_size
+    assert load_predictor(model_dir, "torch-int8").size_mb < load_predictor(model_dir, "torch-fp32").size_mb
+
+
+def test_stale_export_is_redone(model_dir, logits, monkeypatch):
+    calls = []
+
+    def fake_export(src, out):
+        calls.append(out)
+        Path(out).write_bytes(b"fake")
+        return 0.0
+
+    monkeypatch.setattr("tasks.export.export_onnx", fake_export)
+    monkeypatch.setattr("tasks.export.quantize_onnx_int8", lambda src, out: Path(out).write_bytes(b"fake8"))
+    ensure_onnx(model_dir, "onnx-int8")
+    assert calls == []  # up to date: nothing redone
+    stale = model_dir.parent / "stale"
+    shutil.copytree(model_dir, stale)
+    (stale / "model.safetensors").write_bytes((stale / "model.safetensors").read_bytes() + b" ")  # new weights
+    assert ensure_onnx(stale, "onnx-int8").read_bytes() == b"fake8"
+    assert calls == [stale / "onnx" / "model.onnx"]
+    assert json.loads((stale / "onnx" / "manifest.json").read_text())["weights_sha256"] == weights_hash(stale)
+
+
+def _results(**rows: tuple[float, float]) -> dict[str, dict]:
+    return {v.replace("_", "-"): {"latency_ms_b1": lat, "accuracy": acc} for v, (lat, acc) in rows.items()}
+
+
+def test_choose_variant_picks_the_fastest_within_the_budget():
+    results = _results(torch_fp32=(10.0, 0.90), torch_int8=(7.0, 0.895), onnx_fp32=(5.0, 0.90), onnx_int8=(3.0, 0.85))
+    assert choose_variant(results, max_drop=0.01) == "onnx-fp32"  # onnx-int8 is faster but 5 points worse
+    assert choose_variant(results, max_drop=0.05) == "onnx-int8"  # exactly at the budget passes
+    assert choose_variant(results, max_drop=0.0) == "onnx-fp32"
+
+
+def test_choose_variant_falls_back_to_fp32_when_none_passes():
+    results = _results(torch_fp32=(10.0, 0.90), torch_int8=(7.0, 0.80), onnx_int8=(3.0, 0.70))
+    assert choose_variant(results, max_drop=0.01) == "torch-fp32"
+    with pytest.raises(ValueError, match="torch-fp32"):
+        choose_variant(_results(onnx_int8=(3.0, 0.9)))
+
+
+def test_resolve_variant_auto_trusts_only_a_benchmark_of_these_weights(model_dir, tmp_path):
+    bench = tmp_path / "serving.json"
+    assert resolve_variant("onnx-int8", model_dir, bench) == "onnx-int8"
+    assert resolve_variant("auto", model_dir, bench) == "torch-fp32"  # no benchmark yet
+    report = {"chosen": {"variant": "onnx-int8"}, "student_weights_sha256": weights_hash(model_dir)}
+    bench.write_text(json.dumps(report))
+    assert resolve_variant("auto", model_dir, bench) == "onnx-int8"
+    bench.write_text(json.dumps({"chosen": {"variant": "onnx-int8"}, "student_weights_sha256": "0" * 64}))
+    assert resolve_variant("auto", model_dir, bench) == "torch-fp32"
+
+
+def test_serve_variant_is_checked_at_load_time():
+    with pytest.raises(ConfigError, match="serve.variant"):
+        load_config(REPO / "params.yaml", ["serve.variant=onnx-int4"])
+    with pytest.raises(ConfigError, match="serve.threads"):
+        load_config(REPO / "params.yaml", ["serve.threads=-1"])
+
+
+def _predict(capsys, model_dir, variant: str) -> list[dict]:
+    from tasks.cli import main
+
+    texts = ["a great film with a wonderful cast", "an awful boring movie"]
+    argv = ["--params", str(REPO / "params.yaml"), "--root", str(model_dir.parent), "-q", "predict",
+            "--model", str(model_dir), "--variant", variant, *texts]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in rows] == texts
+    return rows
+
+
+def test_predict_cli_serves_the_chosen_variant(capsys, model_dir, logits):
+    onnx_rows = _predict(capsys, model_dir, "onnx-fp32")
+    torch_rows = _predict(capsys, model_dir, "torch-fp32")
+    for o, t in zip(onnx_rows, torch_rows):
+        assert set(o) == {"text", "label", "confidence", "probabilities"}
+        assert set(o["probabilities"]) == {"negative", "positive"}
+        assert sum(o["probabilities"].values()) == pytest.approx(1, abs=1e-5)
+        assert o["label"] == t["label"] and o["confidence"] == pytest.approx(t["confidence"], abs=1e-4)
+
+
+def test_bench_without_a_pipeline_says_what_to_run(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "serving.py"), "--root", str(tmp_path)],
+                          check=False, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "make run" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

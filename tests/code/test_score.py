@@ -1,0 +1,135 @@
+"""Batch scoring: each file logged exactly once, across crashes; bad batches quarantined, the rest scored."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tasks.config import load_config
+from tasks.storage import Paths, write_json
+
+REPO = Path(__file__).resolve().parents[2]
+TEXTS = ["a great film with a wonderful cast", "an awful boring movie", "the plot is dull and slow",
+         "brilliant acting and a moving story"]
+
+
+def install_production(root: Path, model_dir: Path) -> Paths:
+    """A workspace at `root` whose production model (version 1) is `model_dir`."""
+    shutil.copytree(model_dir, root / "models" / "production")
+    entry = {"version": 1, "model_hash": "tiny", "metrics": {"accuracy": 0.5, "f1_macro": 0.5}}
+    write_json(root / "models" / "production" / "production.json", entry)
+    write_json(root / "models" / "registry.json", {"production": 1, "versions": [entry]})
+    return Paths(root)
+
+
+@pytest.fixture
+def ws(tmp_path, tiny_teacher_dir):
+    paths = install_production(tmp_path, tiny_teacher_dir)
+    (tmp_path / "data" / "incoming").mkdir(parents=True)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_config(REPO / "params.yaml", ["serve.variant=torch-fp32", "serve.threads=0"])
+
+
+def incoming(paths: Paths) -> Path:
+    return paths.root / "data" / "incoming"
+
+
+def log_frame(paths: Paths) -> pd.DataFrame:
+    from tasks.score import read_log
+
+    return read_log(paths)
+
+
+def test_scores_each_file_once_with_all_columns(ws, cfg):
+    from tasks.score import score, scored_path
+
+    pd.DataFrame({"text": TEXTS, "label": ["positive", "negative", 0, 1]}).to_csv(  # names or class ids
+        incoming(ws) / "a.csv", index=False)
+    (incoming(ws) / "b.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in TEXTS[:2]) + "\n")
+    first = score(cfg, ws)
+    assert sorted(first["scored"]) == ["a.csv", "b.jsonl"] and first["rows"] == 6
+    shutil.copy(incoming(ws) / "a.csv", incoming(ws) / "a-copy.csv")  # the same bytes under another name
+    again = score(cfg, ws)
+    assert again["scored"] == [] and sorted(again["skipped"]) == ["a-copy.csv", "a.csv", "b.jsonl"]
+    frame = log_frame(ws)
+    assert len(frame) == 6
+    assert {"time", "text", "prediction", "confidence", "prob_negative", "prob_positive", "model_version",
+            "source", "label"} <= set(frame.columns)
+    assert (frame["prob_negative"] + frame["prob_positive"]).round(5).eq(1).all()
+    assert frame["model_version"].eq(1).all()
+    assert frame.loc[frame["source"] == "a.csv", "label"].tolist() == ["positive", "negative", "negative", "positive"]
+    assert frame.loc[frame["source"] == "b.jsonl", "label"].isna().all()
+    assert len(json.loads(scored_path(ws).read_text())) == 3
+    assert all(p.parent.name.startswith("date=") for p in (ws.root / "data" / "production").rglob("part-*.parquet"))
+
+
+def test_crash_after_part_before_record_is_not_reappended(ws, cfg, monkeypatch):
+    import tasks.score as score_mod
+
+    pd.DataFrame({"text": TEXTS}).to_parquet(incoming(ws) / "c.parquet")
+    real = score_mod.write_json
+
+    def die(path, data):  # the part is in place; the process dies before scored.json is written
+        raise KeyboardInterrupt
+    monkeypatch.setattr(score_mod, "write_json", die)
+    with pytest.raises(KeyboardInterrupt):
+        score_mod.score(cfg, ws)
+    assert len(log_frame(ws)) == 4 and not score_mod.scored_path(ws).exists()
+    monkeypatch.setattr(score_mod, "write_json", real)
+    again = score_mod.score(cfg, ws)
+    assert again["recovered"] == ["c.parquet"] and again["rows"] == 0
+    assert len(log_frame(ws)) == 4
+    assert score_mod.score(cfg, ws)["skipped"] == ["c.parquet"]
+
+
+def test_crash_before_part_is_written_scores_on_restart(ws, cfg, monkeypatch):
+    import tasks.score as score_mod
+
+    pd.DataFrame({"text": TEXTS}).to_csv(incoming(ws) / "d.tsv", sep="\t", index=False)
+    real = pd.DataFrame.to_parquet
+
+    def die(self, path, *args, **kwargs):  # dies halfway through writing the temporary
+        Path(path).write_bytes(b"PAR1 half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", die)
+    with pytest.raises(KeyboardInterrupt):
+        score_mod.score(cfg, ws)
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", real)
+    assert log_frame(ws).empty
+    again = score_mod.score(cfg, ws)
+    assert again["scored"] == ["d.tsv"] and len(log_frame(ws)) == 4
+    assert not list((ws.root / "data" / "production").rglob(".part-*"))
+
+
+def test_bad_batch_is_quarantined_and_others_scored(ws, cfg):
+    from tasks.score import score
+
+    pd.DataFrame({"text": TEXTS}).to_csv(incoming(ws) / "good.csv", index=False)
+    pd.DataFrame({"text": ["fine", "bad"], "label": ["positive", "maybe"]}).to_csv(incoming(ws) / "badlabel.csv",
+                                                                                     index=False)
+    (incoming(ws) / "nocol.csv").write_text("review\nsome text\n")
+    result = score(cfg, ws)
+    assert result["scored"] == ["good.csv"] and sorted(result["quarantined"]) == ["badlabel.csv", "nocol.csv"]
+    quarantine = incoming(ws) / "quarantine"
+    for name in ("badlabel.csv", "nocol.csv"):
+        assert (quarantine / name).is_file() and not (incoming(ws) / name).exists()
+        reason = json.loads((quarantine / f"{name}.reason.json").read_text())
+        assert reason["errors"] and name in reason["errors"][0]
+    assert len(log_frame(ws)) == 4
+
+
+def test_cli_score(ws, cfg):
+    from tasks.cli import main
+
+    pd.DataFrame({"text": TEXTS}).to_csv(incoming(ws) / "e.csv", index=False)
+    assert main(["--params", str(REPO / "params.yaml"), "--root", str(ws.root), "-S", "serve.variant=torch-fp32",
+                 "score"]) == 0
+    assert len(log_frame(ws)) == 4

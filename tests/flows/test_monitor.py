@@ -1,0 +1,69 @@
+"""drift-monitor under a temporary Prefect API: returns the verdict and publishes it as an artifact."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from flows.serve import build_deployments
+from tasks.storage import Paths, write_json
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def monitored(tmp_path, tiny_teacher_dir, monkeypatch) -> Paths:
+    """A workspace with the tiny model in production, 300 training rows and a 60-row production log."""
+    from tasks.ingest import read_embedded
+    from tasks.models import load_tokenizer
+    from tasks.score import ProductionModel, log_rows, write_part
+
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["drift"].update(min_window=50, window_rows=60, max_reference_rows=300)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copytree(tiny_teacher_dir, tmp_path / "models" / "production")
+    write_json(tmp_path / "models" / "registry.json", {"production": 1, "versions": [{"version": 1}]})
+    movies = read_embedded("movies").sample(360, random_state=0)
+    (tmp_path / "data" / "processed").mkdir(parents=True)
+    movies.iloc[:300].assign(label=lambda f: (f["label"] == "positive").astype(int)).to_parquet(
+        tmp_path / "data" / "processed" / "train.parquet")
+    model = ProductionModel(load_tokenizer(str(tiny_teacher_dir)), None, ["negative", "positive"], 1, "h", 64)
+    texts = read_embedded("tweets")["text"].iloc[:60].tolist()
+    rows = log_rows(model, texts, np.tile([0.4, 0.6], (60, 1)).astype("float32"), "t.csv")
+    write_part(Paths(tmp_path), rows, "t", rows["time"].iloc[0].date())
+    monkeypatch.setenv("KDISTILL_ROOT", str(tmp_path))
+    return Paths(tmp_path)
+
+
+def test_drift_monitor_flow_returns_verdict_and_artifact(prefect_api, monitored):
+    from prefect.artifacts import Artifact
+
+    from flows.monitor import drift_monitor
+
+    state = drift_monitor(return_state=True)
+    assert state.is_completed(), state.message
+    verdict = state.result()
+    assert verdict["status"] == "ok" and verdict["window_rows"] == 60
+    assert (Path(verdict["report_dir"]) / "verdict.json").is_file()
+    artifact = Artifact.get("drift-verdict")
+    assert artifact is not None and "| text |" in artifact.data and "report.html" in artifact.data
+
+
+def test_drift_monitor_without_enough_data(prefect_api, monitored):
+    from flows.monitor import drift_monitor
+
+    shutil.rmtree(monitored.root / "data" / "production")
+    verdict = drift_monitor(return_state=True).result()
+    assert verdict["status"] == "not enough data" and verdict["drift_detected"] is None
+
+
+def test_drift_monitor_is_deployed_on_its_params_schedule(monitored):
+    (deployment,) = [d for d in build_deployments(monitored.root) if d.name == "drift-monitor"]
+    (schedule,) = deployment.schedules
+    assert schedule.schedule.cron == yaml.safe_load((REPO / "params.yaml").read_text())["schedule"]["drift_monitor"]
+    assert deployment.entrypoint == "flows.monitor.drift_monitor"

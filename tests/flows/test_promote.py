@@ -1,0 +1,100 @@
+"""promote: the decision rule, and the stage's bookkeeping with the production model's score stubbed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasks import promote as P
+from tasks.config import Config
+from tasks.storage import Paths, hash_dir
+
+GATES = P.Gates(min_retention=0.9, tolerance=0.0)
+
+
+def candidate(acc: float, retention: float = 1.0) -> dict:
+    return {"retention": retention, "student": {"accuracy": acc}}
+
+
+def test_first_candidate_is_promoted_when_it_passes_the_gate():
+    assert P.decide(candidate(0.8), None, GATES).promote
+
+
+def test_a_failed_evaluate_gate_is_never_promoted():
+    decision = P.decide(candidate(0.99, retention=0.5), None, GATES)
+    assert not decision.promote and "evaluate.min_retention" in decision.reason
+
+
+@pytest.mark.parametrize("acc, tolerance, promoted", [
+    (0.80, 0.0, True),     # equal is "no worse"
+    (0.79, 0.0, False),    # worse
+    (0.79, 0.02, True),    # worse, within the tolerance
+    (0.81, -0.05, False),  # better, but not by the required margin
+    (0.86, -0.05, True),
+])
+def test_candidate_against_production(acc, tolerance, promoted):
+    decision = P.decide(candidate(acc), {"accuracy": 0.80}, P.Gates(0.9, tolerance))
+    assert decision.promote is promoted
+    assert "0.8000" in decision.reason and "current test split" in decision.reason
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A workspace with a fake student folder, metrics and summary; production scoring stubbed."""
+    paths = Paths(tmp_path)
+    paths.student.mkdir(parents=True)
+    (paths.student / "config.json").write_text("{}")
+    (paths.student / "model.safetensors").write_bytes(b"v1")
+    paths.processed.mkdir(parents=True)
+    paths.summary.write_text(json.dumps({"labels": ["negative", "positive"], "data_hash": "abc"}))
+    scores = {"production": None}
+    monkeypatch.setattr(P, "score_production", lambda cfg, p, names: scores["production"])
+    monkeypatch.setenv(P.SOURCE_ENV, "test")
+
+    def evaluate(acc: float) -> None:
+        student = {"accuracy": acc, "f1_macro": acc, "latency_ms_b1": 1.0, "size_mb": 1.0}
+        (paths.reports).mkdir(exist_ok=True)
+        (paths.reports / "metrics.json").write_text(json.dumps(
+            {"student": student, "teacher": student, "retention": 1.0, "test_rows": 10}))
+
+    return paths, scores, evaluate
+
+
+def test_promote_installs_the_student_and_records_it(workspace):
+    paths, _, evaluate = workspace
+    evaluate(0.8)
+    report = P.promote(Config(), paths)
+    assert report["promoted"] and report["version"] == report["production_version"] == 1
+    prod = P.production_dir(paths)
+    assert (prod / "model.safetensors").read_bytes() == b"v1"
+    stamp = json.loads((prod / P.STAMP).read_text())
+    registry = json.loads(P.registry_path(paths).read_text())
+    assert registry["production"] == 1 and registry["versions"][0] == stamp
+    assert stamp["data_hash"] == "abc" and stamp["source"] == "test" and stamp["metrics"]["accuracy"] == 0.8
+
+
+def test_promote_refuses_a_worse_student_and_leaves_production_untouched(workspace):
+    paths, scores, evaluate = workspace
+    evaluate(0.8)
+    P.promote(Config(), paths)
+    before = hash_dir(P.production_dir(paths))
+    (paths.student / "model.safetensors").write_bytes(b"v2")
+    evaluate(0.7)
+    scores["production"] = {"accuracy": 0.8, "f1_macro": 0.8}
+    report = P.promote(Config(), paths)
+    assert not report["promoted"] and report["version"] == 2 and report["production_version"] == 1
+    assert "candidate accuracy 0.7000 < production accuracy 0.8000" in report["reason"]
+    assert hash_dir(P.production_dir(paths)) == before
+    registry = json.loads(P.registry_path(paths).read_text())
+    assert registry["production"] == 1
+    assert [(v["version"], v["promoted"]) for v in registry["versions"]] == [(1, True), (2, False)]
+
+
+def test_the_production_model_itself_is_not_promoted_twice(workspace):
+    paths, _, evaluate = workspace
+    evaluate(0.8)
+    P.promote(Config(), paths)
+    report = P.promote(Config(), paths)
+    assert not report["promoted"] and "already the production model" in report["reason"]
+    assert len(json.loads(P.registry_path(paths).read_text())["versions"]) == 1
