@@ -4,6 +4,7 @@ distillation parameter re-runs only distill and what follows. A tiny teacher kee
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +52,13 @@ def test_dvc_repro_then_exp_run_reruns_only_what_changed(repo_copy):
     assert "distill.temperature" in sh([DVC, "exp", "show", "--no-pager", "--md"], repo_copy)
     metrics = sh([DVC, "metrics", "show"], repo_copy)
     assert "student.accuracy" in metrics and "retention" in metrics
+    assert "confusion" in sh([DVC, "plots", "show", "--json"], repo_copy)
+
+    # The default remote works out of the box: push, lose the cache, pull everything back.
+    sh([DVC, "push"], repo_copy)
+    assert any((repo_copy / ".dvc" / "storage").rglob("*"))
+    student = (repo_copy / "models" / "student" / "model.safetensors").read_bytes()
+    shutil.rmtree(repo_copy / ".dvc" / "cache")
+    shutil.rmtree(repo_copy / "models" / "student")
+    sh([DVC, "pull"], repo_copy)
+    assert (repo_copy / "models" / "student" / "model.safetensors").read_bytes() == student
