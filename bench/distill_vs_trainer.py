@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 
 def _setup(args):
@@ -61,27 +61,20 @@ def _accuracy(model, tokenizer, paths, max_length: int) -> float:
 
 def run_ours(args) -> dict:
     """kdistill's distill stage (cache, dynamic padding, length grouping, own loop) in a scratch root."""
+    from _common import scratch_project
+
     from tasks.distill import distill
     from tasks.models import load_classifier, load_tokenizer
-    from tasks.storage import Paths, write_parquet
 
     cfg, paths = _setup(args)
-    scratch = Path(tempfile.mkdtemp(prefix="bench-ours-"))
-    try:
-        (scratch / "data").mkdir()
-        shutil.copytree(paths.processed, scratch / "data" / "processed")
-        write_parquet(scratch / "data" / "processed" / "train.parquet", _train_frame(paths, args.rows))
-        (scratch / "models").mkdir()
-        os.symlink(paths.teacher, scratch / "models" / "teacher")
+    with scratch_project(paths, args.rows) as scratch:
         start = time.perf_counter()
-        report = distill(cfg, Paths(scratch))  # includes building the teacher-logit cache
+        report = distill(cfg, scratch)  # includes building the teacher-logit cache
         seconds = time.perf_counter() - start
-        names = json.loads((paths.summary).read_text())["labels"]
-        student, _ = load_classifier(str(scratch / "models" / "distilled"), names)
-        tokenizer = load_tokenizer(str(scratch / "models" / "distilled"))
+        names = json.loads(paths.summary.read_text())["labels"]
+        student, _ = load_classifier(str(scratch.distilled), names)
+        tokenizer = load_tokenizer(str(scratch.distilled))
         accuracy = _accuracy(student, tokenizer, paths, cfg.base.max_length)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return {"rows": report["transfer_rows"]["labelled"], "epochs": len(report["history"]), "seconds": seconds,
             "accuracy": accuracy, "real_tokens_per_epoch": report["transfer_tokens"],
             "cache_seconds": report["cache_seconds"]}

@@ -21,25 +21,24 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 FACTORS = (1, 2, 4, 8)
 
 
 def _child(base_rows: int, factor: int, epochs: int, threads: int) -> None:
     import torch
 
-    from tasks.common import load_split
+    from _common import scratch_project
+
     from tasks.config import load_config
     from tasks.distill import distill
-    from tasks.storage import Paths, write_parquet
+    from tasks.storage import Paths
 
     torch.set_num_threads(threads)
     cfg = load_config(ROOT / "params.yaml", {
@@ -48,19 +47,10 @@ def _child(base_rows: int, factor: int, epochs: int, threads: int) -> None:
                     if factor > 1 else {"source": None, "path": None, "text_column": "text"},
                     "unlabeled_max_rows": base_rows * (factor - 1) if factor > 1 else None},
         "base": {"threads": threads}})
-    paths = Paths(ROOT)
-    scratch = Path(tempfile.mkdtemp(prefix="bench-scaling-"))
-    try:
-        shutil.copytree(paths.processed, scratch / "data" / "processed")
-        train = load_split(paths, "train").sample(base_rows, random_state=0)
-        write_parquet(scratch / "data" / "processed" / "train.parquet", train)
-        (scratch / "models").mkdir()
-        os.symlink(paths.teacher, scratch / "models" / "teacher")
+    with scratch_project(Paths(ROOT), base_rows) as scratch:
         start = time.perf_counter()
-        report = distill(cfg, Paths(scratch))
+        report = distill(cfg, scratch)
         seconds = time.perf_counter() - start
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     rows = report["transfer_rows"]["labelled"] + report["transfer_rows"]["unlabelled"]
     print("RESULT " + json.dumps({
         "factor": factor, "rows": rows, "tokens": report["transfer_tokens"], "seconds": seconds,
