@@ -30,7 +30,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 run: venv ## run the whole pipeline on the embedded default with `dvc repro`
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
+	$(BIN)/kdistill -q summary
 
 quick: venv ## the quick profile (~3 min) into runs/quick/, outside DVC
 	$(BIN)/kdistill --root runs/quick $(QUICK) run

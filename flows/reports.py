@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tasks.evaluate import metrics_table  # noqa: F401 (the artifact's builder, shared with the CLI)
 from tasks.storage import Paths
 
 # What to do next, per stage whose gate can stop the pipeline.
@@ -34,24 +35,6 @@ def _num(value: float | None, digits: int = 4) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:.{digits}f}"
-
-
-def metrics_table(metrics: dict) -> str:
-    """Teacher vs student on the test split (reports/metrics.json) as a markdown table."""
-    t, s = metrics["teacher"], metrics["student"]
-    rows = [("accuracy", "accuracy", 4), ("macro-F1", "f1_macro", 4), ("parameters", "params", 0),
-            ("size (MB)", "size_mb", 1), ("latency, batch 1 (ms)", "latency_ms_b1", 2),
-            ("throughput, batch 32 (rows/s)", "throughput_b32", 1)]
-    lines = ["## Teacher vs student (test split)", "", "| metric | teacher | student | student / teacher |",
-             "|---|---:|---:|---:|"]
-    for label, key, digits in rows:
-        a, b = t.get(key), s.get(key)
-        ratio = f"{b / a:.3f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else "–"
-        lines.append(f"| {label} | {_num(a, digits)} | {_num(b, digits)} | {ratio} |")
-    lines += ["", (f"Retention **{_num(metrics.get('retention'))}**, agreement {_num(metrics.get('agreement'))}, "
-                   f"speed-up {_num(metrics.get('speedup_b1'), 2)}× at batch 1 ({metrics.get('threads')} thread(s)), "
-                   f"{metrics.get('test_rows')} test rows.")]
-    return "\n".join(lines)
 
 
 def validation_markdown(report: dict, index: Path) -> str:

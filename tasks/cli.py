@@ -48,6 +48,7 @@ OPERATIONS = {
               "write reports/drift/<timestamp>/ and print the verdict"),
     "api": ("tasks.api", "serve_api", "serve POST /predict, GET /health, GET /model on http://127.0.0.1:8000 "
             "(api.host, api.port)"),
+    "summary": ("tasks.evaluate", "print_summary", "print the teacher-vs-student table of reports/metrics.json"),
 }
 
 

@@ -14,10 +14,10 @@ from tasks.common import encode_split, load_labels, load_split
 from tasks.config import Config
 from tasks.core.data import Collator, TokenDataset
 from tasks.core.loop import predict_logits, resolve_device
-from tasks.errors import GateError
+from tasks.errors import DataError, GateError
 from tasks.metrics import classification_metrics, write_confusion_csv
 from tasks.models import count_params, load_classifier, load_tokenizer
-from tasks.storage import Paths, dir_size_mb, stage_log, write_json
+from tasks.storage import Paths, dir_size_mb, read_json, stage_log, write_json
 
 log = logging.getLogger("kd")
 
@@ -106,3 +106,37 @@ def evaluate(cfg: Config, paths: Paths) -> dict:
         raise GateError(f"evaluate gate: retention {metrics['retention']:.4f} (student {s['accuracy']:.4f} / "
                         f"teacher {t['accuracy']:.4f}) < evaluate.min_retention {ec.min_retention}")
     return metrics
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}"
+
+
+def metrics_table(metrics: dict) -> str:
+    """Teacher vs student on the test split (reports/metrics.json) as a markdown table."""
+    t, s = metrics["teacher"], metrics["student"]
+    rows = [("accuracy", "accuracy", 4), ("macro-F1", "f1_macro", 4), ("parameters", "params", 0),
+            ("size (MB)", "size_mb", 1), ("latency, batch 1 (ms)", "latency_ms_b1", 2),
+            ("throughput, batch 32 (rows/s)", "throughput_b32", 1)]
+    lines = ["## Teacher vs student (test split)", "", "| metric | teacher | student | student / teacher |",
+             "|---|---:|---:|---:|"]
+    for label, key, digits in rows:
+        a, b = t.get(key), s.get(key)
+        ratio = f"{b / a:.3f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else "–"
+        lines.append(f"| {label} | {_num(a, digits)} | {_num(b, digits)} | {ratio} |")
+    lines += ["", (f"Retention **{_num(metrics.get('retention'))}**, agreement {_num(metrics.get('agreement'))}, "
+                   f"speed-up {_num(metrics.get('speedup_b1'), 2)}× at batch 1 ({metrics.get('threads')} thread(s)), "
+                   f"{metrics.get('test_rows')} test rows.")]
+    return "\n".join(lines)
+
+
+def print_summary(cfg: Config, paths: Paths) -> None:
+    """Print the teacher-vs-student table of the last evaluate run (`kdistill summary`)."""
+    report = paths.reports / "metrics.json"
+    if not report.is_file():
+        raise DataError(f"{report}: not found; run the pipeline first (make run)")
+    print(metrics_table(read_json(report)))
