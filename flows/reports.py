@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.evaluate import metrics_table  # noqa: F401 (the artifact's builder, shared with the CLI)
+from tasks.evaluate import format_number, metrics_table  # noqa: F401 (metrics_table: shared with the CLI)
 from tasks.storage import Paths
 
 # What to do next, per stage whose gate can stop the pipeline.
@@ -27,14 +27,6 @@ def _read(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def _num(value: float | None, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.{digits}f}"
 
 
 def validation_markdown(report: dict, index: Path) -> str:
@@ -65,7 +57,7 @@ def promotion_markdown(report: dict, registry: dict | None) -> str:
                   if v.get("version") == report.get("production_version")), None)
     if entry:
         m = entry.get("metrics", {})
-        lines.append(f"It was promoted {entry.get('time')} (accuracy {_num(m.get('accuracy'))}, "
+        lines.append(f"It was promoted {entry.get('time')} (accuracy {format_number(m.get('accuracy'))}, "
                      f"data hash `{entry.get('data_hash')}`, from {entry.get('source')}).")
     return "\n".join(lines)
 

@@ -108,7 +108,8 @@ def evaluate(cfg: Config, paths: Paths) -> dict:
     return metrics
 
 
-def _num(value: float | None, digits: int = 4) -> str:
+def format_number(value: float | None, digits: int = 4) -> str:
+    """A metric for a table: thousands separators for ints, fixed decimals for floats, – for none."""
     if value is None:
         return "–"
     if isinstance(value, int):
@@ -127,9 +128,9 @@ def metrics_table(metrics: dict) -> str:
     for label, key, digits in rows:
         a, b = t.get(key), s.get(key)
         ratio = f"{b / a:.3f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else "–"
-        lines.append(f"| {label} | {_num(a, digits)} | {_num(b, digits)} | {ratio} |")
-    lines += ["", (f"Retention **{_num(metrics.get('retention'))}**, agreement {_num(metrics.get('agreement'))}, "
-                   f"speed-up {_num(metrics.get('speedup_b1'), 2)}× at batch 1 ({metrics.get('threads')} thread(s)), "
+        lines.append(f"| {label} | {format_number(a, digits)} | {format_number(b, digits)} | {ratio} |")
+    lines += ["", (f"Retention **{format_number(metrics.get('retention'))}**, agreement {format_number(metrics.get('agreement'))}, "
+                   f"speed-up {format_number(metrics.get('speedup_b1'), 2)}× at batch 1 ({metrics.get('threads')} thread(s)), "
                    f"{metrics.get('test_rows')} test rows.")]
     return "\n".join(lines)
 
