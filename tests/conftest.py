@@ -55,13 +55,31 @@ def make_tiny_bert(vocab_size: int, layers: int = 4, num_labels: int = 2, seed: 
     return BertForSequenceClassification(config)
 
 
+def save_model_dir(model, tokenizer, folder: Path) -> Path:
+    """Save a model and its tokenizer as one Hugging Face folder (what the stages load)."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on busy cores two threads run ~50× slower.
+
+    Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_teacher_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     """A saved tiny 4-layer BERT classifier with its tokenizer: usable as `teacher.model`."""
-    folder = tmp_path_factory.mktemp("tiny_teacher")
-    make_tiny_bert(len(tiny_tokenizer)).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
+    return save_model_dir(make_tiny_bert(len(tiny_tokenizer)), tiny_tokenizer, tmp_path_factory.mktemp("tiny_teacher"))
 
 
 TINY_PARAMS = {  # the real params.yaml shrunk to a tiny teacher and relaxed gates: a pipeline in seconds

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import BertForSequenceClassification
 
-from conftest import CORPUS, make_tiny_bert
+from conftest import CORPUS, make_tiny_bert, save_model_dir
 from tasks.config import Config
 from tasks.core.cache import LogitCache, cache_key, fingerprint_model, fingerprint_tokens
 from tasks.core.data import TokenDataset, make_dataset
@@ -22,13 +22,7 @@ LAYER_MAP = [0, 2]
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on busy cores two threads run ~50× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_teacher(vocab_size: int, seed: int = 0) -> BertForSequenceClassification:
@@ -48,10 +42,7 @@ def make_teacher(vocab_size: int, seed: int = 0) -> BertForSequenceClassificatio
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, tiny_tokenizer) -> Path:
-    folder = tmp_path_factory.mktemp("cache_teacher")
-    make_teacher(len(tiny_tokenizer)).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
+    return save_model_dir(make_teacher(len(tiny_tokenizer)), tiny_tokenizer, tmp_path_factory.mktemp("cache_teacher"))
 
 
 @pytest.fixture(scope="module")

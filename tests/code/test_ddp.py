@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_bert
+from conftest import make_tiny_bert, save_model_dir
 from safetensors.torch import load_file
 
 from tasks.config import load_config
@@ -39,8 +39,7 @@ def _project(root: Path, tokenizer) -> None:
     ingest(load_config(REPO / "params.yaml", SETTINGS), Paths(root))
     teacher = make_tiny_bert(len(tokenizer), layers=4)
     teacher.config.hidden_dropout_prob = teacher.config.attention_probs_dropout_prob = 0.0
-    teacher.save_pretrained(root / "models" / "teacher")
-    tokenizer.save_pretrained(root / "models" / "teacher")
+    save_model_dir(teacher, tokenizer, root / "models" / "teacher")
 
 
 def _distill(root: Path, launcher: list[str]) -> None:

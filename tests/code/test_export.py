@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CORPUS, make_tiny_bert
+from conftest import CORPUS, make_tiny_bert, save_model_dir
 from tasks.config import load_config
 from tasks.core.data import Collator, make_dataset
 from tasks.errors import ConfigError
@@ -53,10 +53,7 @@ def model_dir(tmp_path_factory, tiny_tokenizer, corpus_data) -> Path:
         loss.backward()
         optimizer.step()
     torch.set_num_threads(threads)
-    folder = tmp_path_factory.mktemp("serve") / "model"
-    model.save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
+    return save_model_dir(model, tiny_tokenizer, tmp_path_factory.mktemp("serve") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_bert
+from conftest import make_tiny_bert, save_model_dir
 from safetensors.torch import load_file
 
 from tasks.config import load_config
@@ -22,8 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 def project(tmp_path, tiny_tokenizer):
     """Processed data (a slice of the default) and a tiny 'distilled' student in models/distilled."""
     ingest(load_config(REPO / "params.yaml", ["ingest.max_rows=200"]), Paths(tmp_path))
-    make_tiny_bert(len(tiny_tokenizer), layers=2).save_pretrained(tmp_path / "models" / "distilled")
-    tiny_tokenizer.save_pretrained(tmp_path / "models" / "distilled")
+    save_model_dir(make_tiny_bert(len(tiny_tokenizer), layers=2), tiny_tokenizer, tmp_path / "models" / "distilled")
     return Paths(tmp_path)
 
 
