@@ -8,7 +8,6 @@ stopping on validation accuracy, progress bars, and DDP when launched by torchru
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import time
@@ -63,7 +62,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device(name)
 
 
@@ -277,8 +276,3 @@ def train(model: torch.nn.Module, train_data: TokenDataset, val_data: TokenDatas
     ckpt.clear()  # a finished run has nothing to resume; checkpoints of a crashed one stay
     return TrainResult(state["history"], state["best"], state["stopped_early"], state["global_step"],
                        time.perf_counter() - start)
-
-
-def epochs_to_steps(rows: int, batch_size: int, epochs: int) -> int:
-    """Optimiser steps for a run (used in reports)."""
-    return math.ceil(rows / batch_size) * epochs
