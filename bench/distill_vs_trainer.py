@@ -7,7 +7,8 @@ logit cache. Both sides use the same teacher (models/teacher), the same student 
 params.yaml weights), optimiser settings, epochs, data and thread count. Each runs in its own
 process so that peak memory (max RSS) is its own.
 
-Needs a finished pipeline run (data/processed/ and models/teacher/): `make run` first.
+Needs a finished pipeline run (data/processed/ and models/teacher/): `make run` first, or
+`--root` naming another project root that has one.
 
     python bench/distill_vs_trainer.py                 # 3 epochs on the full default train split
     python bench/distill_vs_trainer.py --rows 2000     # a quicker look
@@ -40,7 +41,7 @@ def _setup(args):
 
     torch.set_num_threads(args.threads)
     overrides = {"distill": {"epochs": args.epochs, "patience": args.epochs + 1}, "base": {"threads": args.threads}}
-    return load_config(ROOT / "params.yaml", overrides), Paths(ROOT)
+    return load_config(ROOT / "params.yaml", overrides), Paths(Path(args.root))
 
 
 def _train_frame(paths, rows: int | None):
@@ -121,7 +122,7 @@ def run_baseline(args) -> dict:
 
     out_dir = tempfile.mkdtemp(prefix="bench-trainer-")
     targs = TrainingArguments(output_dir=out_dir, num_train_epochs=args.epochs, per_device_train_batch_size=dc.batch_size,
-                              learning_rate=dc.lr, weight_decay=dc.weight_decay, warmup_ratio=dc.warmup_ratio,
+                              learning_rate=dc.lr, weight_decay=dc.weight_decay, warmup_steps=float(dc.warmup_ratio),
                               max_grad_norm=dc.grad_clip, lr_scheduler_type="linear", save_strategy="no",
                               eval_strategy="no", logging_steps=50, report_to=[], use_cpu=not torch.cuda.is_available(),
                               seed=cfg.base.seed, dataloader_num_workers=0, disable_tqdm=False)
@@ -146,6 +147,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="train rows (default: the whole train split)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--root", default=str(ROOT), help="a project root with a finished pipeline run")
     parser.add_argument("--variant", choices=["ours", "baseline"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
@@ -153,7 +155,7 @@ def main() -> None:
     results = {}
     for variant in ("baseline", "ours"):
         cmd = [sys.executable, __file__, "--variant", variant, "--epochs", str(args.epochs),
-               "--threads", str(args.threads)] + (["--rows", str(args.rows)] if args.rows else [])
+               "--threads", str(args.threads), "--root", args.root] + (["--rows", str(args.rows)] if args.rows else [])
         proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if proc.returncode or line is None:

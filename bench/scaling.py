@@ -31,7 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 FACTORS = (1, 2, 4, 8)
 
 
-def _child(base_rows: int, factor: int, epochs: int, threads: int) -> None:
+def _child(base_rows: int, factor: int, epochs: int, threads: int, root: str) -> None:
     import torch
 
     from _common import scratch_project
@@ -47,7 +47,7 @@ def _child(base_rows: int, factor: int, epochs: int, threads: int) -> None:
                     if factor > 1 else {"source": None, "path": None, "text_column": "text"},
                     "unlabeled_max_rows": base_rows * (factor - 1) if factor > 1 else None},
         "base": {"threads": threads}})
-    with scratch_project(Paths(ROOT), base_rows) as scratch:
+    with scratch_project(Paths(Path(root)), base_rows) as scratch:
         start = time.perf_counter()
         report = distill(cfg, scratch)
         seconds = time.perf_counter() - start
@@ -63,14 +63,15 @@ def main() -> None:
     parser.add_argument("--base-rows", type=int, default=1500)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--root", default=str(ROOT), help="a project root with a finished pipeline run")
     parser.add_argument("--factor", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.factor:
-        return _child(args.base_rows, args.factor, args.epochs, args.threads)
+        return _child(args.base_rows, args.factor, args.epochs, args.threads, args.root)
     results = []
     for factor in FACTORS:
         cmd = [sys.executable, __file__, "--factor", str(factor), "--base-rows", str(args.base_rows),
-               "--epochs", str(args.epochs), "--threads", str(args.threads)]
+               "--epochs", str(args.epochs), "--threads", str(args.threads), "--root", args.root]
         proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if proc.returncode or line is None:

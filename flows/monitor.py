@@ -42,7 +42,46 @@ def verdict_markdown(verdict: dict) -> str:
         lines.append(f"| {name} | {'yes' if s['fired'] else 'no'} | {_fmt(s['score'])} | {_fmt(s['threshold'])} |")
     report = Path(verdict["report_dir"]) / "report.html"
     lines += ["", f"Evidently report: [{report}]({report.as_uri()})"]
+    started = verdict.get("retrain") or {}
+    if started.get("flow_run_name"):
+        lines += ["", f"Retraining started: flow run `{started['flow_run_name']}` ({started['flow_run_id']})."]
+    elif started.get("skipped"):
+        lines += ["", f"No retraining started: {started['skipped']}."]
     return "\n".join(lines)
+
+
+RETRAIN_DEPLOYMENT = "retrain/retrain"
+
+
+def trigger_retrain(root: Path, verdict: dict) -> dict:
+    """Start the retrain deployment for a drift verdict (`retrain.on_drift`), without waiting for it.
+
+    The retraining run is created as this monitor run's child, so the UI links the two; its
+    `detail` parameter is the drift report folder.
+
+    Returns:
+        {"flow_run_id", "flow_run_name"}, or {"skipped": reason} when on_drift is off or there is
+        no retrain deployment (`make serve` registers it).
+    """
+    from prefect import get_run_logger
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    from tasks.config import load_config
+
+    logger = get_run_logger()
+    if not load_config(root / "params.yaml").retrain.on_drift:
+        logger.info("drift detected; retrain.on_drift is false: no retraining started")
+        return {"skipped": "retrain.on_drift is false"}
+    try:
+        run = run_deployment(RETRAIN_DEPLOYMENT, parameters={"trigger": "drift", "detail": verdict["report_dir"]},
+                             timeout=0)
+    except ObjectNotFound:
+        logger.warning("drift detected but there is no %s deployment (start `make serve`); run "
+                       "`kdistill retrain --trigger drift --detail %s` by hand", RETRAIN_DEPLOYMENT, verdict["report_dir"])
+        return {"skipped": f"no {RETRAIN_DEPLOYMENT} deployment"}
+    logger.info("drift detected: started retraining run %s (%s)", run.name, run.id)
+    return {"flow_run_id": str(run.id), "flow_run_name": run.name}
 
 
 @task(name="drift", cache_policy=NO_CACHE)
@@ -72,6 +111,8 @@ def drift_monitor(window_rows: int | None = None, window_days: int | None = None
     overrides = [f"drift.window_rows={window_rows}"] if window_rows else []
     overrides += [f"drift.window_days={window_days}"] if window_days else []
     verdict = run_drift(str(ws.root), overrides)
+    if verdict.get("drift_detected"):
+        verdict["retrain"] = trigger_retrain(ws.root, verdict)
     create_markdown_artifact(key="drift-verdict", markdown=verdict_markdown(verdict),
                              description="drift-monitor verdict")
     print(f"drift monitor: {verdict['status']}, drift_detected={verdict['drift_detected']}, "

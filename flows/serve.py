@@ -38,6 +38,7 @@ class Spec:
     name: str  # the deployment's name: Deployments → NAME in the UI
     schedule: str | None  # key in params.yaml's `schedule` section holding its cron; None: by hand only
     description: str = ""
+    schedule_parameters: tuple[tuple[str, str], ...] = ()  # the parameters of a scheduled run
 
 
 DEPLOYMENTS = [
@@ -45,7 +46,11 @@ DEPLOYMENTS = [
          "The whole pipeline, each stage through DVC; Run → Custom run to change parameters."),
     Spec("flows.monitor:drift_monitor", "drift-monitor", "drift_monitor",
          "The latest window of the production log vs the training data; Evidently report and verdict."),
-    # Spec("flows.retrain:retrain", "retrain", "retrain", "..."),
+    Spec("flows.retrain:retrain", "retrain", "retrain",
+         "One continual-learning cycle; started by drift-monitor on drift, on its schedule, or by hand.",
+         (("trigger", "schedule"),)),
+    Spec("flows.retrain:rollback", "rollback", None,
+         "Make an earlier promoted version production again: Run → Custom run, set `version`."),
 ]
 
 
@@ -76,7 +81,8 @@ def build_deployments(root: Path, work_pool: str | None = None, workspace: str |
             kwargs = {"work_pool_name": work_pool, "job_variables": {"working_dir": where, "env": {ROOT_ENV: where}}}
         out.append(load_flow(spec).to_deployment(
             name=spec.name, description=spec.description, tags=["kdistill"],
-            schedules=[Cron(cron, timezone=schedules.timezone)] if cron else None,
+            schedules=[Cron(cron, timezone=schedules.timezone, parameters=dict(spec.schedule_parameters) or None)]
+            if cron else None,
             concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
             # By module path: a worker imports the flow from its installed checkout, no code upload.
             entrypoint_type=EntrypointType.MODULE_PATH, **kwargs))

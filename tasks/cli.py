@@ -49,6 +49,7 @@ OPERATIONS = {
     "api": ("tasks.api", "serve_api", "serve POST /predict, GET /health, GET /model on http://127.0.0.1:8000 "
             "(api.host, api.port)"),
     "summary": ("tasks.evaluate", "print_summary", "print the teacher-vs-student table of reports/metrics.json"),
+    "versions": ("tasks.versions", "list_versions", "list models/registry.json's versions (* = production)"),
 }
 
 
@@ -145,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="start", choices=list(STAGES), help="start at this stage")
     for name, (_, _, text) in OPERATIONS.items():
         sub.add_parser(name, help=text)
+    p = sub.add_parser("retrain", help="one continual-learning cycle: gather new labelled batches and production "
+                       "text, update the teacher, distil a warm-started challenger with replay, promote only if better")
+    p.add_argument("--trigger", choices=["manual", "drift", "schedule"], default="manual",
+                   help="why this cycle runs (recorded in the registry)")
+    p.add_argument("--detail", help="what triggered it, e.g. a drift report folder")
+    p = sub.add_parser("rollback", help="make an earlier promoted version the production model again")
+    p.add_argument("version", type=int, help="a version of models/registry.json (see `kdistill versions`)")
+    p.add_argument("--data", action="store_true", help="also restore the version's data snapshots from DVC")
     p = sub.add_parser("predict", help="label texts (arguments or --file) with a saved model; prints JSON lines")
     p.add_argument("texts", nargs="*", help="texts to label")
     p.add_argument("--model", default=None, help="model folder (default: models/student under --root)")
@@ -180,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.params, args.set)
         paths = Paths(Path(args.root))
-        if args.command != "predict" and args.command not in OPERATIONS:
+        if args.command not in ("predict", "retrain", "rollback") and args.command not in OPERATIONS:
             preflight(cfg)
         if args.command in ("teacher", "distill", "finetune"):
             from tasks.core.dist import init_distributed
@@ -188,6 +197,16 @@ def main(argv: list[str] | None = None) -> int:
             init_distributed()  # a no-op unless launched by torchrun / accelerate launch
         if args.command == "predict":
             _predict(args, cfg, paths)
+        elif args.command == "retrain":
+            from tasks.retrain import cycle_table, retrain
+
+            report = retrain(cfg, paths, args.trigger, args.detail)
+            print(cycle_table(report) if "scores" in report else report["reason"], file=sys.stderr)
+            print(json.dumps({k: report.get(k) for k in ("version", "status", "promoted", "reason")}, indent=2))
+        elif args.command == "rollback":
+            from tasks.versions import rollback
+
+            print(json.dumps(rollback(cfg, paths, args.version, args.data), indent=2, default=str))
         elif args.command in OPERATIONS:
             module, func, _ = OPERATIONS[args.command]
             result = getattr(importlib.import_module(module), func)(cfg, paths)

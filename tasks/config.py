@@ -144,6 +144,7 @@ class ScheduleConfig:
     timezone: str = "UTC"
     training_pipeline: str | None = None  # e.g. "0 3 * * 0": Sundays at 03:00
     drift_monitor: str | None = None  # e.g. "0 * * * *": every hour
+    retrain: str | None = None  # e.g. "0 4 * * 1": Mondays at 04:00 (the retrain flow)
 
 
 @dataclass
@@ -201,6 +202,33 @@ class DriftConfig:
 
 
 @dataclass
+class RetrainConfig:
+    """The continual-learning cycle (tasks/retrain.py): what it gathers, how it trains, when it promotes."""
+
+    labelled: str = "data/incoming/labelled"  # new labelled batches (CSV/TSV/JSONL/Parquet: text, label)
+    min_new_labelled: int = 50  # fewer new labelled rows: no cycle (nothing to measure a gain on)
+    new_val_size: float = 0.15  # shares of the new labelled rows held out for validation ...
+    new_test_size: float = 0.25  # ... and for the new test split (the challenger's gain is measured there)
+    replay_ratio: float = 1.0  # old training rows rehearsed per new labelled training row
+    min_teacher_confidence: float = 0.9  # unlabelled production text joins the transfer set above this
+    max_unlabelled: int = 5000  # production-log texts considered per cycle (a seeded sample)
+    pseudo_ablation: bool = True  # also train without the pseudo-labelled text; keep the better on val
+    warm_start: bool = True  # start from the production student (false: fresh from the teacher's layers)
+    alpha_lwf: float = 0.5  # learning without forgetting: KL to the previous student on the replayed rows
+    teacher_epochs: int = 2
+    teacher_lr: float = 3.0e-5
+    student_epochs: int = 3
+    student_lr: float = 1.0e-4
+    batch_size: int = 32
+    min_gain: float = 0.01  # challenger - champion accuracy on the new test split, at least
+    max_forgetting: float = 0.02  # champion - challenger accuracy on the old test split, at most
+    teacher_max_forgetting: float = 0.03  # the updated teacher's drop on the old test split, at most
+    on_drift: bool = True  # the drift-monitor flow starts the retrain deployment when it detects drift
+    push: bool = True  # `dvc push` each cycle's versioned files to the default remote, when one is set
+    git_commit: bool = False  # also git-commit each cycle's .dvc files and dvc.lock, tagging promoted versions
+
+
+@dataclass
 class Config:
     """The whole of params.yaml."""
 
@@ -217,6 +245,7 @@ class Config:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
 
 DRIFT_SIGNALS = ("descriptors", "text", "embedding", "labels", "confidence", "quality")
@@ -349,6 +378,17 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"drift.strong: unknown signal(s) {sorted(unknown)}; expected some of {list(DRIFT_SIGNALS)}")
     if cfg.api.max_texts < 1 or cfg.api.max_chars < 1 or cfg.api.max_batch < 1:
         raise ConfigError("api.max_texts, api.max_chars, api.max_batch: expected >= 1")
+    rt = cfg.retrain
+    if not (0 < rt.new_val_size < 1 and 0 < rt.new_test_size < 1 and rt.new_val_size + rt.new_test_size < 1):
+        raise ConfigError("retrain.new_val_size and retrain.new_test_size: expected each in (0, 1) and a sum below 1")
+    for key in ("replay_ratio", "alpha_lwf", "max_forgetting", "teacher_max_forgetting"):
+        if getattr(rt, key) < 0:
+            raise ConfigError(f"retrain.{key}: expected >= 0, got {getattr(rt, key)}")
+    if not 0 <= rt.min_teacher_confidence <= 1:
+        raise ConfigError(f"retrain.min_teacher_confidence: expected a probability in [0, 1], got {rt.min_teacher_confidence}")
+    for key in ("min_new_labelled", "teacher_epochs", "student_epochs", "batch_size"):
+        if getattr(rt, key) < 1:
+            raise ConfigError(f"retrain.{key}: expected >= 1, got {getattr(rt, key)}")
     for name, cron in vars(cfg.schedule).items():
         if name != "timezone" and cron is not None and len(cron.split()) != 5:
             raise ConfigError(f"schedule.{name}: expected a 5-field cron string such as '0 3 * * 0' or null, "

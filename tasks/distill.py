@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -32,6 +33,7 @@ from tasks.models import count_params, load_classifier, load_tokenizer, save_mod
 from tasks.storage import Paths, stage_log, write_json
 
 log = logging.getLogger("kd")
+ExtraLoss = Callable[[torch.Tensor, dict[str, torch.Tensor]], tuple[torch.Tensor, dict]]
 
 
 def student_layer_map(dc: DistillConfig, n_teacher: int) -> list[int]:
@@ -76,8 +78,12 @@ def transfer_set(tokenizer, train: pd.DataFrame, unlabeled: list[str], max_lengt
 
 
 def make_step(teacher: torch.nn.Module, cached: TeacherOutputs | None, weights: LossWeights,
-              layer_map: list[int], hidden_loss: str) -> StepFn:
-    """The distillation step: student forward, teacher targets (cached or online), the loss."""
+              layer_map: list[int], hidden_loss: str, extra: ExtraLoss | None = None) -> StepFn:
+    """The distillation step: student forward, teacher targets (cached or online), the loss.
+
+    `extra(student_logits, batch) -> (loss, parts)` adds a term (retraining's learning without
+    forgetting) computed on the same forward pass.
+    """
     need_hidden = weights.alpha_cos > 0
     online = cached is None or (need_hidden and hidden_loss == "tokens")
 
@@ -100,7 +106,11 @@ def make_step(teacher: torch.nn.Module, cached: TeacherOutputs | None, weights: 
             else:
                 s_hidden = torch.stack([mean_pool(h, mask) for h in s_states], dim=1)
                 t_hidden = t_pooled
-        return distillation_loss(out.logits, t_logits, batch["labels"], weights, s_hidden, t_hidden, token_mask)
+        loss, parts = distillation_loss(out.logits, t_logits, batch["labels"], weights, s_hidden, t_hidden, token_mask)
+        if extra is not None:
+            more, more_parts = extra(out.logits, batch)
+            loss, parts = loss + more, {**parts, **more_parts}
+        return loss, parts
 
     return step
 

@@ -15,13 +15,12 @@ import datetime
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.config import Config
 from tasks.errors import DataError
-from tasks.storage import Paths, atomic_path, hash_dir, read_json, stage_log, write_json
+from tasks.storage import Paths, hash_dir, read_json, stage_log, write_json
 
 log = logging.getLogger("kd")
 
@@ -136,14 +135,18 @@ def _entry(version: int, decision: Decision, metrics: dict, summary: dict, model
         "data_hash": summary.get("data_hash"),
         "model_hash": model_hash,
         "source": os.environ.get(SOURCE_ENV) or "kdistill promote",
+        "trigger": "pipeline",
+        "parent": before,
     }
 
 
 def _install(paths: Paths, entry: dict) -> None:
-    """Copy models/student/ to models/production/ in one atomic swap, stamped with its entry."""
-    with atomic_path(production_dir(paths)) as tmp:
-        shutil.copytree(paths.student, tmp)
-        (tmp / STAMP).write_text(json.dumps(entry, indent=2) + "\n")
+    """Archive models/student/ as models/versions/v<N>/ (rollback's source), then make it
+    models/production/ in one atomic swap, stamped with its entry."""
+    from tasks.versions import archive, install
+
+    entry.update(archive(paths, paths.student, entry["version"]))
+    install(paths, paths.student, entry)
 
 
 def promote(cfg: Config, paths: Paths) -> dict:
@@ -175,7 +178,7 @@ def promote(cfg: Config, paths: Paths) -> dict:
             if decision.promote:
                 _install(paths, entry)
                 registry["production"] = version
-                info["wrote"].append(production_dir(paths))
+                info["wrote"] += [production_dir(paths), paths.root / "models" / "versions"]
             registry["versions"].append(entry)
             write_json(registry_path(paths), registry)
             info["wrote"].append(registry_path(paths))

@@ -126,3 +126,78 @@ def make_repo_copy(tiny_teacher_dir):
 def repo_copy(tmp_path, make_repo_copy) -> Path:
     """The repo in a throw-away git repo at tmp_path/repo, shrunk to a tiny teacher (see make_repo_copy)."""
     return make_repo_copy(tmp_path / "repo")
+
+
+# A tiny workspace after one pipeline run, for the continual-learning tests (tests/retrain, tests/flows):
+# movie-review splits, a tiny teacher, its 2-layer student in production as version 1, a production
+# log of tweets and a labelled tweet batch waiting in data/incoming/labelled/.
+TINY_RETRAIN = {  # seconds, not minutes; gates open unless a test closes one
+    "retrain": {"min_new_labelled": 20, "teacher_epochs": 1, "student_epochs": 1, "batch_size": 16,
+                "min_teacher_confidence": 0.0, "min_gain": -1.0, "max_forgetting": 1.0,
+                "teacher_max_forgetting": 1.0, "push": False, "max_unlabelled": 60},
+    "evaluate": {"min_retention": 0.0},
+    "base": {"max_length": 32},
+}
+
+
+def embedded_sample(name: str, rows: int, seed: int):
+    from tasks.ingest import read_embedded
+
+    frame = read_embedded(name).sample(rows, random_state=seed).reset_index(drop=True)
+    return frame[["text", "label"]]
+
+
+@pytest.fixture
+def retrain_ws(tmp_path, tiny_tokenizer, tiny_teacher_dir) -> Path:
+    """The workspace root (described above); params.yaml is the repo's."""
+    import shutil
+
+    import numpy as np
+
+    from tasks.core.student import build_student
+    from tasks.models import load_classifier
+    from tasks.promote import registry_path
+    from tasks.score import ProductionModel, log_rows, write_part
+    from tasks.storage import Paths, write_json
+    from tasks.versions import archive, install
+
+    root = tmp_path / "ws"
+    paths = Paths(root)
+    paths.processed.mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", root / "params.yaml")
+    movies = embedded_sample("movies", 200, 0).assign(label=lambda f: (f["label"] == "positive").astype("int64"))
+    for split, frame in (("train", movies.iloc[:120]), ("val", movies.iloc[120:160]), ("test", movies.iloc[160:])):
+        frame.reset_index(drop=True).to_parquet(paths.split(split))
+    write_json(paths.summary, {"labels": ["negative", "positive"], "data_hash": "movies"})
+    shutil.copytree(tiny_teacher_dir, paths.teacher)
+    teacher, _ = load_classifier(str(paths.teacher), ["negative", "positive"])
+    build_student(teacher, [0, 2]).save_pretrained(paths.student)
+    tiny_tokenizer.save_pretrained(paths.student)
+    entry = {"version": 1, "time": "2026-01-01T00:00:00+00:00", "promoted": True, "reason": "first",
+             "trigger": "pipeline", "parent": None}
+    entry.update(archive(paths, paths.student, 1))
+    install(paths, paths.student, entry)
+    write_json(registry_path(paths), {"production": 1, "versions": [entry]})
+    batch = embedded_sample("tweets", 80, 1)
+    (root / "data" / "incoming" / "labelled").mkdir(parents=True)
+    batch.to_csv(root / "data" / "incoming" / "labelled" / "tweets-1.csv", index=False)
+    model = ProductionModel(tiny_tokenizer, None, ["negative", "positive"], 1, entry["archive_hash"], 32)
+    texts = embedded_sample("tweets", 120, 2)["text"].tolist()
+    rows = log_rows(model, texts, np.tile([0.4, 0.6], (len(texts), 1)).astype("float32"), "stream.csv")
+    write_part(paths, rows, "stream", rows["time"].iloc[0].date())
+    return root
+
+
+@pytest.fixture
+def tiny_retrain_params() -> dict:
+    """TINY_RETRAIN, for test modules that cannot import this conftest by name."""
+    import copy
+
+    return copy.deepcopy(TINY_RETRAIN)
+
+
+@pytest.fixture
+def retrain_cfg(retrain_ws):
+    from tasks.config import load_config
+
+    return load_config(retrain_ws / "params.yaml", TINY_RETRAIN)

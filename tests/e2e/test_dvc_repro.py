@@ -62,3 +62,44 @@ def test_dvc_repro_then_exp_run_reruns_only_what_changed(repo_copy):
     shutil.rmtree(repo_copy / "models" / "student")
     sh([DVC, "pull"], repo_copy)
     assert (repo_copy / "models" / "student" / "model.safetensors").read_bytes() == student
+
+
+@pytest.mark.slow
+def test_retrain_cycle_is_versioned_by_dvc_and_rollback_restores_from_the_cache(repo_copy):
+    import json
+
+    from tasks.ingest import read_embedded
+    from tasks.storage import hash_dir
+
+    sh([DVC, "repro"], repo_copy)
+    sh(["git", "add", "-A"], repo_copy)
+    sh(["git", "commit", "-qm", "pipeline"], repo_copy)
+    incoming = repo_copy / "data" / "incoming" / "labelled"
+    incoming.mkdir(parents=True)
+    read_embedded("tweets").sample(80, random_state=1)[["text", "label"]].to_csv(incoming / "t.csv", index=False)
+    kd = [sys.executable, "-m", "tasks.cli"]
+    tiny = ["-S", "retrain.min_new_labelled=20", "-S", "retrain.teacher_epochs=1", "-S", "retrain.student_epochs=1",
+            "-S", "retrain.min_gain=-1", "-S", "retrain.max_forgetting=1", "-S", "retrain.teacher_max_forgetting=1",
+            "-S", "retrain.git_commit=true", "-S", "base.max_length=32"]
+    out = sh([*kd, *tiny, "retrain"], repo_copy)
+    assert '"status": "promoted"' in out, out
+    # The cycle is a DVC version: snapshot and models added, production/registry/archive committed to
+    # dvc.lock (so `dvc repro` does not undo it), everything pushed, one git commit and a tag.
+    for rel in ("data/cycles/v2.dvc", "models/cycles/v2.dvc"):
+        assert (repo_copy / rel).is_file(), rel
+    assert "up to date" in sh([DVC, "status"], repo_copy).lower()
+    assert ran(sh([DVC, "repro"], repo_copy)) == set()
+    assert "in sync" in sh([DVC, "status", "--cloud"], repo_copy)  # pushed
+    assert "model-v2" in sh(["git", "tag"], repo_copy)
+    assert "retrain: version 2 promoted" in sh(["git", "log", "-1", "--format=%s"], repo_copy)
+    registry = json.loads((repo_copy / "models" / "registry.json").read_text())
+    assert registry["production"] == 2 and registry["versions"][-1]["trigger"] == "manual"
+    v1 = registry["versions"][0]["archive_hash"]
+    # Version 1's archive is gone from the workspace: rollback brings it back from the DVC cache.
+    shutil.rmtree(repo_copy / "models" / "versions" / "v1")
+    out = sh([*kd, *tiny, "rollback", "1"], repo_copy)
+    assert '"previous": 2' in out
+    assert hash_dir(repo_copy / "models" / "versions" / "v1") == v1
+    assert json.loads((repo_copy / "models" / "registry.json").read_text())["production"] == 1
+    assert json.loads((repo_copy / "models" / "production" / "production.json").read_text())["version"] == 1
+    assert "up to date" in sh([DVC, "status"], repo_copy).lower()

@@ -67,3 +67,54 @@ def test_drift_monitor_is_deployed_on_its_params_schedule(monitored):
     (schedule,) = deployment.schedules
     assert schedule.schedule.cron == yaml.safe_load((REPO / "params.yaml").read_text())["schedule"]["drift_monitor"]
     assert deployment.entrypoint == "flows.monitor.drift_monitor"
+
+
+def _drift_on_any_strong_signal(root: Path, **retrain) -> None:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["drift"].update(min_signals=1, text_auc=0.55)
+    params["retrain"].update(retrain)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_drift_starts_the_retrain_deployment_as_the_monitor_runs_child(prefect_api, monitored):
+    from uuid import UUID
+
+    from prefect.artifacts import Artifact
+    from prefect.client.orchestration import get_client
+
+    from flows.monitor import drift_monitor
+    from flows.retrain import retrain
+
+    _drift_on_any_strong_signal(monitored.root)
+    deployment_id = retrain.to_deployment(name="retrain").apply()
+    state = drift_monitor(return_state=True)
+    verdict = state.result()
+    assert verdict["drift_detected"], verdict
+    started = verdict["retrain"]
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(started["flow_run_id"]))
+        parent = client.read_task_run(run.parent_task_run_id)
+    assert run.deployment_id == deployment_id and run.name == started["flow_run_name"]
+    assert run.parameters == {"trigger": "drift", "detail": verdict["report_dir"]}
+    assert parent.flow_run_id == state.state_details.flow_run_id  # the UI links monitor run -> retraining run
+    assert started["flow_run_name"] in Artifact.get("drift-verdict").data
+
+
+def test_drift_with_on_drift_off_starts_nothing(prefect_api, monitored):
+    from flows.monitor import drift_monitor
+
+    _drift_on_any_strong_signal(monitored.root, on_drift=False)
+    verdict = drift_monitor(return_state=True).result()
+    assert verdict["drift_detected"] and verdict["retrain"] == {"skipped": "retrain.on_drift is false"}
+
+
+def test_retrain_and_rollback_are_deployed_retrain_on_its_params_schedule(monitored):
+    params = yaml.safe_load((monitored.root / "params.yaml").read_text())
+    params["schedule"]["retrain"] = "0 4 * * 1"
+    (monitored.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    deployments = {d.name: d for d in build_deployments(monitored.root)}
+    (schedule,) = deployments["retrain"].schedules
+    assert schedule.schedule.cron == "0 4 * * 1" and schedule.parameters == {"trigger": "schedule"}
+    assert deployments["retrain"].concurrency_limit == 1 and deployments["rollback"].schedules == []
+    assert {"trigger", "detail"} <= set(deployments["retrain"]._parameter_openapi_schema.properties)
+    assert "version" in deployments["rollback"]._parameter_openapi_schema.required

@@ -1,0 +1,481 @@
+"""retrain: one continual-learning cycle. The student learns the new data without forgetting the old,
+and replaces production only when it is measurably better.
+
+1. Gather: the new labelled batches in `retrain.labelled` (files no promoted cycle has learned yet),
+   each validated with the new-batch suite (a bad one is quarantined with its reason and the
+   others go on), and the unlabelled production-log text since production's model was trained.
+   The new labelled rows are split into new train / val / test (stratified, seeded).
+2. Teacher first: the current teacher (of production's lineage) is fine-tuned on the new labelled
+   rows plus a replay sample of the old ones, and evaluated on the old and the new test split. It
+   passes when it gained on the new split and lost at most `teacher_max_forgetting` on the old one;
+   otherwise the cycle ends there (a weak teacher would teach its mistakes).
+3. Transfer set: new labelled rows + a replay sample of old rows (`replay_ratio`) + the production
+   text the updated teacher labels with confidence >= `min_teacher_confidence` (soft targets only).
+   With `pseudo_ablation`, a second student is trained without that text on the same cycle, and the
+   one with the better validation accuracy becomes the challenger; the report shows both.
+4. Warm start from the production student; `alpha_lwf` adds learning without forgetting: the KL
+   to the previous student's outputs on the replayed old rows.
+5. Evaluate champion (production), challenger and both teachers on the old test split (the base
+   test split plus the new test splits of the cycles production learned from) and the new one.
+6. Champion / challenger: promote only when the challenger gains >= `min_gain` on the new split,
+   forgets <= `max_forgetting` on the old one and passes the retention gate. A refused, failed or
+   crashed cycle never touches production or the registry's `production`.
+
+Every cycle is version N of the registry, promoted or not. Its data snapshot (`data/cycles/vN/`)
+and models, checkpoints and report (`models/cycles/vN/`) are written atomically, then recorded with
+DVC (tasks/versions.py): `dvc add`, `dvc commit promote`, `dvc push`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tasks.common import encode_split, load_labels, load_split, supervised_step
+from tasks.config import Config
+from tasks.core.cache import LogitCache, cache_key, fingerprint_model, fingerprint_tokens
+from tasks.core.data import IGNORE_LABEL, make_dataset
+from tasks.core.loop import LoopConfig, predict_logits, resolve_device, train
+from tasks.core.loss import LossWeights, soft_target_kl
+from tasks.core.student import build_student, num_layers
+from tasks.distill import make_step, student_layer_map
+from tasks.errors import DataError
+from tasks.models import load_classifier, load_tokenizer, prepare_torch, save_model
+from tasks.promote import Decision, production_dir, read_registry, registry_path
+from tasks.storage import (
+    Paths,
+    atomic_path,
+    hash_dir,
+    hash_file,
+    remove_stale_temps,
+    stage_log,
+    write_json,
+    write_parquet,
+)
+from tasks.versions import archive, ensure_archived, exclusive, install, lineage, now, record
+
+log = logging.getLogger("kd")
+
+TRIGGERS = ("manual", "drift", "schedule")
+
+
+def cycle_dirs(paths: Paths, version: int) -> tuple[Path, Path]:
+    """(data/cycles/v<N>, models/cycles/v<N>): a cycle's data snapshot, and its models and report."""
+    return paths.root / "data" / "cycles" / f"v{version}", paths.root / "models" / "cycles" / f"v{version}"
+
+
+# ----------------------------------------------------------------------------------------- gather
+
+def gather_labelled(cfg: Config, paths: Paths, names: list[str], tokenizer, learned: set[str]) -> tuple[pd.DataFrame, list[dict]]:
+    """The new labelled batches, validated; bad ones are quarantined (moved aside with a reason).
+
+    Returns:
+        (rows: text, label (class id), source file; one record per file: file, sha256, rows, status).
+    """
+    from tasks.score import _label_name, new_files, quarantine
+    from tasks.tables import read_table
+    from tasks.validate import validate_batch
+
+    folder = paths.root / cfg.retrain.labelled
+    frames, batches = [], []
+    for path in new_files(folder):
+        sha = hash_file(path)
+        if sha in learned:
+            continue
+        try:
+            frame = read_table(path, cfg.score.text_column, cfg.score.label_column)
+        except DataError as err:
+            quarantine(path, folder, [str(err)])
+            batches.append({"file": path.name, "sha256": sha, "status": "quarantined", "errors": [str(err)]})
+            continue
+        frame = frame.assign(label=frame["label"].map(_label_name(names)))
+        result = validate_batch(frame, cfg, names, str(path), tokenizer=tokenizer)
+        if not result.ok:
+            quarantine(path, folder, result.errors, result.to_dict())
+            batches.append({"file": path.name, "sha256": sha, "status": "quarantined", "errors": result.errors})
+            continue
+        ids = frame["label"].map({n: i for i, n in enumerate(names)}).astype("int64")
+        frames.append(pd.DataFrame({"text": frame["text"].astype(str), "label": ids, "source": path.name}))
+        batches.append({"file": path.name, "sha256": sha, "status": "used", "rows": len(frame)})
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["text", "label", "source"])
+    return rows.drop_duplicates("text").reset_index(drop=True), batches
+
+
+def split_new(rows: pd.DataFrame, val_size: float, test_size: float, seed: int) -> dict[str, pd.DataFrame]:
+    """New labelled rows → train / val / test, stratified by label where every class allows it."""
+    from sklearn.model_selection import train_test_split
+
+    def cut(frame: pd.DataFrame, size: float, salt: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        counts = frame["label"].value_counts()
+        strat = frame["label"] if len(counts) > 1 and counts.min() >= 2 else None
+        return train_test_split(frame, test_size=size, random_state=seed + salt, stratify=strat)
+
+    rest, test = cut(rows, test_size, 0)
+    train, val = cut(rest, val_size / (1 - test_size), 1)
+    return {"train": train.reset_index(drop=True), "val": val.reset_index(drop=True), "test": test.reset_index(drop=True)}
+
+
+def old_data(paths: Paths, chain: list[dict]) -> dict[str, pd.DataFrame]:
+    """What production has learned: the processed splits plus the new splits of every promoted
+    cycle in its lineage (from their data snapshots)."""
+    splits = {s: [load_split(paths, s)[["text", "label"]]] for s in ("train", "val", "test")}
+    for entry in chain:
+        snap = entry.get("data_snapshot")
+        if not snap:
+            continue
+        for s in splits:
+            file = paths.root / snap / f"new_{s}.parquet"
+            if not file.is_file():
+                raise DataError(f"{file}: missing data snapshot of version {entry['version']}; "
+                                f"run `dvc checkout {snap}.dvc` (or `dvc pull`)")
+            splits[s].append(pd.read_parquet(file)[["text", "label"]])
+    return {s: pd.concat(f, ignore_index=True) for s, f in splits.items()}
+
+
+def replay_sample(old_train: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """`n` old training rows, the same rows for the same seed (rehearsal)."""
+    n = min(max(n, 0), len(old_train))
+    return old_train.sample(n, random_state=seed).reset_index(drop=True) if n else old_train.iloc[:0]
+
+
+def unlabelled_texts(paths: Paths, since: str | None, exclude: set[str], limit: int, seed: int) -> list[str]:
+    """Production-log texts logged after `since`, minus any labelled text (no test leakage)."""
+    from tasks.score import read_log
+
+    logged = read_log(paths)
+    if since and len(logged):
+        logged = logged[logged["time"] > pd.Timestamp(since)]
+    texts = logged["text"].dropna().astype(str) if len(logged) else pd.Series([], dtype=str)
+    texts = texts[~texts.isin(exclude) & texts.str.strip().astype(bool)].drop_duplicates()
+    if len(texts) > limit:
+        texts = texts.sample(limit, random_state=seed)
+    return texts.tolist()
+
+
+# ------------------------------------------------------------------------------------ train/score
+
+def loop(cfg: Config, epochs: int, lr: float, desc: str) -> LoopConfig:
+    rt = cfg.retrain
+    return LoopConfig(epochs=epochs, batch_size=rt.batch_size, eval_batch_size=128, lr=lr, weight_decay=0.01,
+                      warmup_ratio=0.06, grad_clip=1.0, patience=epochs, seed=cfg.base.seed, device=cfg.base.device,
+                      desc=desc)
+
+
+def accuracy(model, tokenizer, frame: pd.DataFrame, max_length: int) -> float:
+    """Accuracy of a model on a labelled frame (text, label ids)."""
+    if not len(frame):
+        return float("nan")
+    data = encode_split(tokenizer, frame, max_length)
+    return float((predict_logits(model, data, tokenizer.pad_token_id, 128).argmax(-1) == data.labels).mean())
+
+
+def probabilities(model, tokenizer, texts: list[str], max_length: int) -> np.ndarray:
+    logits = predict_logits(model, make_dataset(tokenizer, texts, None, max_length), tokenizer.pad_token_id, 128)
+    logits = logits - logits.max(-1, keepdims=True)
+    return np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+
+
+def both(model, tokenizer, old_test: pd.DataFrame, new_test: pd.DataFrame, max_length: int) -> dict:
+    return {"old": accuracy(model, tokenizer, old_test, max_length), "new": accuracy(model, tokenizer, new_test, max_length)}
+
+
+def update_teacher(cfg: Config, teacher_dir: Path, names: list[str], train_rows: pd.DataFrame, val_rows: pd.DataFrame,
+                   out: Path) -> tuple[torch.nn.Module, object, dict]:
+    """Fine-tune a copy of the teacher on new + replayed rows; saved to `out/teacher`."""
+    tokenizer = load_tokenizer(str(teacher_dir), key="retrain teacher")
+    model, _ = load_classifier(str(teacher_dir), names, key="retrain teacher")
+    result = train(model, encode_split(tokenizer, train_rows, cfg.base.max_length),
+                   encode_split(tokenizer, val_rows, cfg.base.max_length), supervised_step,
+                   loop(cfg, cfg.retrain.teacher_epochs, cfg.retrain.teacher_lr, "retrain teacher"),
+                   tokenizer.pad_token_id, out / "checkpoints" / "teacher")
+    save_model(model.cpu(), tokenizer, out / "teacher")
+    return model.eval(), tokenizer, {"history": result.history, "best_val_accuracy": result.best_accuracy,
+                                     "train_rows": len(train_rows), "seconds": round(result.seconds, 1)}
+
+
+def fit_student(cfg: Config, teacher: torch.nn.Module, teacher_dir: Path, tokenizer, parts: dict[str, pd.DataFrame],
+                pseudo: list[str], val_rows: pd.DataFrame, champion: torch.nn.Module | None, out: Path,
+                name: str) -> tuple[torch.nn.Module, dict]:
+    """Distil a student on new + replayed rows (+ `pseudo` texts, soft targets only).
+
+    The teacher-output cache and the checkpoints go inside the cycle's folder `out` (versioned
+    with it; the distill stage's models/cache/ stays the pipeline's own).
+
+    Warm-started from `champion` when `retrain.warm_start`, else built fresh from the teacher's
+    layers; with `retrain.alpha_lwf` > 0 and a champion, the replayed rows also pull the student
+    towards the champion's outputs (learning without forgetting).
+    """
+    rt, dc = cfg.retrain, cfg.distill
+    device = resolve_device(cfg.base.device)
+    n_teacher = num_layers(teacher)
+    if rt.warm_start and champion is not None:
+        student = copy.deepcopy(champion)
+        layer_map = student_layer_map(replace(dc, student_layers=num_layers(student)), n_teacher)
+    else:
+        layer_map = student_layer_map(dc, n_teacher)
+        student = build_student(teacher, layer_map)
+    texts = parts["new"]["text"].tolist() + parts["replay"]["text"].tolist() + pseudo
+    labels = np.concatenate([parts["new"]["label"].to_numpy(), parts["replay"]["label"].to_numpy(),
+                             np.full(len(pseudo), IGNORE_LABEL)]).astype("int64")
+    data = make_dataset(tokenizer, texts, labels, cfg.base.max_length)
+    old_rows = torch.zeros(len(texts), dtype=torch.bool)
+    old_rows[len(parts["new"]):len(parts["new"]) + len(parts["replay"])] = True
+    teacher.to(device).eval().requires_grad_(False)
+    pooled = layer_map if dc.alpha_cos > 0 and dc.hidden_loss == "pooled" else None
+    key = cache_key(fingerprint_model(teacher_dir), fingerprint_tokens(data), pooled,
+                    "bf16" if device.type == "cuda" else "fp32")
+    cache = LogitCache(out / "cache", key)
+    cached = cache.load() if cache.exists() else cache.build(teacher, data, tokenizer.pad_token_id, 128, device, pooled,
+                                                             autocast=device.type == "cuda")
+    extra = None
+    if rt.alpha_lwf > 0 and champion is not None and old_rows.any():
+        previous = torch.from_numpy(predict_logits(champion.to(device), data, tokenizer.pad_token_id, 128, device))
+
+        def extra(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict]:
+            index = batch["index"].cpu()
+            mask = old_rows[index]
+            if not mask.any():
+                return logits.sum() * 0.0, {}
+            kl = soft_target_kl(logits[mask.to(logits.device)], previous[index[mask]].to(logits.device),
+                                dc.temperature)
+            return rt.alpha_lwf * kl, {"lwf": kl.detach()}
+
+    weights = LossWeights(dc.temperature, dc.alpha_kd, dc.alpha_ce, dc.alpha_cos)
+    step = make_step(teacher, cached, weights, layer_map, dc.hidden_loss, extra)
+    result = train(student, data, encode_split(tokenizer, val_rows, cfg.base.max_length), step,
+                   loop(cfg, rt.student_epochs, rt.student_lr, f"retrain student ({name})"), tokenizer.pad_token_id,
+                   out / "checkpoints" / f"student_{name}")
+    return student.cpu().eval(), {"rows": {"new": len(parts["new"]), "replay": len(parts["replay"]),
+                                           "pseudo": len(pseudo)},
+                                  "cache_key": key, "layer_map": layer_map,
+                                  "warm_start": rt.warm_start and champion is not None, "lwf": extra is not None,
+                                  "best_val_accuracy": result.best_accuracy, "history": result.history,
+                                  "seconds": round(result.seconds, 1)}
+
+
+# ----------------------------------------------------------------------------------------- decide
+
+@dataclass(frozen=True)
+class CycleGates:
+    min_gain: float
+    max_forgetting: float
+    min_retention: float
+
+
+def decide_cycle(challenger: dict, champion: dict, retention: float, gates: CycleGates) -> Decision:
+    """Champion / challenger on the old and the new test split; the reason names the gate that failed.
+
+    Args:
+        challenger, champion: {"old": accuracy on the old test split, "new": on the new one}.
+        retention: challenger accuracy / teacher accuracy, both on old + new test rows.
+        gates: the thresholds.
+    """
+    gain, forgetting = challenger["new"] - champion["new"], champion["old"] - challenger["old"]
+    numbers = (f"gain {gain:+.4f} on the new test split (min_gain {gates.min_gain}), forgetting {forgetting:+.4f} "
+               f"on the old one (max_forgetting {gates.max_forgetting}), retention {retention:.4f}")
+    if retention < gates.min_retention:
+        return Decision(False, f"evaluate gate: retention {retention:.4f} < evaluate.min_retention {gates.min_retention}")
+    if gain < gates.min_gain - 1e-9:
+        return Decision(False, f"gain gate: {numbers}")
+    if forgetting > gates.max_forgetting + 1e-9:
+        return Decision(False, f"forgetting gate: {numbers}")
+    return Decision(True, f"challenger passed: {numbers}")
+
+
+def teacher_gate(before: dict, after: dict, max_forgetting: float) -> Decision:
+    """The updated teacher must not be worse on the new split, nor forget more than allowed on the old."""
+    gain, forgetting = after["new"] - before["new"], before["old"] - after["old"]
+    text = f"new-split gain {gain:+.4f}, old-split forgetting {forgetting:+.4f} (teacher_max_forgetting {max_forgetting})"
+    if gain < 0 or forgetting > max_forgetting + 1e-9:
+        return Decision(False, f"teacher gate: {text}")
+    return Decision(True, f"teacher passed: {text}")
+
+
+# ------------------------------------------------------------------------------------------ cycle
+
+def retrain(cfg: Config, paths: Paths, trigger: str = "manual", detail: str | None = None) -> dict:
+    """Run one retraining cycle; see the module docstring.
+
+    Args:
+        cfg: the config (`retrain`, `distill` loss settings, `evaluate.min_retention`).
+        paths: the workspace.
+        trigger: manual | drift | schedule: why the cycle runs (recorded in the registry).
+        detail: what triggered it, e.g. the drift report folder or the monitor's flow run.
+
+    Returns:
+        reports/retrain.json's content: status ("promoted" | "not promoted" | "waiting for labels"),
+        version, reason, the scores table and the batches.
+
+    Raises:
+        UserError: another retraining or rollback holds the workspace (the message says which).
+        DataError: no production model, or a data snapshot of its lineage is missing.
+    """
+    rt = cfg.retrain
+    with exclusive(paths, f"retraining ({trigger})"), stage_log("retrain") as info:
+        prepare_torch(cfg.base.threads, cfg.base.seed)
+        registry = ensure_archived(paths, read_registry(paths))
+        current = registry.get("production")
+        if current is None or not (production_dir(paths) / "config.json").is_file():
+            raise DataError(f"{production_dir(paths)}: no production model to retrain; run the pipeline first")
+        chain = lineage(registry, current)
+        names = load_labels(paths)
+        teacher_dir = paths.root / (chain[-1].get("teacher") or paths.teacher.relative_to(paths.root))
+        tokenizer = load_tokenizer(str(teacher_dir), key="teacher of the production lineage")
+        learned = {b["sha256"] for e in chain for b in e.get("batches", []) if b.get("status") == "used"}
+        new_rows, batches = gather_labelled(cfg, paths, names, tokenizer, learned)
+        old = old_data(paths, chain)
+        seen = set(pd.concat([old[s]["text"] for s in old]))
+        new_rows = new_rows[~new_rows["text"].isin(seen)].reset_index(drop=True)
+        version = max((v["version"] for v in registry["versions"]), default=0) + 1
+        base = {"version": version, "time": now(), "trigger": trigger, "detail": detail, "parent": current,
+                "batches": batches}
+        if len(new_rows) < rt.min_new_labelled:
+            report = {**base, "status": "waiting for labels", "promoted": False,
+                      "reason": f"{len(new_rows)} new labelled rows < retrain.min_new_labelled {rt.min_new_labelled}: "
+                                f"a gain cannot be measured; add labelled batches to {rt.labelled}"}
+            write_json(paths.reports / "retrain.json", report)
+            log.info("[retrain] %s", report["reason"])
+            return report
+        new = split_new(new_rows, rt.new_val_size, rt.new_test_size, cfg.base.seed)
+        labelled_texts = seen | set(new_rows["text"])
+        pool = unlabelled_texts(paths, chain[-1].get("time"), labelled_texts, rt.max_unlabelled, cfg.base.seed)
+        data_dir, model_dir = cycle_dirs(paths, version)
+        for folder in (data_dir, model_dir):
+            remove_stale_temps(folder)
+        start = time.perf_counter()
+        with atomic_path(data_dir) as dtmp, atomic_path(model_dir) as mtmp:
+            dtmp.mkdir()
+            mtmp.mkdir()
+            report = run_cycle(cfg, paths, base, names, teacher_dir, new, old, pool, dtmp, mtmp)
+            report["seconds"] = round(time.perf_counter() - start, 1)
+            write_json(mtmp / "report.json", report)
+        entry = registry_entry(report, paths, data_dir, model_dir, teacher_dir)
+        if report["promoted"]:
+            entry.update(archive(paths, model_dir / "student", version))
+            install(paths, model_dir / "student", entry)
+            registry["production"] = version
+        registry["versions"].append(entry)
+        write_json(registry_path(paths), registry)  # the API reloads on this write
+        write_json(paths.reports / "retrain.json", report)
+        info["wrote"] += [data_dir, model_dir, registry_path(paths)]
+        log.info("[retrain] version %d %s: %s", version, report["status"], report["reason"])
+        report["recorded"] = record(paths, f"retrain: version {version} {report['status']} ({trigger})",
+                                    [data_dir, model_dir], rt.push, rt.git_commit,
+                                    f"model-v{version}" if report["promoted"] else None)
+    return report
+
+
+def registry_entry(report: dict, paths: Paths, data_dir: Path, model_dir: Path, teacher_dir: Path) -> dict:
+    """The registry record of a cycle: when, why, its data and models, scores, and the decision."""
+    student = model_dir / "student"
+    teacher = model_dir / "teacher" if (model_dir / "teacher").is_dir() else teacher_dir
+    challenger = report.get("scores", {}).get("challenger", {})
+    return {
+        "version": report["version"], "time": report["time"], "promoted": report["promoted"],
+        "reason": report["reason"], "trigger": report["trigger"], "detail": report["detail"],
+        "source": report.get("source") or f"kdistill retrain ({report['trigger']})", "parent": report["parent"],
+        "data_snapshot": str(data_dir.relative_to(paths.root)), "data_hash": hash_dir(data_dir),
+        "models": str(model_dir.relative_to(paths.root)), "teacher": str(teacher.relative_to(paths.root)),
+        "cache_key": report.get("cache_key"),
+        "model_hash": hash_dir(student) if student.is_dir() else None,
+        "metrics": {"accuracy": challenger.get("all"), "old_accuracy": challenger.get("old"),
+                    "new_accuracy": challenger.get("new"), "forgetting": report.get("forgetting"),
+                    "gain": report.get("gain"), "retention": report.get("retention")},
+        "batches": report["batches"],
+    }
+
+
+def run_cycle(cfg: Config, paths: Paths, base: dict, names: list[str], teacher_dir: Path, new: dict, old: dict,
+              pool: list[str], data_out: Path, model_out: Path) -> dict:
+    """The training part of a cycle, writing into the cycle's temporary folders; returns the report."""
+    import os
+
+    from tasks.promote import SOURCE_ENV
+
+    rt, seed, max_length = cfg.retrain, cfg.base.seed, cfg.base.max_length
+    replay = replay_sample(old["train"], round(rt.replay_ratio * len(new["train"])), seed)
+    # Model selection on new + old validation rows (as many old as new, fewer without rehearsal).
+    old_val = replay_sample(old["val"], round(min(1.0, rt.replay_ratio) * len(new["val"])), seed)
+    val = pd.concat([new["val"][["text", "label"]], old_val], ignore_index=True)
+    for name, frame in (("new_train", new["train"]), ("new_val", new["val"]), ("new_test", new["test"]),
+                        ("replay", replay), ("val", val)):
+        write_parquet(data_out / f"{name}.parquet", frame)
+    report = {**base, "source": os.environ.get(SOURCE_ENV), "rows": {
+        "new_train": len(new["train"]), "new_val": len(new["val"]), "new_test": len(new["test"]),
+        "replay": len(replay), "old_test": len(old["test"]), "unlabelled_pool": len(pool)}}
+    champion_tok = load_tokenizer(str(production_dir(paths)), key="models/production")
+    champion, _ = load_classifier(str(production_dir(paths)), names, key="models/production")
+    scores = {"champion": both(champion, champion_tok, old["test"], new["test"], max_length)}
+    old_teacher, old_tok = load_classifier(str(teacher_dir), names, key="teacher")[0], load_tokenizer(str(teacher_dir))
+    scores["teacher_before"] = both(old_teacher, old_tok, old["test"], new["test"], max_length)
+    teacher_train = pd.concat([new["train"][["text", "label"]], replay[["text", "label"]]], ignore_index=True)
+    teacher, tokenizer, report["teacher"] = update_teacher(cfg, teacher_dir, names, teacher_train, val, model_out)
+    scores["teacher"] = both(teacher, tokenizer, old["test"], new["test"], max_length)
+    gate = teacher_gate(scores["teacher_before"], scores["teacher"], rt.teacher_max_forgetting)
+    report["scores"] = scores
+    if not gate.promote:
+        return {**report, "status": "not promoted", "promoted": False, "reason": gate.reason}
+    probs = probabilities(teacher, tokenizer, pool, max_length) if pool else np.zeros((0, len(names)))
+    confident = probs.max(-1) >= rt.min_teacher_confidence if len(pool) else np.zeros(0, bool)
+    write_parquet(data_out / "unlabelled.parquet", pd.DataFrame({
+        "text": pool, "teacher_label": probs.argmax(-1) if len(pool) else [], "confidence": probs.max(-1) if len(pool)
+        else [], "selected": confident}))
+    pseudo = [t for t, keep in zip(pool, confident) if keep]
+    report["rows"]["pseudo"] = len(pseudo)
+    variants = {"with_pseudo": pseudo} if pseudo else {}
+    if not pseudo or rt.pseudo_ablation:
+        variants["without_pseudo"] = []
+    students, info = {}, {}
+    parts = {"new": new["train"], "replay": replay}
+    for name, texts in variants.items():
+        students[name], info[name] = fit_student(cfg, teacher, model_out / "teacher", tokenizer, parts, texts, val,
+                                                 champion, model_out, name)
+        info[name]["scores"] = both(students[name], tokenizer, old["test"], new["test"], max_length)
+    chosen = max(info, key=lambda n: (info[n]["best_val_accuracy"], n == "with_pseudo"))
+    report["students"], report["chosen"] = info, chosen
+    save_model(students[chosen], tokenizer, model_out / "student")
+    challenger = dict(info[chosen]["scores"])
+    everything = pd.concat([old["test"][["text", "label"]], new["test"][["text", "label"]]], ignore_index=True)
+    challenger["all"] = accuracy(students[chosen], tokenizer, everything, max_length)
+    teacher_all = accuracy(teacher, tokenizer, everything, max_length)
+    retention = challenger["all"] / teacher_all if teacher_all > 0 else 0.0
+    scores["challenger"] = challenger
+    report.update(cache_key=info[chosen]["cache_key"], retention=retention,
+                  gain=challenger["new"] - scores["champion"]["new"],
+                  forgetting=scores["champion"]["old"] - challenger["old"])
+    if len(variants) == 2:
+        w, wo = info["with_pseudo"]["scores"], info["without_pseudo"]["scores"]
+        report["pseudo_label_effect"] = {"new": w["new"] - wo["new"], "old": w["old"] - wo["old"],
+                                         "verdict": "helped" if w["new"] + w["old"] > wo["new"] + wo["old"] else
+                                         "hurt" if w["new"] + w["old"] < wo["new"] + wo["old"] else "no difference"}
+    decision = decide_cycle(challenger, scores["champion"], retention,
+                            CycleGates(rt.min_gain, rt.max_forgetting, cfg.evaluate.min_retention))
+    return {**report, "status": "promoted" if decision.promote else "not promoted", "promoted": decision.promote,
+            "reason": decision.reason}
+
+
+def cycle_table(report: dict) -> str:
+    """The cycle's scores as a plain-text table (old-test, new-test accuracy, forgetting, promoted)."""
+    scores = report.get("scores", {})
+    lines = [f"version {report['version']} ({report['trigger']}): {report['status']} - {report['reason']}",
+             f"{'model':<28}{'old test':>10}{'new test':>10}"]
+    rows = [("champion (production)", scores.get("champion")), ("teacher before", scores.get("teacher_before")),
+            ("teacher after", scores.get("teacher"))]
+    rows += [(f"student {n}", s["scores"]) for n, s in report.get("students", {}).items()]
+    for name, s in rows:
+        if s:
+            lines.append(f"{name:<28}{s['old']:>10.4f}{s['new']:>10.4f}")
+    if "gain" in report:
+        lines.append(f"challenger ({report['chosen']}): gain {report['gain']:+.4f}, forgetting {report['forgetting']:+.4f}, "
+                     f"retention {report['retention']:.4f}")
+    if "pseudo_label_effect" in report:
+        e = report["pseudo_label_effect"]
+        lines.append(f"pseudo-labelled text {e['verdict']}: {e['new']:+.4f} new, {e['old']:+.4f} old")
+    return "\n".join(lines)

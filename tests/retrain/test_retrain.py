@@ -1,0 +1,196 @@
+"""The continual-learning cycle on tiny models: gather, gates, crash safety, replay, rollback, the lock."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pandas as pd
+import pytest
+
+from tasks.errors import UserError
+from tasks.promote import production_dir, read_registry, registry_path
+from tasks.storage import Paths, hash_dir, hash_file
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def production_state(root) -> tuple[str, str]:
+    return hash_dir(production_dir(Paths(root))), hash_file(registry_path(Paths(root)))
+
+
+def test_cycle_promotes_and_versions_everything(retrain_ws, retrain_cfg):
+    from tasks.retrain import cycle_table, retrain
+
+    paths = Paths(retrain_ws)
+    report = retrain(retrain_cfg, paths, "drift", "reports/drift/x")
+    assert report["promoted"], report["reason"]
+    assert report["version"] == 2 and report["status"] == "promoted"
+    registry = read_registry(paths)
+    assert registry["production"] == 2
+    entry = registry["versions"][-1]
+    assert entry["trigger"] == "drift" and entry["detail"] == "reports/drift/x" and entry["parent"] == 1
+    assert entry["batches"][0]["status"] == "used" and entry["batches"][0]["file"] == "tweets-1.csv"
+    assert entry["cache_key"] and entry["data_hash"] == hash_dir(retrain_ws / "data" / "cycles" / "v2")
+    # production is the challenger, byte for byte, and is archived for rollback
+    assert entry["model_hash"] == hash_dir(retrain_ws / "models" / "cycles" / "v2" / "student")
+    assert hash_dir(retrain_ws / "models" / "versions" / "v2") == entry["archive_hash"]
+    assert json.loads((production_dir(paths) / "production.json").read_text())["version"] == 2
+    snapshot = retrain_ws / "data" / "cycles" / "v2"
+    new_test = pd.read_parquet(snapshot / "new_test.parquet")
+    new_train = pd.read_parquet(snapshot / "new_train.parquet")
+    assert not set(new_test["text"]) & set(new_train["text"])
+    unlabelled = pd.read_parquet(snapshot / "unlabelled.parquet")
+    assert not set(unlabelled["text"]) & set(new_test["text"])  # no test text in the transfer set
+    # both students of the ablation were trained and scored; the report says whether pseudo-labels helped
+    assert set(report["students"]) == {"with_pseudo", "without_pseudo"}
+    assert report["pseudo_label_effect"]["verdict"] in ("helped", "hurt", "no difference")
+    assert report["students"]["with_pseudo"]["lwf"] and report["students"]["with_pseudo"]["warm_start"]
+    assert "champion (production)" in cycle_table(report)
+    # the batch is learned: the next cycle has nothing new and waits for labels
+    again = retrain(retrain_cfg, paths)
+    assert again["status"] == "waiting for labels" and read_registry(paths)["production"] == 2
+
+
+def test_worse_challenger_is_not_promoted(retrain_ws, retrain_cfg):
+    from dataclasses import replace
+
+    from tasks.retrain import retrain
+
+    before = hash_dir(production_dir(Paths(retrain_ws)))
+    strict = replace(retrain_cfg, retrain=replace(retrain_cfg.retrain, min_gain=0.5))  # no tiny model gains 50 points
+    report = retrain(strict, Paths(retrain_ws))
+    assert not report["promoted"]
+    assert report["reason"].startswith(("gain gate", "teacher gate")), report["reason"]
+    registry = read_registry(Paths(retrain_ws))
+    assert registry["production"] == 1 and registry["versions"][-1]["promoted"] is False
+    assert hash_dir(production_dir(Paths(retrain_ws))) == before
+    assert not (retrain_ws / "models" / "versions" / "v2").exists()
+    # the refused cycle is still versioned (its data and models), and its batch stays pending
+    assert (retrain_ws / "data" / "cycles" / "v2" / "new_test.parquet").is_file()
+    assert (retrain_ws / "data" / "incoming" / "labelled" / "tweets-1.csv").is_file()
+
+
+def test_crash_mid_cycle_leaves_production_and_registry_untouched(retrain_ws, retrain_cfg, monkeypatch):
+    import tasks.retrain as rt
+
+    before = production_state(retrain_ws)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed mid-training")
+
+    monkeypatch.setattr(rt, "fit_student", crash)
+    with pytest.raises(RuntimeError, match="killed mid-training"):
+        rt.retrain(retrain_cfg, Paths(retrain_ws))
+    assert production_state(retrain_ws) == before
+    assert not (retrain_ws / "data" / "cycles").exists() or not any((retrain_ws / "data" / "cycles").iterdir())
+    assert not (retrain_ws / "models" / "cycles").exists() or not any((retrain_ws / "models" / "cycles").iterdir())
+
+
+def test_replay_sample_is_deterministic_by_seed():
+    from tasks.retrain import replay_sample
+
+    old = pd.DataFrame({"text": [f"t{i}" for i in range(500)], "label": [i % 2 for i in range(500)]})
+    first, again, other = replay_sample(old, 100, 7), replay_sample(old, 100, 7), replay_sample(old, 100, 8)
+    pd.testing.assert_frame_equal(first, again)
+    assert list(first["text"]) != list(other["text"])
+    assert len(replay_sample(old, 10_000, 7)) == 500 and len(replay_sample(old, 0, 7)) == 0
+
+
+def test_rollback_restores_exact_files(retrain_ws, retrain_cfg):
+    from tasks.retrain import retrain
+    from tasks.versions import rollback
+
+    paths = Paths(retrain_ws)
+    v1 = hash_dir(production_dir(paths), "*.safetensors")
+    assert retrain(retrain_cfg, paths)["promoted"]
+    assert hash_dir(production_dir(paths), "*.safetensors") != v1
+    result = rollback(retrain_cfg, paths, 1)
+    assert result["previous"] == 2 and read_registry(paths)["production"] == 1
+    assert hash_dir(production_dir(paths), "*.safetensors") == v1
+    files = sorted(p.name for p in production_dir(paths).iterdir() if p.name != "production.json")
+    archived = retrain_ws / "models" / "versions" / "v1"
+    assert files == sorted(p.name for p in archived.iterdir())
+    assert all(hash_file(archived / f) == hash_file(production_dir(paths) / f) for f in files)
+    assert read_registry(paths)["events"][-1] == {**read_registry(paths)["events"][-1], "action": "rollback",
+                                                  "from": 2, "to": 1}
+    # the lineage follows production: version 1's memory no longer includes cycle 2's data
+    from tasks.versions import lineage
+
+    assert [e["version"] for e in lineage(read_registry(paths), 1)] == [1]
+
+
+def test_rollback_refuses_unknown_or_tampered_versions(retrain_ws, retrain_cfg):
+    from tasks.errors import DataError
+    from tasks.versions import rollback
+
+    with pytest.raises(UserError, match="no version 9"):
+        rollback(retrain_cfg, Paths(retrain_ws), 9)
+    (retrain_ws / "models" / "versions" / "v1" / "config.json").write_text("{}")
+    before = production_state(retrain_ws)
+    with pytest.raises(DataError, match="differs from the registry"):
+        rollback(retrain_cfg, Paths(retrain_ws), 1)
+    assert production_state(retrain_ws) == before
+
+
+def test_two_triggers_at_once_one_runs_the_other_is_skipped(retrain_ws, retrain_cfg, monkeypatch):
+    import tasks.retrain as rt
+
+    started, release, results = threading.Event(), threading.Event(), {}
+    real = rt.run_cycle
+
+    def slow(*args, **kwargs):
+        started.set()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rt, "run_cycle", slow)
+    first = threading.Thread(target=lambda: results.setdefault("first", rt.retrain(retrain_cfg, Paths(retrain_ws), "drift")))
+    first.start()
+    assert started.wait(60)
+    with pytest.raises(UserError, match=r"another retraining or rollback is running \(pid \d+, since .*retraining "
+                                        r"\(drift\)\); this retraining \(schedule\) is skipped"):
+        rt.retrain(retrain_cfg, Paths(retrain_ws), "schedule")
+    release.set()
+    first.join(120)
+    assert results["first"]["version"] == 2
+    assert [v["version"] for v in read_registry(Paths(retrain_ws))["versions"]] == [1, 2]
+
+
+def test_bad_batch_is_quarantined_and_the_others_go_on(retrain_ws, retrain_cfg):
+    from tasks.retrain import retrain
+
+    incoming = retrain_ws / "data" / "incoming" / "labelled"
+    (incoming / "broken.csv").write_text("text,label\nfine text,positive\nanother,not-a-label\n")
+    report = retrain(retrain_cfg, Paths(retrain_ws))
+    status = {b["file"]: b["status"] for b in report["batches"]}
+    assert status == {"broken.csv": "quarantined", "tweets-1.csv": "used"}
+    reason = json.loads((incoming / "quarantine" / "broken.csv.reason.json").read_text())
+    assert any("row 2" in e or "label" in e for e in reason["errors"]), reason
+    assert (incoming / "quarantine" / "broken.csv").is_file() and report["promoted"]
+
+
+def test_decide_cycle_names_the_gate():
+    from tasks.retrain import CycleGates, decide_cycle, teacher_gate
+
+    gates = CycleGates(min_gain=0.01, max_forgetting=0.02, min_retention=0.9)
+    champ = {"old": 0.85, "new": 0.60}
+    assert decide_cycle({"old": 0.84, "new": 0.70}, champ, 0.97, gates).promote
+    assert decide_cycle({"old": 0.84, "new": 0.605}, champ, 0.97, gates).reason.startswith("gain gate")
+    assert decide_cycle({"old": 0.80, "new": 0.70}, champ, 0.97, gates).reason.startswith("forgetting gate")
+    assert decide_cycle({"old": 0.85, "new": 0.70}, champ, 0.5, gates).reason.startswith("evaluate gate")
+    assert not teacher_gate({"old": 0.85, "new": 0.7}, {"old": 0.85, "new": 0.65}, 0.03).promote
+    assert not teacher_gate({"old": 0.85, "new": 0.7}, {"old": 0.80, "new": 0.75}, 0.03).promote
+    assert teacher_gate({"old": 0.85, "new": 0.7}, {"old": 0.83, "new": 0.75}, 0.03).promote
+
+
+def test_cli_retrain_waits_for_labels_and_rollback_names_the_version(retrain_ws, capsys):
+    from tasks.cli import main
+
+    for file in (retrain_ws / "data" / "incoming" / "labelled").glob("*.csv"):
+        file.unlink()
+    args = ["--root", str(retrain_ws), "--params", str(retrain_ws / "params.yaml")]
+    assert main([*args, "retrain"]) == 0
+    assert "waiting for labels" in capsys.readouterr().out
+    assert main([*args, "rollback", "5"]) == 2
+    assert "models/registry.json: no version 5 (versions: 1)" in capsys.readouterr().err
