@@ -56,7 +56,7 @@ clean: ## remove the venv and runs/ (keeps DVC outputs and cache)
 # Prefect: a local server and UI (project-local PREFECT_HOME, analytics off), and the deployments.
 PREFECT_PORT ?= 4200
 PREFECT_LOCAL := PREFECT_HOME="$(CURDIR)/.prefect"
-.PHONY: ui serve ui-stop api
+.PHONY: ui serve ui-stop api retrain versions
 
 ui: venv ## start the Prefect server + UI on http://127.0.0.1:4200 in the background
 	$(PREFECT_LOCAL) $(BIN)/python -m flows.ui start --port $(PREFECT_PORT)
@@ -67,6 +67,12 @@ serve: venv ## register and serve the Prefect deployments (long-running; after `
 
 api: venv ## serve the scoring API on http://127.0.0.1:8000 (api.host, api.port; long-running)
 	$(BIN)/kdistill api
+
+retrain: venv ## one continual-learning cycle on data/incoming/labelled/ and the production log
+	$(BIN)/kdistill retrain
+
+versions: venv ## list the model versions in models/registry.json (* = production)
+	$(BIN)/kdistill versions
 
 ui-stop: ## stop the Prefect server `make ui` started (by its PID)
 	$(PREFECT_LOCAL) $(BIN)/python -m flows.ui stop

@@ -10,7 +10,8 @@ challenger gains on the new domain and forgets at most `retrain.max_forgetting` 
 
 For comparison, each cycle is also run from scratch on a copy of the same workspace: the teacher
 fine-tuned and a fresh student distilled on the new data alone (replay_ratio 0, warm_start false,
-alpha_lwf 0), which shows what rehearsal and warm start buy. Finally `rollback 1` restores version 1.
+alpha_lwf 0; its teacher gate opened so that its student is measured), which shows what rehearsal
+and warm start buy. Finally `rollback 1` restores version 1.
 
     python bench/continual.py --root /tmp/fresh_run      # a project root with a finished `make run`
 
@@ -33,15 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-SCRATCH = {"replay_ratio": 0.0, "warm_start": False, "alpha_lwf": 0.0}
+# From scratch: no rehearsal, no warm start, no LwF. Its teacher gate is opened (a teacher trained on
+# the new data alone forgets the old domain and would stop the cycle) so that its student is measured.
+SCRATCH = {"replay_ratio": 0.0, "warm_start": False, "alpha_lwf": 0.0, "teacher_max_forgetting": 1.0}
 
 
 def copy_workspace(src: Path, dst: Path) -> Path:
-    """The files a cycle needs: params, DVC config and lock, processed data, teacher, production, registry."""
+    """The files a cycle needs: params, processed data, teacher, production, registry, and a DVC
+    repository (without the pipeline's dvc.yaml: the cycles' own .dvc files are what is versioned)."""
     dst.mkdir(parents=True)
-    for name in ("params.yaml", "dvc.yaml", "dvc.lock"):
-        if (src / name).is_file():
-            shutil.copy2(src / name, dst / name)
+    shutil.copy2(src / "params.yaml", dst / "params.yaml")
     for rel in ("data/processed", "data/cycles", "models/teacher", "models/production", "models/versions",
                 "models/cycles", "data/production", "reports/bench"):
         if (src / rel).is_dir():
@@ -51,7 +53,9 @@ def copy_workspace(src: Path, dst: Path) -> Path:
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / rel, dst / rel)
     (dst / ".dvc").mkdir()
-    shutil.copy2(ROOT / ".dvc" / "config", dst / ".dvc" / "config")
+    # Not a git repository: DVC without an SCM; its default remote is the copy's own .dvc/storage.
+    config = (ROOT / ".dvc" / "config").read_text().replace("[core]", "[core]\n    no_scm = true", 1)
+    (dst / ".dvc" / "config").write_text(config)
     (dst / ".dvcignore").write_text("models/*/onnx/\n")
     return dst
 
@@ -135,14 +139,16 @@ def main() -> None:
             shutil.rmtree(twin, ignore_errors=True)
             cycles.append({"domain": domain, "drift_detected": result["drift_detected"], "fired": result["fired"],
                            "seconds": result["seconds"], "scratch_seconds": scratch["seconds"],
+                           "recorded": result["report"].get("recorded"),
                            "rows": [row("replay + warm start", result["report"]),
                                     row("from scratch, new data only", scratch["report"])]})
             print(f"\ncycle {len(cycles)}: {domain} (drift detected: {result['drift_detected']}, fired {result['fired']}; "
                   f"{result['seconds']:.0f} s)")
-            print(f"{'variant':<30}{'old test':>9}{'new test':>9}{'forgetting':>11}{'gain':>9}  promoted")
+            print(f"{'variant':<30}{'old test':>9}{'new test':>9}{'forgetting':>11}{'gain':>9}  promoted  "
+                  f"teacher old/new")
             for r in cycles[-1]["rows"]:
                 print(f"{r['variant']:<30}{fmt(r['old']):>9}{fmt(r['new']):>9}{fmt(r['forgetting']):>11}"
-                      f"{fmt(r['gain']):>9}  {r['promoted']}")
+                      f"{fmt(r['gain']):>9}  {r['promoted']!s:<8}  {r['teacher_old']:.4f}/{r['teacher_new']:.4f}")
             champ = cycles[-1]["rows"][0]
             print(f"{'champion before the cycle':<30}{champ['champion_old']:>9.4f}{champ['champion_new']:>9.4f}")
             print(f"reason: {champ['reason']}")

@@ -121,6 +121,51 @@ def score_production(cfg: Config, paths: Paths, names: list[str]) -> dict | None
     return {"accuracy": quality["accuracy"], "f1_macro": quality["f1_macro"]}
 
 
+def learned_tests(paths: Paths, registry: dict) -> dict[str, Path]:
+    """The new test splits of the retraining cycles production learned from (its lineage)."""
+    from tasks.versions import lineage
+
+    tests = {}
+    for entry in lineage(registry, registry.get("production")):
+        snap = entry.get("data_snapshot")
+        if snap and (paths.root / snap / "new_test.parquet").is_file():
+            tests[f"{snap}/new_test.parquet"] = paths.root / snap / "new_test.parquet"
+    return tests
+
+
+def _accuracy_on(cfg: Config, folder: Path, names: list[str], file: Path) -> float:
+    import pandas as pd
+
+    from tasks.common import encode_split
+    from tasks.core.loop import predict_logits, resolve_device
+    from tasks.models import load_classifier, load_tokenizer
+
+    model, _ = load_classifier(str(folder), names, key=str(folder))
+    tokenizer = load_tokenizer(str(folder), key=str(folder))
+    data = encode_split(tokenizer, pd.read_parquet(file), cfg.base.max_length)
+    device = resolve_device(cfg.base.device)
+    return float((predict_logits(model.to(device), data, tokenizer.pad_token_id, 128, device).argmax(-1)
+                  == data.labels).mean())
+
+
+def check_learned(cfg: Config, paths: Paths, names: list[str], tests: dict[str, Path]) -> tuple[Decision | None, dict]:
+    """A candidate from the pipeline must not lose what retraining taught production: on each
+    learned test split it may lose at most `promote.tolerance` against production.
+
+    Returns:
+        (a refusal naming the split, or None; {split: {"candidate", "production"}}).
+    """
+    scores = {}
+    for name, file in tests.items():
+        cand = _accuracy_on(cfg, paths.student, names, file)
+        prod = _accuracy_on(cfg, production_dir(paths), names, file)
+        scores[name] = {"candidate": cand, "production": prod}
+        if cand < prod - cfg.promote.tolerance - 1e-9:
+            return Decision(False, f"learned-data gate: candidate accuracy {cand:.4f} < production accuracy {prod:.4f} "
+                                   f"- promote.tolerance {cfg.promote.tolerance} on {name} (learned by retraining)"), scores
+    return None, scores
+
+
 def _entry(version: int, decision: Decision, metrics: dict, summary: dict, model_hash: str,
            production: dict | None, before: int | None) -> dict:
     s = metrics["student"]
@@ -173,6 +218,10 @@ def promote(cfg: Config, paths: Paths) -> dict:
         else:
             production = score_production(cfg, paths, summary["labels"])
             decision = decide(metrics, production, Gates(cfg.evaluate.min_retention, cfg.promote.tolerance))
+            learned = learned_tests(paths, registry) if production is not None else {}
+            if decision.promote and learned:
+                refusal, production["learned"] = check_learned(cfg, paths, summary["labels"], learned)
+                decision = refusal or decision
             version = max((v["version"] for v in registry["versions"]), default=0) + 1
             entry = _entry(version, decision, metrics, summary, model_hash, production, current)
             if decision.promote:

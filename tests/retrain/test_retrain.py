@@ -194,3 +194,55 @@ def test_cli_retrain_waits_for_labels_and_rollback_names_the_version(retrain_ws,
     assert "waiting for labels" in capsys.readouterr().out
     assert main([*args, "rollback", "5"]) == 2
     assert "models/registry.json: no version 5 (versions: 1)" in capsys.readouterr().err
+    assert main([*args, "versions"]) == 0
+    listing = capsys.readouterr().err.splitlines()
+    assert listing[0].split()[:3] == ["version", "time", "promoted"] and listing[1].split()[:2] == ["*", "1"]
+
+
+def test_the_api_serves_the_promoted_then_the_rolled_back_model_without_restart(retrain_ws, retrain_cfg):
+    import os
+    import time
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from tasks.api import create_app
+    from tasks.retrain import retrain
+    from tasks.versions import rollback
+
+    paths = Paths(retrain_ws)
+    serving = replace(retrain_cfg, serve=replace(retrain_cfg.serve, variant="torch-fp32", threads=0))
+
+    def touch_registry():  # a coarse-mtime filesystem still sees the change
+        os.utime(registry_path(paths), ns=(time.time_ns(), time.time_ns() + 10**9))
+
+    with TestClient(create_app(serving, paths)) as client:
+        assert client.post("/predict", json={"text": "good"}).json()["model_version"] == 1
+        assert retrain(retrain_cfg, paths)["promoted"]
+        touch_registry()
+        assert client.post("/predict", json={"text": "good"}).json()["model_version"] == 2
+        rollback(retrain_cfg, paths, 1)
+        touch_registry()
+        assert client.post("/predict", json={"text": "good"}).json()["model_version"] == 1
+        assert client.get("/model").json()["version"] == 1
+
+
+def test_the_pipeline_cannot_promote_a_student_that_forgot_what_retraining_taught(retrain_ws, retrain_cfg,
+                                                                                  monkeypatch):
+    import tasks.promote as pm
+    from tasks.retrain import retrain
+    from tasks.storage import write_json
+
+    paths = Paths(retrain_ws)
+    assert retrain(retrain_cfg, paths)["promoted"]
+    before = production_state(retrain_ws)
+    student = {"accuracy": 1.0, "f1_macro": 1.0, "latency_ms_b1": 1.0, "size_mb": 1.0}
+    write_json(paths.reports / "metrics.json", {"retention": 1.0, "student": student, "test_rows": 40})
+    monkeypatch.setattr(pm, "score_production", lambda *a: {"accuracy": 0.5, "f1_macro": 0.5})
+    monkeypatch.setattr(pm, "_accuracy_on", lambda cfg, folder, names, file:
+                        0.9 if folder == production_dir(paths) else 0.6)
+    report = pm.promote(retrain_cfg, paths)
+    assert not report["promoted"]
+    assert report["reason"].startswith("learned-data gate: candidate accuracy 0.6000 < production accuracy 0.9000")
+    assert "data/cycles/v2/new_test.parquet" in report["reason"]
+    assert production_state(retrain_ws)[0] == before[0] and read_registry(paths)["production"] == 2
