@@ -110,6 +110,9 @@ def main() -> None:
     parser.add_argument("--labelled", type=int, default=1200, help="labelled rows per cycle")
     parser.add_argument("--stream", type=int, default=1500, help="unlabelled production rows per cycle")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param of both variants, e.g. -S retrain.alpha_lwf=0.2")
+    parser.add_argument("--no-scratch", action="store_true", help="skip the from-scratch comparison")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench" / "continual.json")
     args = parser.parse_args()
     import pandas as pd
@@ -125,6 +128,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="kd-continual-"))
     root = copy_workspace(args.root, work / "ws")
     shutil.copy2(ROOT / "params.yaml", root / "params.yaml")
+    if args.set:
+        from flows.workspace import apply_overrides
+        from tasks.config import parse_overrides
+
+        apply_overrides(root / "params.yaml", parse_overrides(args.set))
     cfg = load_config(root / "params.yaml")
     seen = set(pd.concat([pd.read_parquet(p)["text"] for p in (root / "data" / "processed").glob("*.parquet")]))
     cycles, started = [], time.perf_counter()
@@ -132,16 +140,17 @@ def main() -> None:
         for domain in args.domains.split(","):
             rows = domain_rows(domain, seen)
             labelled, stream = rows.iloc[:args.labelled], rows.iloc[args.labelled:args.labelled + args.stream]
-            twin = copy_workspace(root, work / f"scratch-{domain}")  # the same state, for the from-scratch run
+            twin = None if args.no_scratch else copy_workspace(root, work / f"scratch-{domain}")  # the same state
             result = run_cycle(cfg, root, domain, labelled, stream)
-            scratch = run_cycle(cfg, twin, domain, labelled, stream,
-                                {"retrain": {**SCRATCH, "push": False}})
-            shutil.rmtree(twin, ignore_errors=True)
+            scratch = None
+            if twin is not None:
+                scratch = run_cycle(cfg, twin, domain, labelled, stream, {"retrain": {**SCRATCH, "push": False}})
+                shutil.rmtree(twin, ignore_errors=True)
             cycles.append({"domain": domain, "drift_detected": result["drift_detected"], "fired": result["fired"],
-                           "seconds": result["seconds"], "scratch_seconds": scratch["seconds"],
+                           "seconds": result["seconds"], "scratch_seconds": scratch and scratch["seconds"],
                            "recorded": result["report"].get("recorded"),
-                           "rows": [row("replay + warm start", result["report"]),
-                                    row("from scratch, new data only", scratch["report"])]})
+                           "rows": [row("replay + warm start", result["report"])]
+                           + ([row("from scratch, new data only", scratch["report"])] if scratch else [])})
             print(f"\ncycle {len(cycles)}: {domain} (drift detected: {result['drift_detected']}, fired {result['fired']}; "
                   f"{result['seconds']:.0f} s)")
             print(f"{'variant':<30}{'old test':>9}{'new test':>9}{'forgetting':>11}{'gain':>9}  promoted  "
@@ -161,6 +170,7 @@ def main() -> None:
         print(f"\nrollback 1: production was version {back['previous']}, is version 1 again; "
               f"weights identical to the archive: {restored}")
         out = {"machine": {"cpus": os.cpu_count(), "threads": args.threads}, "root": str(args.root),
+               "overrides": args.set,
                "labelled_per_cycle": args.labelled, "stream_per_cycle": args.stream, "cycles": cycles,
                "registry": [{k: v.get(k) for k in ("version", "promoted", "trigger", "reason", "parent")}
                             for v in registry["versions"]],
