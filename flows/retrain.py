@@ -41,13 +41,11 @@ def cycle_markdown(report: dict) -> str:
     lines = [f"## Retraining cycle, version {report['version']}: {report['status']}", "",
              f"Trigger: {report['trigger']}" + (f" ({report['detail']})" if report.get("detail") else ""), "",
              f"Decision: {report['reason']}", ""]
-    scores = report.get("scores")
-    if scores:
+    from tasks.retrain import score_rows
+
+    if report.get("scores"):
         lines += ["| model | old test | new test |", "|---|---|---|"]
-        rows = [("champion (production)", scores.get("champion")), ("teacher before", scores.get("teacher_before")),
-                ("teacher after", scores.get("teacher"))]
-        rows += [(f"student {name}", s["scores"]) for name, s in report.get("students", {}).items()]
-        lines += [f"| {name} | {s['old']:.4f} | {s['new']:.4f} |" for name, s in rows if s]
+        lines += [f"| {name} | {s['old']:.4f} | {s['new']:.4f} |" for name, s in score_rows(report)]
     if "gain" in report:
         lines += ["", f"Challenger `{report['chosen']}`: gain {report['gain']:+.4f}, forgetting "
                       f"{report['forgetting']:+.4f}, retention {report['retention']:.4f}."]

@@ -33,6 +33,16 @@ def encode_split(tokenizer, frame: pd.DataFrame, max_length: int) -> TokenDatase
     return make_dataset(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), max_length)
 
 
+def accuracy(model: torch.nn.Module, tokenizer, frame: pd.DataFrame, max_length: int) -> float:
+    """Accuracy of a classifier on a labelled frame (text, label ids), on the model's device; NaN when empty."""
+    from tasks.core.loop import predict_logits
+
+    if not len(frame):
+        return float("nan")
+    data = encode_split(tokenizer, frame, max_length)
+    return float((predict_logits(model, data, tokenizer.pad_token_id, 128).argmax(-1) == data.labels).mean())
+
+
 def loop_config(section: TrainConfig, base: BaseConfig, desc: str) -> LoopConfig:
     """The training-loop settings of a params section."""
     return LoopConfig(epochs=section.epochs, batch_size=section.batch_size, eval_batch_size=section.eval_batch_size,

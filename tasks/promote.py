@@ -136,16 +136,13 @@ def learned_tests(paths: Paths, registry: dict) -> dict[str, Path]:
 def _accuracy_on(cfg: Config, folder: Path, names: list[str], file: Path) -> float:
     import pandas as pd
 
-    from tasks.common import encode_split
-    from tasks.core.loop import predict_logits, resolve_device
+    from tasks.common import accuracy
+    from tasks.core.loop import resolve_device
     from tasks.models import load_classifier, load_tokenizer
 
     model, _ = load_classifier(str(folder), names, key=str(folder))
     tokenizer = load_tokenizer(str(folder), key=str(folder))
-    data = encode_split(tokenizer, pd.read_parquet(file), cfg.base.max_length)
-    device = resolve_device(cfg.base.device)
-    return float((predict_logits(model.to(device), data, tokenizer.pad_token_id, 128, device).argmax(-1)
-                  == data.labels).mean())
+    return accuracy(model.to(resolve_device(cfg.base.device)), tokenizer, pd.read_parquet(file), cfg.base.max_length)
 
 
 def check_learned(cfg: Config, paths: Paths, names: list[str], tests: dict[str, Path]) -> tuple[Decision | None, dict]:

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.common import encode_split, load_labels, load_split, supervised_step
+from tasks.common import accuracy, encode_split, load_labels, load_split, supervised_step
 from tasks.config import Config
 from tasks.core.cache import LogitCache, cache_key, fingerprint_model, fingerprint_tokens
 from tasks.core.data import IGNORE_LABEL, make_dataset
@@ -168,35 +168,26 @@ def loop(cfg: Config, epochs: int, lr: float, desc: str) -> LoopConfig:
                       desc=desc)
 
 
-def accuracy(model, tokenizer, frame: pd.DataFrame, max_length: int) -> float:
-    """Accuracy of a model on a labelled frame (text, label ids)."""
-    if not len(frame):
-        return float("nan")
-    data = encode_split(tokenizer, frame, max_length)
-    return float((predict_logits(model, data, tokenizer.pad_token_id, 128).argmax(-1) == data.labels).mean())
-
-
 def probabilities(model, tokenizer, texts: list[str], max_length: int) -> np.ndarray:
     logits = predict_logits(model, make_dataset(tokenizer, texts, None, max_length), tokenizer.pad_token_id, 128)
-    logits = logits - logits.max(-1, keepdims=True)
-    return np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    return torch.softmax(torch.from_numpy(logits), -1).numpy()
 
 
 def both(model, tokenizer, old_test: pd.DataFrame, new_test: pd.DataFrame, max_length: int) -> dict:
-    return {"old": accuracy(model, tokenizer, old_test, max_length), "new": accuracy(model, tokenizer, new_test, max_length)}
+    """Accuracy on the old and the new test split, and on both together (derived from the two)."""
+    old, new = accuracy(model, tokenizer, old_test, max_length), accuracy(model, tokenizer, new_test, max_length)
+    return {"old": old, "new": new, "all": (old * len(old_test) + new * len(new_test)) / (len(old_test) + len(new_test))}
 
 
-def update_teacher(cfg: Config, teacher_dir: Path, names: list[str], train_rows: pd.DataFrame, val_rows: pd.DataFrame,
-                   out: Path) -> tuple[torch.nn.Module, object, dict]:
-    """Fine-tune a copy of the teacher on new + replayed rows; saved to `out/teacher`."""
-    tokenizer = load_tokenizer(str(teacher_dir), key="retrain teacher")
-    model, _ = load_classifier(str(teacher_dir), names, key="retrain teacher")
+def update_teacher(cfg: Config, model: torch.nn.Module, tokenizer, train_rows: pd.DataFrame, val_rows: pd.DataFrame,
+                   out: Path) -> tuple[torch.nn.Module, dict]:
+    """Fine-tune the teacher (in place) on new + replayed rows; saved to `out/teacher`."""
     result = train(model, encode_split(tokenizer, train_rows, cfg.base.max_length),
                    encode_split(tokenizer, val_rows, cfg.base.max_length), supervised_step,
                    loop(cfg, cfg.retrain.teacher_epochs, cfg.retrain.teacher_lr, "retrain teacher"),
                    tokenizer.pad_token_id, out / "checkpoints" / "teacher")
     save_model(model.cpu(), tokenizer, out / "teacher")
-    return model.eval(), tokenizer, {"history": result.history, "best_val_accuracy": result.best_accuracy,
+    return model.eval(), {"history": result.history, "best_val_accuracy": result.best_accuracy,
                                      "train_rows": len(train_rows), "seconds": round(result.seconds, 1)}
 
 
@@ -413,10 +404,11 @@ def run_cycle(cfg: Config, paths: Paths, base: dict, names: list[str], teacher_d
     champion_tok = load_tokenizer(str(production_dir(paths)), key="models/production")
     champion, _ = load_classifier(str(production_dir(paths)), names, key="models/production")
     scores = {"champion": both(champion, champion_tok, old["test"], new["test"], max_length)}
-    old_teacher, old_tok = load_classifier(str(teacher_dir), names, key="teacher")[0], load_tokenizer(str(teacher_dir))
-    scores["teacher_before"] = both(old_teacher, old_tok, old["test"], new["test"], max_length)
+    tokenizer = load_tokenizer(str(teacher_dir), key="teacher of the production lineage")
+    teacher, _ = load_classifier(str(teacher_dir), names, key="teacher of the production lineage")
+    scores["teacher_before"] = both(teacher, tokenizer, old["test"], new["test"], max_length)
     teacher_train = pd.concat([new["train"][["text", "label"]], replay[["text", "label"]]], ignore_index=True)
-    teacher, tokenizer, report["teacher"] = update_teacher(cfg, teacher_dir, names, teacher_train, val, model_out)
+    teacher, report["teacher"] = update_teacher(cfg, teacher, tokenizer, teacher_train, val, model_out)
     scores["teacher"] = both(teacher, tokenizer, old["test"], new["test"], max_length)
     gate = teacher_gate(scores["teacher_before"], scores["teacher"], rt.teacher_max_forgetting)
     report["scores"] = scores
@@ -441,11 +433,8 @@ def run_cycle(cfg: Config, paths: Paths, base: dict, names: list[str], teacher_d
     chosen = max(info, key=lambda n: (info[n]["best_val_accuracy"], n == "with_pseudo"))
     report["students"], report["chosen"] = info, chosen
     save_model(students[chosen], tokenizer, model_out / "student")
-    challenger = dict(info[chosen]["scores"])
-    everything = pd.concat([old["test"][["text", "label"]], new["test"][["text", "label"]]], ignore_index=True)
-    challenger["all"] = accuracy(students[chosen], tokenizer, everything, max_length)
-    teacher_all = accuracy(teacher, tokenizer, everything, max_length)
-    retention = challenger["all"] / teacher_all if teacher_all > 0 else 0.0
+    challenger = info[chosen]["scores"]
+    retention = challenger["all"] / scores["teacher"]["all"] if scores["teacher"]["all"] > 0 else 0.0
     scores["challenger"] = challenger
     report.update(cache_key=info[chosen]["cache_key"], retention=retention,
                   gain=challenger["new"] - scores["champion"]["new"],
@@ -461,17 +450,20 @@ def run_cycle(cfg: Config, paths: Paths, base: dict, names: list[str], teacher_d
             "reason": decision.reason}
 
 
-def cycle_table(report: dict) -> str:
-    """The cycle's scores as a plain-text table (old-test, new-test accuracy, forgetting, promoted)."""
+def score_rows(report: dict) -> list[tuple[str, dict]]:
+    """(model, {"old", "new"}) for every model the cycle scored: champion, teachers, students."""
     scores = report.get("scores", {})
-    lines = [f"version {report['version']} ({report['trigger']}): {report['status']} - {report['reason']}",
-             f"{'model':<28}{'old test':>10}{'new test':>10}"]
     rows = [("champion (production)", scores.get("champion")), ("teacher before", scores.get("teacher_before")),
             ("teacher after", scores.get("teacher"))]
     rows += [(f"student {n}", s["scores"]) for n, s in report.get("students", {}).items()]
-    for name, s in rows:
-        if s:
-            lines.append(f"{name:<28}{s['old']:>10.4f}{s['new']:>10.4f}")
+    return [(name, s) for name, s in rows if s]
+
+
+def cycle_table(report: dict) -> str:
+    """The cycle's scores as a plain-text table (old-test, new-test accuracy, forgetting, promoted)."""
+    lines = [f"version {report['version']} ({report['trigger']}): {report['status']} - {report['reason']}",
+             f"{'model':<28}{'old test':>10}{'new test':>10}"]
+    lines += [f"{name:<28}{s['old']:>10.4f}{s['new']:>10.4f}" for name, s in score_rows(report)]
     if "gain" in report:
         lines.append(f"challenger ({report['chosen']}): gain {report['gain']:+.4f}, forgetting {report['forgetting']:+.4f}, "
                      f"retention {report['retention']:.4f}")
