@@ -20,7 +20,6 @@ import hashlib
 import io
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from typing import Any
 
 from tasks.config import load_config
 from tasks.errors import UserError
-from tasks.storage import Paths, write_text
+from tasks.storage import Paths, dvc_command, write_text
 
 ROOT_ENV = "KDISTILL_ROOT"  # the workspace a flow works in; default: the current directory
 Log = Callable[[int, str], None]  # (logging level, message)
@@ -179,12 +178,6 @@ class StageRun:
         detail = self.tail[-1] if self.tail else "no output"
         return StageFailed(f"{self.stage}: dvc repro failed ({detail})",
                            transient=any(_TRANSIENT.search(line) for line in self.tail))
-
-
-def dvc_command() -> list[str]:
-    """The venv's dvc, next to this interpreter (falls back to the one on PATH)."""
-    local = Path(sys.executable).with_name("dvc")
-    return [str(local)] if local.exists() else [shutil.which("dvc") or "dvc"]
 
 
 def stage_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -172,6 +173,12 @@ def hash_dir(path: str | Path, pattern: str = "*") -> str:
 def dir_size_mb(path: str | Path, pattern: str = "*.safetensors") -> float:
     """Size on disk in MB of the files matching `pattern` below `path`."""
     return sum(p.stat().st_size for p in Path(path).rglob(pattern)) / 1e6
+
+
+def dvc_command() -> list[str]:
+    """The venv's dvc, next to this interpreter (falls back to the one on PATH)."""
+    local = Path(sys.executable).with_name("dvc")
+    return [str(local)] if local.exists() else [shutil.which("dvc") or "dvc"]
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tasks.errors import DataError, UserError
 from tasks.promote import SOURCE_ENV, STAMP, production_dir, read_registry, registry_path
-from tasks.storage import Paths, atomic_path, hash_dir, read_json, write_json
+from tasks.storage import Paths, atomic_path, dvc_command, hash_dir, read_json, write_json
 
 log = logging.getLogger("kd")
 
@@ -129,11 +129,6 @@ def exclusive(paths: Paths, what: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _dvc_bin() -> str:
-    local = Path(sys.executable).with_name("dvc")
-    return str(local) if local.is_file() else "dvc"
-
-
 def _run(cmd: list[str], root: Path) -> tuple[bool, str]:
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
     return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
@@ -151,7 +146,7 @@ def record(paths: Paths, message: str, snapshots: list[Path], push: bool, git_co
     if not (root / ".dvc").is_dir():
         log.warning("[versions] %s is not a DVC repository: nothing recorded in DVC", root)
         return out
-    dvc = _dvc_bin()
+    (dvc,) = dvc_command()
     rel = [str(p.relative_to(root)) for p in snapshots if p.exists()]
     steps = [[dvc, "commit", "-f", "promote"]] if (root / "dvc.lock").is_file() else []
     steps += [[dvc, "add", "-q", *rel]] if rel else []
@@ -207,7 +202,7 @@ def rollback(cfg, paths: Paths, version: int, data: bool = False) -> dict:
             raise UserError(f"version {version} has no archive (promoted before models/versions/ existed)")
         folder = archive_dir(paths, version)
         if not folder.is_dir():
-            ok, _ = _run([_dvc_bin(), "checkout", "-q", str(folder.relative_to(paths.root))], paths.root)
+            ok, _ = _run([*dvc_command(), "checkout", "-q", str(folder.relative_to(paths.root))], paths.root)
             if not ok or not folder.is_dir():
                 raise DataError(f"{folder}: not in the workspace or the DVC cache; run `dvc pull` first")
         actual = hash_dir(folder)
@@ -218,7 +213,7 @@ def rollback(cfg, paths: Paths, version: int, data: bool = False) -> dict:
         if data:
             for snap in [e.get("data_snapshot") for e in lineage(registry, version)]:
                 if snap:
-                    ok, text = _run([_dvc_bin(), "checkout", "-q", f"{snap}.dvc"], paths.root)
+                    ok, text = _run([*dvc_command(), "checkout", "-q", f"{snap}.dvc"], paths.root)
                     if not ok:
                         raise DataError(f"{snap}.dvc: could not restore the data snapshot ({text.splitlines()[-1]})")
                     restored.append(snap)
