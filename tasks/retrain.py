@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,7 +49,7 @@ from tasks.core.student import build_student, num_layers
 from tasks.distill import make_step, student_layer_map
 from tasks.errors import DataError
 from tasks.models import load_classifier, load_tokenizer, prepare_torch, save_model
-from tasks.promote import Decision, production_dir, read_registry, registry_path
+from tasks.promote import SOURCE_ENV, Decision, production_dir, read_registry, registry_path
 from tasks.storage import (
     Paths,
     atomic_path,
@@ -130,12 +131,12 @@ def old_data(paths: Paths, chain: list[dict]) -> dict[str, pd.DataFrame]:
         snap = entry.get("data_snapshot")
         if not snap:
             continue
-        for s in splits:
+        for s, frames in splits.items():
             file = paths.root / snap / f"new_{s}.parquet"
             if not file.is_file():
                 raise DataError(f"{file}: missing data snapshot of version {entry['version']}; "
                                 f"run `dvc checkout {snap}.dvc` (or `dvc pull`)")
-            splits[s].append(pd.read_parquet(file)[["text", "label"]])
+            frames.append(pd.read_parquet(file)[["text", "label"]])
     return {s: pd.concat(f, ignore_index=True) for s, f in splits.items()}
 
 
@@ -386,10 +387,6 @@ def registry_entry(report: dict, paths: Paths, data_dir: Path, model_dir: Path, 
 def run_cycle(cfg: Config, paths: Paths, base: dict, names: list[str], teacher_dir: Path, new: dict, old: dict,
               pool: list[str], data_out: Path, model_out: Path) -> dict:
     """The training part of a cycle, writing into the cycle's temporary folders; returns the report."""
-    import os
-
-    from tasks.promote import SOURCE_ENV
-
     rt, seed, max_length = cfg.retrain, cfg.base.seed, cfg.base.max_length
     replay = replay_sample(old["train"], round(rt.replay_ratio * len(new["train"])), seed)
     # Model selection on new + old validation rows (as many old as new, fewer without rehearsal).
@@ -415,10 +412,9 @@ def run_cycle(cfg: Config, paths: Paths, base: dict, names: list[str], teacher_d
     if not gate.promote:
         return {**report, "status": "not promoted", "promoted": False, "reason": gate.reason}
     probs = probabilities(teacher, tokenizer, pool, max_length) if pool else np.zeros((0, len(names)))
-    confident = probs.max(-1) >= rt.min_teacher_confidence if len(pool) else np.zeros(0, bool)
+    confident = probs.max(-1) >= rt.min_teacher_confidence
     write_parquet(data_out / "unlabelled.parquet", pd.DataFrame({
-        "text": pool, "teacher_label": probs.argmax(-1) if len(pool) else [], "confidence": probs.max(-1) if len(pool)
-        else [], "selected": confident}))
+        "text": pool, "teacher_label": probs.argmax(-1), "confidence": probs.max(-1), "selected": confident}))
     pseudo = [t for t, keep in zip(pool, confident) if keep]
     report["rows"]["pseudo"] = len(pseudo)
     variants = {"with_pseudo": pseudo} if pseudo else {}
