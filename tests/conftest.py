@@ -104,8 +104,15 @@ def make_repo_copy(tiny_teacher_dir):
            "GIT_COMMITTER_EMAIL": "t@t"}
 
     def make(dest: Path) -> Path:
-        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=repo, capture_output=True,
-                               text=True, check=True).stdout.split()
+        def ls(*args: str) -> list[str]:
+            return subprocess.run(["git", "ls-files", *args], cwd=repo, capture_output=True, text=True,
+                                  check=True).stdout.split()
+
+        tracked = set(ls("-c"))
+        # Uncommitted code is copied too, but not a run's untracked outputs (after `make run`:
+        # models/registry.json, reports/*.json, DVC's .gitignore files): a copy starts with no run.
+        outputs = ("data/", "models/", "reports/", "runs/")
+        files = [f for f in ls("-co", "--exclude-standard") if f in tracked or not f.startswith(outputs)]
         for rel in files:
             if (repo / rel).is_file() and rel != "dvc.lock":
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
