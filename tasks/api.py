@@ -5,12 +5,17 @@
   wrong shape 422; malformed JSON 400; always `{"error": "one line"}`.
 - `GET /health`: whether a model is loaded; `GET /model`: its version and metrics from the registry.
 
-The model is loaded once. Concurrent requests are micro-batched: a single worker collects what
-arrives within `api.batch_wait_ms` (up to `api.max_batch` texts) into one forward pass, run in a
-thread so the event loop keeps accepting requests. Every prediction goes to the same production
-log as `kdistill score` (buffered; a part file is written atomically every `api.flush_rows` rows or
-`api.flush_seconds`, and at shutdown). A newly promoted model is picked up without a restart: the
-worker compares models/registry.json's modification time before each batch.
+The model is loaded once. Each request is checked and tokenised on its own, with the model it
+will be answered by, before it joins a batch: a text the tokenizer cannot take (a lone UTF-16
+surrogate) gets its own 422 and never reaches the others. Concurrent requests are micro-batched:
+a single worker collects what arrives within `api.batch_wait_ms` (up to `api.max_batch` texts)
+into one forward pass, run in a thread so the event loop keeps accepting requests. When a batch
+fails, its requests are retried one by one, so an error fails only the request it belongs to.
+Every prediction goes to the same production log as `kdistill score` (buffered; a part file is
+written atomically every `api.flush_rows` rows or `api.flush_seconds`, and at shutdown, always off
+the event loop). A newly promoted model is picked up without a restart: each request compares
+models/registry.json's modification time with the loaded one's, and the model it captured then
+gives both the probabilities and the version of its answer.
 Binds 127.0.0.1 by default (`api.host`).
 """
 
@@ -19,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +38,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from tasks.config import Config
-from tasks.storage import Paths
 from tasks.score import ProductionModel, load_production, log_rows, write_part
+from tasks.storage import Paths
+from tasks.tables import lone_surrogate, shorten
 
 log = logging.getLogger("kd")
 
@@ -66,26 +74,48 @@ def check_request(body: PredictRequest, max_texts: int, max_chars: int) -> list[
             raise ApiError(422, f"text {i} is empty or blank; expected some words")
         if len(text) > max_chars:
             raise ApiError(413, f"text {i} has {len(text)} characters; at most {max_chars} (api.max_chars)")
+        at = lone_surrogate(text)
+        if at is not None:
+            raise ApiError(422, f"text {i}: character {at} is a lone UTF-16 surrogate (\\u{ord(text[at]):04x}), "
+                                "not valid Unicode; expected UTF-8 text")
     return texts
 
 
+def encode_request(model: ProductionModel, texts: list[str]) -> list[list[int]]:
+    """One request's token ids, or a 422 for this request alone when the tokenizer refuses its text."""
+    try:
+        return model.encode(texts)
+    except Exception as err:  # noqa: BLE001 - whatever the tokenizer raises, it is this request's text
+        raise ApiError(422, f"the texts cannot be tokenised ({type(err).__name__}: {shorten(err, 80)})") from None
+
+
 class LogBuffer:
-    """Production-log rows kept in memory and written as one atomic part file now and then."""
+    """Production-log rows kept in memory and written as one atomic part file now and then.
+
+    Called from worker threads, never from the event loop (a Parquet write would stall every
+    request meanwhile); a lock keeps a reload's or the shutdown's flush from racing a batch's.
+    """
 
     def __init__(self, paths: Paths, max_rows: int, max_seconds: float):
         self.paths, self.max_rows, self.max_seconds = paths, max_rows, max_seconds
         self.frames: list[pd.DataFrame] = []
         self.rows, self.since = 0, time.monotonic()
+        self.lock = threading.Lock()
 
     def add(self, frame: pd.DataFrame) -> None:
         """Buffer rows; flush when the buffer is full or old enough."""
-        self.frames.append(frame)
-        self.rows += len(frame)
-        if self.rows >= self.max_rows or time.monotonic() - self.since >= self.max_seconds:
-            self.flush()
+        with self.lock:
+            self.frames.append(frame)
+            self.rows += len(frame)
+            if self.rows >= self.max_rows or time.monotonic() - self.since >= self.max_seconds:
+                self._flush()
 
     def flush(self) -> Path | None:
         """Write the buffered rows as `data/production/date=DAY/part-api-<uuid>.parquet`; returns the part."""
+        with self.lock:
+            return self._flush()
+
+    def _flush(self) -> Path | None:
         if not self.frames:
             return None
         frame = pd.concat(self.frames, ignore_index=True)
@@ -93,8 +123,18 @@ class LogBuffer:
         return write_part(self.paths, frame, f"api-{uuid.uuid4().hex}", frame["time"].iloc[0].date())
 
 
+@dataclass
+class Pending:
+    """One request waiting in the queue: its texts, their token ids and the model that encoded them."""
+
+    model: ProductionModel
+    texts: list[str]
+    ids: list[list[int]]
+    future: asyncio.Future
+
+
 class Batcher:
-    """Collects concurrent requests into batches for one model; reloads the model when it is promoted."""
+    """Collects concurrent requests into batches; reloads the model when it is promoted."""
 
     def __init__(self, cfg: Config, paths: Paths):
         from tasks.promote import registry_path
@@ -103,6 +143,7 @@ class Batcher:
         self.model: ProductionModel | None = None
         self.stamp: int | None = None
         self.queue: asyncio.Queue = asyncio.Queue()
+        self.reloading = asyncio.Lock()
         self.buffer = LogBuffer(paths, cfg.api.flush_rows, cfg.api.flush_seconds)
 
     def _mtime(self) -> int | None:
@@ -121,10 +162,20 @@ class Batcher:
         self.model, self.stamp = model, stamp
         log.info("api: serving production model version %s (%s)", model.version, model.model_hash[:12])
 
-    async def predict(self, texts: list[str]) -> np.ndarray:
-        """Probabilities [N, C] for one request's texts, computed in a shared batch."""
+    async def current(self) -> ProductionModel:
+        """The model to answer a request with, reloaded first when the registry changed; 503 without one."""
+        if self._mtime() != self.stamp:
+            async with self.reloading:  # concurrent requests wait for one reload instead of starting theirs
+                if self._mtime() != self.stamp:
+                    await asyncio.to_thread(self.load)
+        if self.model is None:
+            raise ApiError(503, "no production model loaded; run the promote stage first")
+        return self.model
+
+    async def predict(self, model: ProductionModel, texts: list[str], ids: list[list[int]]) -> np.ndarray:
+        """Probabilities [N, C] of one request's texts by `model` (which encoded `ids`), in a shared batch."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((texts, future))
+        await self.queue.put(Pending(model, texts, ids, future))
         return await future
 
     async def run(self) -> None:
@@ -133,27 +184,46 @@ class Batcher:
         wait, limit = self.cfg.api.batch_wait_ms / 1000, self.cfg.api.max_batch
         while True:
             items = [await self.queue.get()]
-            deadline, size = loop.time() + wait, len(items[0][0])
+            deadline, size = loop.time() + wait, len(items[0].texts)
             while size < limit and (left := deadline - loop.time()) > 0:
                 with contextlib.suppress(asyncio.TimeoutError):
                     items.append(await asyncio.wait_for(self.queue.get(), left))
-                    size += len(items[-1][0])
-            if self._mtime() != self.stamp:
-                await loop.run_in_executor(None, self.load)
-            texts = [t for batch, _ in items for t in batch]
-            try:
-                if self.model is None:
-                    raise ApiError(503, "no production model loaded; run the promote stage first")
-                probs = await loop.run_in_executor(None, self.model.predict, texts, limit)
-                self.buffer.add(log_rows(self.model, texts, probs, "api"))
-            except Exception as err:  # noqa: BLE001 - every waiting request gets the error
-                for _, future in items:
-                    future.set_exception(err)
-                continue
-            start = 0
-            for batch, future in items:
-                future.set_result(probs[start:start + len(batch)])
-                start += len(batch)
+                    size += len(items[-1].texts)
+            groups: dict[int, list[Pending]] = {}  # by model: a reload may land between two requests
+            for item in items:
+                groups.setdefault(id(item.model), []).append(item)
+            for group in groups.values():
+                await self._answer(group)
+
+    async def _answer(self, group: list[Pending]) -> None:
+        """Predict one model's requests in one pass; after a failure, retry each alone, so a request
+        that breaks the model fails by itself."""
+        try:
+            probs = await asyncio.to_thread(self._predict_and_log, group)
+        except Exception as err:  # noqa: BLE001 - the request's own error, passed on to it
+            if len(group) > 1:
+                for item in group:
+                    await self._answer([item])
+                return
+            if not group[0].future.done():
+                group[0].future.set_exception(err)
+            return
+        start = 0
+        for item in group:
+            if not item.future.done():  # done: the client went away meanwhile
+                item.future.set_result(probs[start:start + len(item.texts)])
+            start += len(item.texts)
+
+    def _predict_and_log(self, group: list[Pending]) -> np.ndarray:
+        """Runs in a worker thread: the forward pass, then the log rows (a flush writes Parquet)."""
+        model = group[0].model
+        texts = [t for item in group for t in item.texts]
+        probs = model.predict_ids([i for item in group for i in item.ids], self.cfg.api.max_batch)
+        try:
+            self.buffer.add(log_rows(model, texts, probs, "api"))
+        except Exception:  # the answers are right; a log that cannot be written is logged loudly
+            log.exception("api: could not write %d rows to the production log", len(texts))
+        return probs
 
 
 def create_app(cfg: Config, paths: Paths) -> FastAPI:
@@ -162,11 +232,11 @@ def create_app(cfg: Config, paths: Paths) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        await asyncio.get_running_loop().run_in_executor(None, batcher.load)
+        await asyncio.to_thread(batcher.load)
         worker = asyncio.create_task(batcher.run())
         yield
         worker.cancel()
-        batcher.buffer.flush()
+        await asyncio.to_thread(batcher.buffer.flush)
 
     app = FastAPI(title="kdistill", lifespan=lifespan)
     app.state.batcher = batcher
@@ -188,28 +258,32 @@ def create_app(cfg: Config, paths: Paths) -> FastAPI:
     @app.post("/predict")
     async def predict(body: PredictRequest) -> dict:
         texts = check_request(body, cfg.api.max_texts, cfg.api.max_chars)
-        probs = await batcher.predict(texts)
-        model = batcher.model
+        model = await batcher.current()  # captured once: the answer's probabilities and version both come from it
+        ids = await asyncio.to_thread(encode_request, model, texts)
+        try:
+            probs = await batcher.predict(model, texts, ids)
+        except Exception as err:  # noqa: BLE001 - this request's own failure: one line, the others go on
+            log.error("api: prediction failed: %s: %s", type(err).__name__, err)
+            raise ApiError(500, f"prediction failed ({type(err).__name__}: {shorten(err, 80)})") from None
         rows = [{"label": model.labels[int(p.argmax())], "confidence": round(float(p.max()), 6),
                  "probabilities": {n: round(float(v), 6) for n, v in zip(model.labels, p)}} for p in probs]
         return {"model_version": model.version, "predictions": rows}
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok" if batcher.model else "no model", "model_loaded": batcher.model is not None,
-                "model_version": batcher.model.version if batcher.model else None}
+        model = batcher.model
+        return {"status": "ok" if model else "no model", "model_loaded": model is not None,
+                "model_version": model.version if model else None}
 
     @app.get("/model")
     async def model_info() -> dict:
         from tasks.promote import read_registry
 
-        if batcher.model is None:
-            raise ApiError(503, "no production model loaded; run the promote stage first")
+        model = await batcher.current()
         registry = read_registry(paths)
-        entry = next((v for v in registry.get("versions", []) if v.get("version") == batcher.model.version), {})
-        return {"version": batcher.model.version, "model_hash": batcher.model.model_hash,
-                "labels": batcher.model.labels, "variant": batcher.model.predictor.variant,
-                "metrics": entry.get("metrics"), "promoted_at": entry.get("time")}
+        entry = next((v for v in registry.get("versions", []) if v.get("version") == model.version), {})
+        return {"version": model.version, "model_hash": model.model_hash, "labels": model.labels,
+                "variant": model.predictor.variant, "metrics": entry.get("metrics"), "promoted_at": entry.get("time")}
 
     return app
 

@@ -54,15 +54,24 @@ class ProductionModel:
     model_hash: str  # models/production/production.json's `model_hash` (else the weights' sha256)
     max_length: int
 
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text, cut at `max_length` (raises on text the tokenizer cannot take)."""
+        from tasks.core.data import tokenize
+
+        return tokenize(self.tokenizer, texts, self.max_length)
+
     def predict(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Class probabilities float32 [N, C] for `texts`, in order."""
-        from tasks.core.data import make_dataset
+        return self.predict_ids(self.encode(texts), batch_size)
+
+    def predict_ids(self, ids: list[list[int]], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities float32 [N, C] for texts already encoded by `encode`, in order."""
+        from tasks.core.data import TokenDataset
         from tasks.export import predict_dataset
 
-        if not texts:
+        if not ids:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        data = make_dataset(self.tokenizer, texts, None, self.max_length)
-        logits = predict_dataset(self.predictor, data, self.tokenizer.pad_token_id, batch_size)
+        logits = predict_dataset(self.predictor, TokenDataset(ids), self.tokenizer.pad_token_id, batch_size)
         logits = logits - logits.max(-1, keepdims=True)
         probs = np.exp(logits)
         return (probs / probs.sum(-1, keepdims=True)).astype(np.float32)

@@ -33,6 +33,23 @@ def file_error(path: str | Path, rule: str, problem: str, expected: str) -> Data
     return DataError(f"{path}: rule {rule} failed: {problem}; expected {expected}")
 
 
+def shorten(value: object, limit: int = 40) -> str:
+    """`value` as a string of at most `limit` characters (`...` marks a cut): what a message may echo
+    of a file's or a request's content, however long the line it came from."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def lone_surrogate(text: str) -> int | None:
+    """Where `text` holds a lone UTF-16 surrogate (JSON allows `"\\ud800"`), or None when it is valid
+    Unicode: no tokenizer can encode such a string."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        return err.start
+    return None
+
+
 def normalise_label(value: object) -> object:
     """A raw label as the label it means: 1.0 (from a float column) and "1" (from CSV) are both 1."""
     if isinstance(value, np.integer):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import json
 import os
 import shutil
 import time
@@ -26,17 +30,26 @@ def install(root: Path, model_dir: Path, version: int) -> None:
     write_json(root / "models" / "registry.json", {"production": version, "versions": [entry]})
 
 
-@pytest.fixture
-def client(tmp_path, tiny_teacher_dir):
+BASE = ["serve.variant=torch-fp32", "serve.threads=0", "api.max_texts=8", "api.max_chars=200", "api.flush_rows=5"]
+
+
+@contextlib.contextmanager
+def serving(root: Path, model_dir: Path, *overrides: str, raise_server_exceptions: bool = True):
+    """A TestClient on the API of a workspace at `root` whose production model is `model_dir`."""
     from fastapi.testclient import TestClient
 
     from tasks.api import create_app
 
-    install(tmp_path, tiny_teacher_dir, 1)
-    cfg = load_config(REPO / "params.yaml", ["serve.variant=torch-fp32", "serve.threads=0", "api.max_texts=8",
-                                             "api.max_chars=200", "api.flush_rows=5"])
-    with TestClient(create_app(cfg, Paths(tmp_path))) as c:
-        c.root = tmp_path
+    install(root, model_dir, 1)
+    cfg = load_config(REPO / "params.yaml", [*BASE, *overrides])
+    with TestClient(create_app(cfg, Paths(root)), raise_server_exceptions=raise_server_exceptions) as c:
+        c.root = root
+        yield c
+
+
+@pytest.fixture
+def client(tmp_path, tiny_teacher_dir):
+    with serving(tmp_path, tiny_teacher_dir) as c:
         yield c
 
 
@@ -77,12 +90,14 @@ def test_health_and_model(client):
     assert info["labels"] == ["negative", "positive"]
 
 
-def test_concurrent_requests_are_answered_and_logged(client):
+def test_concurrent_requests_are_answered_and_logged(tmp_path, tiny_teacher_dir):
     texts = [f"film number {i} was fine" for i in range(12)]
-    with ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(lambda t: client.post("/predict", json={"text": t}), texts))
-    assert all(a.status_code == 200 for a in answers)
-    assert log_rows(client.root) >= 10  # flushed every api.flush_rows = 5 rows; the rest at shutdown
+    with serving(tmp_path, tiny_teacher_dir) as client:
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda t: client.post("/predict", json={"text": t}), texts))
+        assert all(a.status_code == 200 for a in answers)
+        assert log_rows(tmp_path) >= 5  # flushed once api.flush_rows = 5 rows are buffered ...
+    assert log_rows(tmp_path) == 12  # ... and the rest at shutdown
 
 
 def test_log_is_flushed_at_shutdown(tmp_path, tiny_teacher_dir):
@@ -106,3 +121,81 @@ def test_a_newly_promoted_model_is_served_without_restart(client, tiny_teacher_d
     os.utime(registry, ns=(time.time_ns(), time.time_ns() + 10**9))  # a coarse-mtime filesystem still sees it
     assert client.post("/predict", json={"text": "good"}).json()["model_version"] == 2
     assert client.get("/model").json()["version"] == 2
+
+
+def post_together(client, bodies: list[bytes]) -> list:
+    """POST the bodies at once (batch_wait_ms is long in these tests, so they share one batch)."""
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(lambda b: client.post("/predict", content=b,
+                                                   headers={"content-type": "application/json"}), bodies))
+
+
+GOOD = [b'{"text": "a great film"}', b'{"texts": ["dull", "warm and funny"]}', b'{"text": "the plot is slow"}']
+
+
+def test_a_lone_surrogate_fails_only_its_own_request(tmp_path, tiny_teacher_dir):
+    # JSON allows "\ud800"; Python keeps it as a lone surrogate, which the tokenizer cannot encode.
+    poisoned = b'{"texts": ["fine", "a \\ud800 b"]}'
+    with serving(tmp_path, tiny_teacher_dir, "api.batch_wait_ms=300", raise_server_exceptions=False) as c:
+        answers = post_together(c, [*GOOD, poisoned])
+        assert [a.status_code for a in answers] == [200, 200, 200, 422], [a.text for a in answers]
+        assert "text 1" in answers[-1].json()["error"] and "surrogate" in answers[-1].json()["error"]
+        assert [len(a.json()["predictions"]) for a in answers[:3]] == [1, 2, 1]
+        assert c.post("/predict", json={"text": "a great film"}).status_code == 200
+
+
+def test_an_error_inside_a_batch_fails_only_the_request_it_belongs_to(tmp_path, tiny_teacher_dir, tiny_tokenizer):
+    # A token of the poisoned text that no good text has.
+    good = {i for b in GOOD for t in json.loads(b).get("texts", [json.loads(b).get("text")])
+            for i in tiny_tokenizer(t)["input_ids"]}
+    poison = next(i for i in tiny_tokenizer("an awful movie")["input_ids"] if i not in good)
+    with serving(tmp_path, tiny_teacher_dir, "api.batch_wait_ms=300", raise_server_exceptions=False) as c:
+        predictor = c.app.state.batcher.model.predictor
+        real = predictor.predict_logits
+
+        def fragile(input_ids, attention_mask):  # a model that breaks on one input, whatever batch it is in
+            if (input_ids == poison).any():
+                raise RuntimeError("kernel failed")
+            return real(input_ids, attention_mask)
+        predictor.predict_logits = fragile
+        answers = post_together(c, [*GOOD, b'{"text": "an awful movie"}'])
+        assert [a.status_code for a in answers] == [200, 200, 200, 500], [a.text for a in answers]
+        assert "RuntimeError" in answers[-1].json()["error"]
+
+
+def test_version_and_probabilities_come_from_the_same_model(client):
+    # A hot reload that lands while a batch runs must not give the new version the old model's answer.
+    batcher = client.app.state.batcher
+    old = batcher.model
+    new = dataclasses.replace(old, version=99, labels=["spam", "ham"])
+    real = old.predictor.predict_logits
+
+    def reload_midway(input_ids, attention_mask):
+        batcher.model = new
+        return real(input_ids, attention_mask)
+    old.predictor.predict_logits = reload_midway
+    body = client.post("/predict", json={"text": "a great film"}).json()
+    assert body["model_version"] == 1
+    assert set(body["predictions"][0]["probabilities"]) == {"negative", "positive"}
+
+
+def test_the_log_is_written_off_the_event_loop(tmp_path, tiny_teacher_dir, monkeypatch):
+    from tasks import api
+
+    on_loop = []
+    real = api.write_part
+
+    def spy(*args, **kwargs):  # Parquet on the event loop would stall every request meanwhile
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(api, "write_part", spy)
+    with serving(tmp_path, tiny_teacher_dir) as c:  # api.flush_rows=5
+        assert c.post("/predict", json={"texts": [f"film {i}" for i in range(6)]}).status_code == 200
+        assert on_loop == [False]
+        assert c.post("/predict", json={"text": "one more"}).status_code == 200
+    assert on_loop == [False, False]  # the shutdown flush too
+    assert log_rows(tmp_path) == 7
