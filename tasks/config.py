@@ -166,6 +166,9 @@ class ScoreConfig:
     text_column: str = "text"
     label_column: str = "label"  # used when a file has it (true labels for drift quality checks)
     batch_size: int = 64  # texts per forward pass
+    # A file is scored only once its size and modification time held still this long: a file
+    # another process is still writing is left for the next run (writing then renaming is safer).
+    settle_seconds: float = 5.0
 
 
 @dataclass
@@ -376,6 +379,8 @@ def _check(cfg: Config) -> None:
     unknown = set(dr.strong) - set(DRIFT_SIGNALS)
     if unknown:
         raise ConfigError(f"drift.strong: unknown signal(s) {sorted(unknown)}; expected some of {list(DRIFT_SIGNALS)}")
+    if cfg.score.settle_seconds < 0:
+        raise ConfigError(f"score.settle_seconds: expected >= 0 (0: take files at once), got {cfg.score.settle_seconds}")
     if cfg.api.max_texts < 1 or cfg.api.max_chars < 1 or cfg.api.max_batch < 1:
         raise ConfigError("api.max_texts, api.max_chars, api.max_batch: expected >= 1")
     rt = cfg.retrain

@@ -5,11 +5,17 @@ Each new file (CSV, TSV, JSONL or Parquet; a label column optional) is read, val
 `.reason.json` beside it) or scored by `models/production/` and written to the production log:
 `data/production/date=YYYY-MM-DD/part-<file sha256>.parquet`, one part per file, written atomically.
 
+Only complete files: a file is taken once its size and modification time held still for
+`score.settle_seconds` (a file younger than that is watched that long, and left for the next run if
+it changed meanwhile), and it must not change while it is read. Safest for a writer is to write
+`name.csv.part` (or `.name.csv`, or `name.tmp`: all ignored) and rename it when done.
+
 Exactly once, even across crashes: a file is recorded in `data/production/scored.json` (keyed by
 `<sha256>:<name>`) only after its part is in place. On a restart a file whose part exists (found by
 its name, the file's hash) but is not recorded is recorded without being scored again; a crash
 before the part was renamed into place left nothing behind but a temporary, removed on the next run.
-The same bytes under another name are recorded as a duplicate and never logged twice.
+The same bytes under another name are recorded as a duplicate and never logged twice; a file whose
+content changed after it was logged is quarantined, never logged again.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import datetime
 import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,15 +161,22 @@ def quarantine(path: Path, incoming: Path, reasons: list[str], report: dict | No
     return target
 
 
-def score_file(path: Path, model: ProductionModel, cfg: Config, paths: Paths, sha: str) -> dict:
-    """Validate and score one file; returns its scored.json record ({"status": "scored" | "quarantined"})."""
+def score_file(path: Path, model: ProductionModel, cfg: Config, paths: Paths, sha: str,
+               signature: tuple[int, int] | None = None) -> dict:
+    """Validate and score one file; returns its scored.json record ({"status": "scored" | "quarantined"
+    | "pending"}). Pending: the file changed since `signature` was taken (before hashing), so what was
+    read may not be what `sha` names; nothing is written and the next run takes it again."""
     from tasks.validate import validate_batch
 
     try:
         frame, labelled = read_batch(path, cfg)
     except DataError as err:
+        if signature is not None and _signature(path) != signature:
+            return {"status": "pending"}
         quarantine(path, path.parent, [str(err)])
         return {"status": "quarantined", "errors": [str(err)]}
+    if signature is not None and _signature(path) != signature:
+        return {"status": "pending"}
     if labelled:  # class ids (0, 1.0, "1") as the model's label names; anything else is validated as read
         frame = frame.assign(label=frame["label"].map(_label_name(model.labels)))
     result = validate_batch(frame, cfg, model.labels if labelled else None, str(path), tokenizer=model.tokenizer)
@@ -187,31 +201,75 @@ def _label_name(labels: list[str]):
 
 
 def new_files(incoming: Path) -> list[Path]:
-    """The files waiting in `incoming` (not in its subfolders), by name."""
+    """The files waiting in `incoming` (not in its subfolders), by name.
+
+    Only data suffixes count: a file being written as `x.csv.part`, `x.tmp` or `.x.csv` is ignored.
+    """
     if not incoming.is_dir():
         return []
     return sorted(p for p in incoming.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES
                   and not p.name.startswith("."))
 
 
+def _signature(path: Path) -> tuple[int, int] | None:
+    """(size, mtime in ns): what changes while a file is written; None once it is gone."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def settled(files: list[Path], seconds: float) -> tuple[list[Path], list[Path]]:
+    """Split files into (complete, still being written).
+
+    A file whose last change is older than `seconds` is complete. Younger ones are watched for
+    `seconds` (once, for all of them): those whose size and mtime held still are complete too.
+    """
+    if seconds <= 0 or not files:
+        return list(files), []
+    before = {p: _signature(p) for p in files}
+    now = time.time_ns()
+    young = {p for p, sig in before.items() if sig is None or now - sig[1] < seconds * 1e9}
+    if young:
+        time.sleep(seconds)
+    moving = {p for p in young if before[p] is None or _signature(p) != before[p]}
+    return [p for p in files if p not in moving], [p for p in files if p in moving]
+
+
+def changed_since_scored(record: dict, path: Path, sha: str) -> dict | None:
+    """The record of an earlier version of this file name, if its content has changed since it was logged."""
+    return next((e for e in record.values() if e.get("file") == path.name and e.get("sha256") != sha
+                 and e.get("status") in ("scored", "duplicate")), None)
+
+
 def score(cfg: Config, paths: Paths) -> dict:
-    """Score every new file in `score.incoming`; writes data/production/ and moves bad files aside.
+    """Score every new, complete file in `score.incoming`; writes data/production/ and moves bad files aside.
 
     Returns:
         {"scored": [...names], "quarantined": [...], "skipped": [...] (already scored),
-         "recovered": [...] (part found from an interrupted run), "rows": rows appended}.
+         "recovered": [...] (part found from an interrupted run), "pending": [...] (still being
+         written: left for the next run), "rows": rows appended}.
     """
     incoming = paths.root / cfg.score.incoming
-    summary: dict = {"scored": [], "quarantined": [], "skipped": [], "recovered": [], "rows": 0}
-    files = new_files(incoming)
+    summary: dict = {"scored": [], "quarantined": [], "skipped": [], "recovered": [], "pending": [], "rows": 0}
     with stage_log("score") as info:
+        files, pending = settled(new_files(incoming), cfg.score.settle_seconds)
+        summary["pending"] = [p.name for p in pending]
         record = read_json(scored_path(paths)) if scored_path(paths).is_file() else {}
         model = None
         for path in files:
-            sha = hash_file(path)
+            signature, sha = _signature(path), hash_file(path)
             key = f"{sha}:{path.name}"
             if key in record:
                 summary["skipped"].append(path.name)
+                continue
+            earlier = changed_since_scored(record, path, sha)
+            if earlier is not None:
+                quarantine(path, incoming, [f"{path.name}: content changed after it was scored at {earlier.get('time')} "
+                                            f"(sha256 {earlier['sha256'][:12]} -> {sha[:12]}); a file is scored once: "
+                                            "give new rows a new file"])
+                summary["quarantined"].append(path.name)
                 continue
             part = find_part(paths, sha)
             if part is not None:  # the same bytes under another name, or a run that died before recording it
@@ -223,10 +281,10 @@ def score(cfg: Config, paths: Paths) -> dict:
                 for stale in production_log_dir(paths).glob("date=*"):
                     remove_stale_temps(stale / f"part-{sha}.parquet")
                 model = model or load_production(cfg, paths)
-                entry = score_file(path, model, cfg, paths, sha)
-                if entry["status"] == "quarantined":
-                    summary["quarantined"].append(path.name)
-                    continue  # the file has left incoming/: nothing to record
+                entry = score_file(path, model, cfg, paths, sha, signature)
+                if entry["status"] in ("quarantined", "pending"):
+                    summary[entry["status"]].append(path.name)
+                    continue  # quarantined: the file has left incoming/; pending: the next run takes it
                 summary["scored"].append(path.name)
                 summary["rows"] += entry["rows"]
             entry.update(file=path.name, sha256=sha, model_version=model.version if model else None,
@@ -235,9 +293,12 @@ def score(cfg: Config, paths: Paths) -> dict:
             write_json(scored_path(paths), record)
         info["read"].append(incoming)
         info["wrote"].append(production_log_dir(paths))
-        log.info("[score] %d file(s) scored (%d rows), %d quarantined, %d already scored, %d recovered",
+        if summary["pending"]:
+            log.warning("[score] still being written, left for the next run (score.settle_seconds=%s): %s",
+                        cfg.score.settle_seconds, ", ".join(summary["pending"]))
+        log.info("[score] %d file(s) scored (%d rows), %d quarantined, %d already scored, %d recovered, %d pending",
                  len(summary["scored"]), summary["rows"], len(summary["quarantined"]), len(summary["skipped"]),
-                 len(summary["recovered"]))
+                 len(summary["recovered"]), len(summary["pending"]))
     return summary
 
 

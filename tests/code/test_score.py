@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +37,7 @@ def ws(tmp_path, tiny_teacher_dir):
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_config(REPO / "params.yaml", ["serve.variant=torch-fp32", "serve.threads=0"])
+    return load_config(REPO / "params.yaml", ["serve.variant=torch-fp32", "serve.threads=0", "score.settle_seconds=0"])
 
 
 def incoming(paths: Paths) -> Path:
@@ -131,5 +133,75 @@ def test_cli_score(ws, cfg):
 
     pd.DataFrame({"text": TEXTS}).to_csv(incoming(ws) / "e.csv", index=False)
     assert main(["--params", str(REPO / "params.yaml"), "--root", str(ws.root), "-S", "serve.variant=torch-fp32",
-                 "score"]) == 0
+                 "-S", "score.settle_seconds=0.2", "score"]) == 0
     assert len(log_frame(ws)) == 4
+
+
+def jsonl(texts: list[str]) -> str:
+    return "".join(json.dumps({"text": t}) + "\n" for t in texts)
+
+
+def test_a_file_still_being_written_waits_and_a_changed_one_is_never_scored_twice(ws):
+    from tasks.cli import main
+    from tasks.score import scored_path
+
+    growing = incoming(ws) / "stream.jsonl"
+    growing.write_text(jsonl(TEXTS[:1]))
+    stop = threading.Event()
+
+    def writer():  # another process appending to the file, a row every 20 ms
+        while not stop.wait(0.02):
+            with open(growing, "a") as fh:
+                fh.write(jsonl(TEXTS[1:2]))
+    thread = threading.Thread(target=writer)
+    thread.start()
+    args = ["--params", str(REPO / "params.yaml"), "--root", str(ws.root), "-q", "-S", "serve.variant=torch-fp32",
+            "-S", "score.settle_seconds=0.3", "score"]
+    try:
+        assert main(args) == 0
+        assert log_frame(ws).empty and not scored_path(ws).exists()  # left for the next run
+    finally:
+        stop.set()
+        thread.join()
+    rows = len(growing.read_text().splitlines())
+    assert main(args) == 0
+    assert len(log_frame(ws)) == rows  # the whole file, once complete
+
+    with open(growing, "a") as fh:  # the writer comes back after the file was scored
+        fh.write(jsonl(TEXTS[2:]))
+    time.sleep(0.35)
+    assert main(args) == 0
+    assert len(log_frame(ws)) == rows  # not scored again ...
+    reason = json.loads((incoming(ws) / "quarantine" / "stream.jsonl.reason.json").read_text())
+    assert "changed after it was scored" in reason["errors"][0]  # ... but quarantined, with why
+    assert not growing.exists()
+
+
+def test_a_file_that_changes_while_it_is_read_is_left_for_the_next_run(ws, cfg, monkeypatch):
+    import tasks.score as score_mod
+
+    path = incoming(ws) / "f.csv"
+    pd.DataFrame({"text": TEXTS[:2]}).to_csv(path, index=False)
+    real = score_mod.read_batch
+
+    def read_then_append(p, c):  # the writer was not done after all
+        out = real(p, c)
+        with open(p, "a") as fh:
+            fh.write("one more row\n")
+        return out
+    monkeypatch.setattr(score_mod, "read_batch", read_then_append)
+    assert score_mod.score(cfg, ws)["pending"] == ["f.csv"]
+    assert log_frame(ws).empty and not score_mod.scored_path(ws).exists()
+    monkeypatch.setattr(score_mod, "read_batch", real)
+    assert score_mod.score(cfg, ws)["scored"] == ["f.csv"] and len(log_frame(ws)) == 3
+
+
+def test_files_being_written_by_name_are_ignored(ws, cfg):
+    from tasks.score import score
+
+    for name in ("a.csv.part", "b.tmp", ".c.csv"):
+        pd.DataFrame({"text": TEXTS}).to_csv(incoming(ws) / name, index=False)
+    result = score(cfg, ws)
+    assert result["scored"] == result["quarantined"] == result["pending"] == []
+    assert sorted(p.name for p in incoming(ws).iterdir()) == [".c.csv", "a.csv.part", "b.tmp"]
+
