@@ -149,15 +149,37 @@ def read_batch(path: Path, cfg: Config) -> tuple[pd.DataFrame, bool]:
 
 
 def quarantine(path: Path, incoming: Path, reasons: list[str], report: dict | None = None) -> Path:
-    """Move a bad file to incoming/quarantine/ with `<name>.reason.json` beside it; returns its new path."""
+    """Move a bad file to incoming/quarantine/ with `<name>.reason.json` beside it; returns its new path.
+
+    A name already taken there (an earlier bad file of the same name) is never overwritten: this file
+    then becomes `<stem>.<UTC time>-<sha256[:8]><suffix>`, with its own `.reason.json`.
+    """
     folder = incoming / "quarantine"
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / path.name
-    write_json(folder / f"{path.name}.reason.json", {
-        "file": path.name, "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    target = _free_name(folder, path)
+    write_json(folder / f"{target.name}.reason.json", {
+        "file": path.name, "quarantined_as": target.name,
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "errors": reasons, "validation": report})
     shutil.move(str(path), target)
-    log.warning("[score] quarantined %s: %s", path.name, "; ".join(reasons))
+    log.warning("[score] quarantined %s%s: %s", path.name, f" as {target.name}" if target.name != path.name else "",
+                "; ".join(reasons))
+    return target
+
+
+def _free_name(folder: Path, path: Path) -> Path:
+    """`folder/<name>` when neither it nor its reason file exists, else a name made unique by time and hash."""
+    def taken(target: Path) -> bool:
+        return target.exists() or target.with_name(f"{target.name}.reason.json").exists()
+
+    target = folder / path.name
+    if not taken(target):
+        return target
+    stamp = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{hash_file(path)[:8]}"
+    target, n = folder / f"{path.stem}.{stamp}{path.suffix}", 1
+    while taken(target):  # the same bytes quarantined twice within a second
+        n += 1
+        target = folder / f"{path.stem}.{stamp}-{n}{path.suffix}"
     return target
 
 

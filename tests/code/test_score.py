@@ -205,3 +205,20 @@ def test_files_being_written_by_name_are_ignored(ws, cfg):
     assert result["scored"] == result["quarantined"] == result["pending"] == []
     assert sorted(p.name for p in incoming(ws).iterdir()) == [".c.csv", "a.csv.part", "b.tmp"]
 
+
+def test_a_second_bad_file_of_the_same_name_keeps_the_first(ws, cfg):
+    from tasks.score import score
+
+    bad = incoming(ws) / "batch.csv"
+    bad.write_text("review\nfirst bad file\n")
+    assert score(cfg, ws)["quarantined"] == ["batch.csv"]
+    bad.write_text("text,label\nsecond bad file,maybe\n")
+    assert score(cfg, ws)["quarantined"] == ["batch.csv"]
+    quarantine = incoming(ws) / "quarantine"
+    files = sorted(p.name for p in quarantine.iterdir() if not p.name.endswith(".reason.json"))
+    assert len(files) == 2 and "batch.csv" in files
+    contents = {(quarantine / f).read_text() for f in files}
+    assert contents == {"review\nfirst bad file\n", "text,label\nsecond bad file,maybe\n"}
+    reasons = [json.loads((quarantine / f"{f}.reason.json").read_text()) for f in files]
+    assert sorted("no column 'text'" in r["errors"][0] for r in reasons) == [False, True]
+    assert all(r["file"] == "batch.csv" for r in reasons)
