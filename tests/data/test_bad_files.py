@@ -72,8 +72,10 @@ CASES = [
      "'review number 0 of a boring film', row 22: 'review number 1 of a wonderful film', row 23: 'review number 2 "
      "of a boring film'); expected at most validate.max_duplicate_share=0.05 of rows (ingest drops repeats below "
      "that)"),
-    ("ragged_rows.csv", [], "rule file_readable failed: cannot be read as CSV (Error tokenizing data. C error: "
-     "Expected 2 fields in line 16, saw 3); expected a well-formed CSV file"),
+    ("ragged_rows.csv", [], "rule row_fields failed: row 15 (line 16) has 3 fields but the header has 2: an "
+     "unquoted ',' inside a text?; expected at most 2 fields a row (a text with a ',' in double quotes)"),
+    ("extra_commas.csv", [], "rule row_fields failed: row 1 (line 2) has 4 fields but the header has 2: an "
+     "unquoted ',' inside a text?; expected at most 2 fields a row (a text with a ',' in double quotes)"),
     ("unbalanced_quote.csv", [], "rule file_readable failed: cannot be read as CSV (Error tokenizing data. C error: "
      "EOF inside string starting at row 11); expected a well-formed CSV file"),
     ("truncated.jsonl", [], "rule file_readable failed: line 41 is not valid JSON (Unterminated string starting at: "

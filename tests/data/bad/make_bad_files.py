@@ -54,6 +54,8 @@ def main() -> None:
         "leak_train.csv": csv_text(good_rows(80)[:60]),
         "leak_test.csv": csv_text(good_rows(80)[50:]),
         "ragged_rows.csv": csv_text(rows[:14] + [("a dull, slow film", "negative")] + rows[15:]),
+        # Every row with the same two unquoted commas: pandas would make the leading fields an index.
+        "extra_commas.csv": csv_text([(f"{t.replace(' of a ', ', of a ')}, really", lab) for t, lab in rows]),
         "unbalanced_quote.csv": csv_text(rows[:10] + [('"a film that never ends', "negative")] + rows[11:]),
         "truncated.jsonl": "".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows)
         + '{"text": "the last review, cut off in the mid',

@@ -1,0 +1,92 @@
+"""Hostile input through the real doors: files dropped for scoring and retraining, and ingest's CLI.
+
+Each test is one way real files go wrong that the tidy broken files of tests/data/bad/ did not
+cover: unquoted commas in every row, ...
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tasks.cli import main
+from tasks.config import load_config
+from tasks.storage import Paths, write_json
+
+REPO = Path(__file__).resolve().parents[2]
+BAD = Path(__file__).resolve().parent / "bad"
+ROW_FIELDS = ("rule row_fields failed: row 1 (line 2) has 4 fields but the header has 2: an unquoted ',' inside a "
+              "text?; expected at most 2 fields a row (a text with a ',' in double quotes)")
+
+
+@pytest.fixture
+def ws(tmp_path: Path, tiny_teacher_dir: Path) -> Paths:
+    """A workspace whose production model (version 1) is the tiny teacher, with empty drop folders."""
+    shutil.copytree(tiny_teacher_dir, tmp_path / "models" / "production")
+    entry = {"version": 1, "model_hash": "tiny"}
+    write_json(tmp_path / "models" / "production" / "production.json", entry)
+    write_json(tmp_path / "models" / "registry.json", {"production": 1, "versions": [entry]})
+    (tmp_path / "data" / "incoming" / "labelled").mkdir(parents=True)
+    return Paths(tmp_path)
+
+
+def cli(root: Path, *args: str) -> int:
+    return main(["--params", str(REPO / "params.yaml"), "--root", str(root), "-q", *args])
+
+
+def reason(folder: Path, name: str) -> str:
+    return json.loads((folder / "quarantine" / f"{name}.reason.json").read_text())["errors"][0]
+
+
+def test_extra_commas_in_every_row_quarantine_a_scored_batch(ws: Paths, capsys) -> None:
+    incoming = ws.root / "data" / "incoming"
+    shutil.copy(BAD / "extra_commas.csv", incoming / "batch.csv")
+    assert cli(ws.root, "-S", "score.settle_seconds=0", "-S", "serve.variant=torch-fp32", "score") == 0
+    assert json.loads(capsys.readouterr().out)["quarantined"] == ["batch.csv"]
+    assert reason(incoming, "batch.csv") == f"{incoming / 'batch.csv'}: {ROW_FIELDS}"
+    assert not (ws.root / "data" / "production").exists() or not list((ws.root / "data" / "production").rglob("*.parquet"))
+
+
+def test_extra_commas_in_every_row_quarantine_a_labelled_batch(ws: Paths, tiny_tokenizer) -> None:
+    from tasks.retrain import gather_labelled
+
+    labelled = ws.root / "data" / "incoming" / "labelled"
+    shutil.copy(BAD / "extra_commas.csv", labelled / "batch.csv")
+    cfg = load_config(REPO / "params.yaml")
+    rows, batches = gather_labelled(cfg, ws, ["negative", "positive"], tiny_tokenizer, set())
+    assert rows.empty and [b["status"] for b in batches] == ["quarantined"]
+    assert reason(labelled, "batch.csv") == f"{labelled / 'batch.csv'}: {ROW_FIELDS}"
+
+
+def test_a_wide_row_that_opens_a_later_chunk_is_caught(tmp_path: Path, tiny_teacher_dir: Path, capsys,
+                                                        monkeypatch) -> None:
+    import tasks.tables
+
+    # pandas keeps a wide row's first fields without a word when the row opens a chunk after the first.
+    monkeypatch.setattr(tasks.tables, "CHUNK_ROWS", 10)
+    texts = [f"review number {i} of a {'good' if i % 2 else 'bad'} film" for i in range(40)]
+    labels = ["positive" if i % 2 else "negative" for i in range(40)]
+    lines = [f"{t},{lab}" for t, lab in zip(texts, labels)]
+    lines[10] = "review number 10, of a bad film,negative"  # row 11: the first row of the second chunk
+    path = tmp_path / "train.csv"
+    path.write_text("text,label\n" + "\n".join(lines) + "\n")
+    code = cli(tmp_path, "-S", f"teacher.model={tiny_teacher_dir}", "-S", "ingest.source=files",
+               "-S", f"ingest.files.train={path}", "ingest")
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {path}: rule row_fields failed: row 11 (line 12) has 3 fields but the header has 2: an unquoted ',' "
+        "inside a text?; expected at most 2 fields a row (a text with a ',' in double quotes)"]
+    assert not (tmp_path / "data" / "processed").exists()
+
+
+def test_rows_with_fewer_fields_are_read_as_missing_values(tmp_path: Path) -> None:
+    from tasks.tables import read_table
+
+    path = tmp_path / "short.csv"
+    path.write_text("text,label\na fine film,positive\nno label here\n")
+    frame = read_table(path, "text", "label")
+    assert frame["text"].tolist() == ["a fine film", "no label here"] and frame["label"].isna().tolist() == [False, True]
