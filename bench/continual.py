@@ -121,7 +121,7 @@ def main() -> None:
     from tasks.cli import setup_logging
     from tasks.config import load_config
     from tasks.storage import Paths, hash_dir
-    from tasks.versions import rollback
+    from tasks.registry import rollback
 
     setup_logging(quiet=False)
     torch.set_num_threads(args.threads)

@@ -9,8 +9,11 @@ replay → old/new evaluation → champion/challenger → DVC version). It start
 
 At most one retraining runs at a time: the deployment's concurrency limit of 1 queues further
 runs, the workspace slot (flows/training.py) makes it wait for a training-pipeline run, and the
-workspace's retraining lock (tasks/versions.py) skips a cycle started while another one, say from
-the CLI, holds it, with a log line naming the holder.
+workspace's cycle lock (tasks/registry.py) skips a cycle started while another one, say from the
+CLI, holds it (`CycleRunning`), with a log line naming the holder.
+
+Who ran a cycle or a rollback (this flow run) is passed to the task functions as `source=`: setting
+it in os.environ would outlive the run in a long-lived worker and mislabel its later runs.
 
 `rollback` makes an earlier promoted version production again (optionally with its data snapshots);
 the API picks it up without a restart.
@@ -22,7 +25,6 @@ Run once without a server: `python -m flows.retrain [--trigger manual]` or
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -33,7 +35,6 @@ from prefect.states import Completed
 
 from flows.training import _run_source, workspace_slot
 from flows.workspace import Workspace
-from tasks.promote import SOURCE_ENV
 
 
 def cycle_markdown(report: dict) -> str:
@@ -62,19 +63,15 @@ def cycle_markdown(report: dict) -> str:
 def run_cycle(root: str, trigger: str, detail: str | None) -> dict:
     """One cycle in the workspace; a cycle already running elsewhere makes this one a logged skip."""
     from tasks.config import load_config
-    from tasks.errors import UserError
+    from tasks.registry import CycleRunning
     from tasks.retrain import retrain
     from tasks.storage import Paths
 
-    logger = get_run_logger()
-    os.environ[SOURCE_ENV] = _run_source()
     cfg = load_config(Path(root) / "params.yaml")
     try:
-        return retrain(cfg, Paths(Path(root)), trigger, detail)
-    except UserError as err:
-        if "another retraining or rollback is running" not in str(err):
-            raise
-        logger.warning("%s", err)
+        return retrain(cfg, Paths(Path(root)), trigger, detail, source=_run_source())
+    except CycleRunning as err:
+        get_run_logger().warning("%s", err)
         return {"status": "skipped", "promoted": False, "reason": str(err), "version": None, "trigger": trigger}
 
 
@@ -96,7 +93,8 @@ def retrain(trigger: str = "manual", detail: str | None = None):
     if "scores" in report:
         create_markdown_artifact(key="retrain-cycle", markdown=cycle_markdown(report),
                                  description=f"retraining cycle, version {report['version']}")
-    message = f"version {report['version']} {report['status']}: {report['reason']}"
+    message = (f"version {report['version']} {report['status']}: {report['reason']}" if report["version"] is not None
+               else f"{report['status']}: {report['reason']}")
     get_run_logger().info("%s", message)
     return Completed(message=message, data=report)
 
@@ -104,11 +102,11 @@ def retrain(trigger: str = "manual", detail: str | None = None):
 @task(name="rollback", cache_policy=NO_CACHE)
 def run_rollback(root: str, version: int, data: bool) -> dict:
     from tasks.config import load_config
+    from tasks.registry import rollback as do_rollback
     from tasks.storage import Paths
-    from tasks.versions import rollback as do_rollback
 
-    os.environ[SOURCE_ENV] = _run_source()
-    return do_rollback(load_config(Path(root) / "params.yaml"), Paths(Path(root)), version, data)
+    return do_rollback(load_config(Path(root) / "params.yaml"), Paths(Path(root)), version, data,
+                       source=_run_source())
 
 
 @flow(name="rollback", persist_result=True,
@@ -118,7 +116,8 @@ def rollback(version: int, data: bool = False):
     ws = Workspace.current()
     with workspace_slot(ws):
         result = run_rollback(str(ws.root), version, data)
-    message = f"production is version {version} again (was {result['previous']})"
+    message = (f"production is version {version} again (was {result['previous']})" if result["changed"]
+               else f"version {version} is already production: nothing changed")
     get_run_logger().info("%s", message)
     return Completed(message=message, data=result)
 

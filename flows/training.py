@@ -42,7 +42,7 @@ from flows.parameters import (
 )
 from flows.reports import PUBLISHERS, publish_failure, publish_validation
 from flows.workspace import GateFailed, StageFailed, Workspace, apply_overrides, describe, run_dvc_stage
-from tasks.promote import SOURCE_ENV
+from tasks.registry import SOURCE_ENV
 from tasks.storage import Paths, read_json
 
 PIPELINE = ("ingest", "validate", "teacher", "distill", "finetune", "evaluate", "promote")

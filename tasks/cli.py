@@ -49,7 +49,7 @@ OPERATIONS = {
     "api": ("tasks.api", "serve_api", "serve POST /predict, GET /health, GET /model on http://127.0.0.1:8000 "
             "(api.host, api.port)"),
     "summary": ("tasks.evaluate", "print_summary", "print the teacher-vs-student table of reports/metrics.json"),
-    "versions": ("tasks.versions", "list_versions", "list models/registry.json's versions (* = production)"),
+    "versions": ("tasks.registry", "list_versions", "list models/registry.json's versions (* = production)"),
 }
 
 
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             print(cycle_table(report) if "scores" in report else report["reason"], file=sys.stderr)
             print(json.dumps({k: report.get(k) for k in ("version", "status", "promoted", "reason")}, indent=2))
         elif args.command == "rollback":
-            from tasks.versions import rollback
+            from tasks.registry import rollback
 
             print(json.dumps(rollback(cfg, paths, args.version, args.data), indent=2, default=str))
         elif args.command in OPERATIONS:

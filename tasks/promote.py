@@ -6,37 +6,32 @@ is re-scored here rather than trusted from the day it was promoted, because the 
 changed since. Every decision, promoted or not, is appended to models/registry.json with its
 reason; a refused candidate leaves production untouched.
 
-The decision itself (`decide`) is a pure function of the scores; `promote` does the I/O.
+This module decides (`decide`, `check_learned`, `recheck`); tasks/registry.py writes the registry,
+production and the archive, and allocates the version number when it writes.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.config import Config
 from tasks.errors import DataError
+from tasks.registry import (
+    STAMP,
+    Transaction,
+    lineage,
+    new_entry,
+    production_dir,
+    read_registry,
+    registry_path,
+    run_source,
+    transaction,
+)
 from tasks.storage import Paths, hash_dir, read_json, stage_log, write_json
 
 log = logging.getLogger("kd")
-
-STAMP = "production.json"  # inside models/production/: which registry version the folder holds
-# Who asked for the promotion, recorded in the registry; the Prefect flow sets it to its run.
-SOURCE_ENV = "KDISTILL_RUN_SOURCE"
-
-
-def production_dir(paths: Paths) -> Path:
-    """The folder the scoring side loads: a copy of the last promoted student."""
-    return paths.root / "models" / "production"
-
-
-def registry_path(paths: Paths) -> Path:
-    """models/registry.json: every promotion decision, in order."""
-    return paths.root / "models" / "registry.json"
 
 
 @dataclass(frozen=True)
@@ -82,17 +77,6 @@ def decide(candidate: dict, production: dict | None, gates: Gates) -> Decision:
                           f"- promote.tolerance {gates.tolerance} on the current test split")
 
 
-def read_registry(paths: Paths) -> dict:
-    """The registry, or an empty one: {"production": version | None, "versions": [...]}."""
-    path = registry_path(paths)
-    if not path.is_file():
-        return {"production": None, "versions": []}
-    try:
-        return read_json(path)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err}); restore it from git or DVC") from None
-
-
 def score_production(cfg: Config, paths: Paths, names: list[str]) -> dict | None:
     """Accuracy and macro-F1 of models/production/ on the current test split.
 
@@ -123,8 +107,6 @@ def score_production(cfg: Config, paths: Paths, names: list[str]) -> dict | None
 
 def learned_tests(paths: Paths, registry: dict) -> dict[str, Path]:
     """The new test splits of the retraining cycles production learned from (its lineage)."""
-    from tasks.versions import lineage
-
     tests = {}
     for entry in lineage(registry, registry.get("production")):
         snap = entry.get("data_snapshot")
@@ -163,32 +145,37 @@ def check_learned(cfg: Config, paths: Paths, names: list[str], tests: dict[str, 
     return None, scores
 
 
+def recheck(decision: Decision, judged_against: int | None, txn: Transaction) -> Decision:
+    """Under the write lock: a promotion stands only if production is still the model it was judged against."""
+    moved = txn.moved_since(judged_against) if decision.promote else None
+    return Decision(False, moved) if moved else decision
+
+
+def judge(cfg: Config, paths: Paths, metrics: dict, names: list[str], registry: dict) -> tuple[Decision, dict | None]:
+    """The gates in order: evaluate gate and production on the current test split, then the learned-data gate.
+
+    Returns:
+        (the decision, production's scores or None when there is no comparable production model).
+    """
+    production = score_production(cfg, paths, names)
+    decision = decide(metrics, production, Gates(cfg.evaluate.min_retention, cfg.promote.tolerance))
+    learned = learned_tests(paths, registry) if production is not None else {}
+    if decision.promote and learned:
+        refusal, production["learned"] = check_learned(cfg, paths, names, learned)
+        decision = refusal or decision
+    return decision, production
+
+
 def _entry(version: int, decision: Decision, metrics: dict, summary: dict, model_hash: str,
            production: dict | None, before: int | None) -> dict:
     s = metrics["student"]
-    return {
-        "version": version,
-        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "promoted": decision.promote,
-        "reason": decision.reason,
-        "metrics": {"accuracy": s["accuracy"], "f1_macro": s["f1_macro"], "retention": metrics["retention"],
-                    "latency_ms_b1": s["latency_ms_b1"], "size_mb": s["size_mb"], "test_rows": metrics["test_rows"]},
-        "production_before": {"version": before, **(production or {})},
-        "data_hash": summary.get("data_hash"),
-        "model_hash": model_hash,
-        "source": os.environ.get(SOURCE_ENV) or "kdistill promote",
-        "trigger": "pipeline",
-        "parent": before,
-    }
-
-
-def _install(paths: Paths, entry: dict) -> None:
-    """Archive models/student/ as models/versions/v<N>/ (rollback's source), then make it
-    models/production/ in one atomic swap, stamped with its entry."""
-    from tasks.versions import archive, install
-
-    entry.update(archive(paths, paths.student, entry["version"]))
-    install(paths, paths.student, entry)
+    return new_entry(
+        version, decision.promote, decision.reason, trigger="pipeline", source=run_source(None, "kdistill promote"),
+        parent=before,
+        metrics={"accuracy": s["accuracy"], "f1_macro": s["f1_macro"], "retention": metrics["retention"],
+                 "latency_ms_b1": s["latency_ms_b1"], "size_mb": s["size_mb"], "test_rows": metrics["test_rows"]},
+        production_before={"version": before, **(production or {})},
+        data_hash=summary.get("data_hash"), model_hash=model_hash)
 
 
 def promote(cfg: Config, paths: Paths) -> dict:
@@ -197,6 +184,9 @@ def promote(cfg: Config, paths: Paths) -> dict:
 
     Returns:
         reports/promote.json's content: promoted, version, production_version, reason, scores.
+
+    Raises:
+        LockBusy: another writer held the registry's write lock too long (nothing was written).
     """
     metrics_file = paths.reports / "metrics.json"
     needed_from = {metrics_file: "evaluate", paths.summary: "ingest", paths.student / "config.json": "finetune"}
@@ -213,22 +203,15 @@ def promote(cfg: Config, paths: Paths) -> dict:
             report = {"promoted": False, "version": current, "production_version": current,
                       "reason": f"models/student is already the production model (version {current})"}
         else:
-            production = score_production(cfg, paths, summary["labels"])
-            decision = decide(metrics, production, Gates(cfg.evaluate.min_retention, cfg.promote.tolerance))
-            learned = learned_tests(paths, registry) if production is not None else {}
-            if decision.promote and learned:
-                refusal, production["learned"] = check_learned(cfg, paths, summary["labels"], learned)
-                decision = refusal or decision
-            version = max((v["version"] for v in registry["versions"]), default=0) + 1
-            entry = _entry(version, decision, metrics, summary, model_hash, production, current)
+            decision, production = judge(cfg, paths, metrics, summary["labels"], registry)
+            with transaction(paths, "promote") as txn:
+                decision = recheck(decision, current, txn)
+                entry = _entry(txn.next_version(), decision, metrics, summary, model_hash, production, current)
+                txn.add(entry, paths.student if decision.promote else None)
             if decision.promote:
-                _install(paths, entry)
-                registry["production"] = version
                 info["wrote"] += [production_dir(paths), paths.root / "models" / "versions"]
-            registry["versions"].append(entry)
-            write_json(registry_path(paths), registry)
             info["wrote"].append(registry_path(paths))
-            report = {"promoted": decision.promote, "version": version, "production_version": registry["production"],
+            report = {"promoted": decision.promote, "version": entry["version"], "production_version": txn.production,
                       "reason": decision.reason, "candidate_accuracy": metrics["student"]["accuracy"],
                       "production_accuracy": (production or {}).get("accuracy")}
         write_json(paths.reports / "promote.json", report)

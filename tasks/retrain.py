@@ -21,17 +21,23 @@ and replaces production only when it is measurably better.
    forgets <= `max_forgetting` on the old one and passes the retention gate. A refused, failed or
    crashed cycle never touches production or the registry's `production`.
 
-Every cycle is version N of the registry, promoted or not. Its data snapshot (`data/cycles/vN/`)
-and models, checkpoints and report (`models/cycles/vN/`) are written atomically, then recorded with
-DVC (tasks/versions.py): `dvc add`, `dvc commit promote`, `dvc push`.
+Every cycle is version N of the registry, promoted or not. N is allocated when the cycle is written
+(tasks/registry.py, under the registry's write lock), so a pipeline promote landing meanwhile gets its
+own number: the cycle trains in temporary folders, which become its data snapshot (`data/cycles/vN/`)
+and its models, checkpoints and report (`models/cycles/vN/`) under that lock. Then DVC records them
+(tasks/versions.py): `dvc add`, `dvc commit promote`, `dvc push`. This module decides; the registry writes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
+import shutil
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -49,25 +55,36 @@ from tasks.core.student import build_student, num_layers
 from tasks.distill import make_step, student_layer_map
 from tasks.errors import DataError
 from tasks.models import load_classifier, load_tokenizer, prepare_torch, save_model
-from tasks.promote import SOURCE_ENV, Decision, production_dir, read_registry, registry_path
+from tasks.promote import Decision
+from tasks.registry import (
+    Transaction,
+    cycle_lock,
+    ensure_archived,
+    lineage,
+    new_entry,
+    now,
+    production_dir,
+    registry_path,
+    run_source,
+    transaction,
+)
 from tasks.storage import (
     Paths,
     atomic_path,
     hash_dir,
     hash_file,
-    remove_stale_temps,
     stage_log,
     write_json,
     write_parquet,
 )
-from tasks.versions import archive, ensure_archived, exclusive, install, lineage, now, record
+from tasks.versions import record
 
 log = logging.getLogger("kd")
 
 TRIGGERS = ("manual", "drift", "schedule")
 
 
-def cycle_dirs(paths: Paths, version: int) -> tuple[Path, Path]:
+def cycle_dirs(paths: Paths, version: int | str) -> tuple[Path, Path]:
     """(data/cycles/v<N>, models/cycles/v<N>): a cycle's data snapshot, and its models and report."""
     return paths.root / "data" / "cycles" / f"v{version}", paths.root / "models" / "cycles" / f"v{version}"
 
@@ -290,9 +307,48 @@ def teacher_gate(before: dict, after: dict, max_forgetting: float) -> Decision:
     return Decision(True, f"teacher passed: {text}")
 
 
+def settle(report: dict, judged_against: int | None, txn: Transaction) -> dict:
+    """Under the write lock: a promotion stands only if production is still the champion it beat."""
+    moved = txn.moved_since(judged_against) if report["promoted"] else None
+    return {**report, "status": "not promoted", "promoted": False, "reason": moved} if moved else report
+
+
 # ------------------------------------------------------------------------------------------ cycle
 
-def retrain(cfg: Config, paths: Paths, trigger: str = "manual", detail: str | None = None) -> dict:
+@contextlib.contextmanager
+def scratch_dirs(paths: Paths) -> Iterator[tuple[Path, Path]]:
+    """Temporary data and model folders for a cycle whose version is not allocated yet, next to the
+    cycle folders; removed unless `place_cycle` moved them into place."""
+    tag = uuid.uuid4().hex[:8]
+    folders = tuple(final.with_name(f".{final.name}.tmp-{tag}") for final in cycle_dirs(paths, "pending"))
+    for folder in folders:
+        # Only the cycle lock's holder writes below data/cycles and models/cycles: any temporary there
+        # now is what a killed cycle left.
+        for stale in folder.parent.glob(".*.tmp-*") if folder.parent.is_dir() else []:
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+        folder.mkdir(parents=True)
+    try:
+        yield folders
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def place_cycle(paths: Paths, version: int, scratch: tuple[Path, Path]) -> tuple[Path, Path]:
+    """Move a cycle's temporary folders to data/cycles/v<N>/ and models/cycles/v<N>/ (under the write lock:
+    N was just allocated, so anything already there is a crashed cycle's leftover, replaced)."""
+    finals = cycle_dirs(paths, version)
+    for tmp, final in zip(scratch, finals):
+        with atomic_path(final) as target:
+            os.replace(tmp, target)
+    return finals
+
+
+def retrain(cfg: Config, paths: Paths, trigger: str = "manual", detail: str | None = None,
+            source: str | None = None) -> dict:
     """Run one retraining cycle; see the module docstring.
 
     Args:
@@ -300,19 +356,21 @@ def retrain(cfg: Config, paths: Paths, trigger: str = "manual", detail: str | No
         paths: the workspace.
         trigger: manual | drift | schedule: why the cycle runs (recorded in the registry).
         detail: what triggered it, e.g. the drift report folder or the monitor's flow run.
+        source: who runs it, e.g. the Prefect flow run (recorded); default $KDISTILL_RUN_SOURCE or the CLI.
 
     Returns:
         reports/retrain.json's content: status ("promoted" | "not promoted" | "waiting for labels"),
-        version, reason, the scores table and the batches.
+        version (None while waiting for labels: nothing is written), reason, the scores table and the batches.
 
     Raises:
-        UserError: another retraining or rollback holds the workspace (the message says which).
+        CycleRunning: another retraining or rollback holds the workspace (the message says which).
+        LockBusy: another writer held the registry's write lock too long; the cycle's work is discarded.
         DataError: no production model, or a data snapshot of its lineage is missing.
     """
     rt = cfg.retrain
-    with exclusive(paths, f"retraining ({trigger})"), stage_log("retrain") as info:
+    with cycle_lock(paths, f"retraining ({trigger})"), stage_log("retrain") as info:
         prepare_torch(cfg.base.threads, cfg.base.seed)
-        registry = ensure_archived(paths, read_registry(paths))
+        registry = ensure_archived(paths, f"retraining ({trigger})")
         current = registry.get("production")
         if current is None or not (production_dir(paths) / "config.json").is_file():
             raise DataError(f"{production_dir(paths)}: no production model to retrain; run the pipeline first")
@@ -325,9 +383,8 @@ def retrain(cfg: Config, paths: Paths, trigger: str = "manual", detail: str | No
         old = old_data(paths, chain)
         seen = set(pd.concat([old[s]["text"] for s in old]))
         new_rows = new_rows[~new_rows["text"].isin(seen)].reset_index(drop=True)
-        version = max((v["version"] for v in registry["versions"]), default=0) + 1
-        base = {"version": version, "time": now(), "trigger": trigger, "detail": detail, "parent": current,
-                "batches": batches}
+        base = {"version": None, "time": now(), "trigger": trigger, "detail": detail, "parent": current,
+                "source": run_source(source, f"kdistill retrain ({trigger})"), "batches": batches}
         if len(new_rows) < rt.min_new_labelled:
             report = {**base, "status": "waiting for labels", "promoted": False,
                       "reason": f"{len(new_rows)} new labelled rows < retrain.min_new_labelled {rt.min_new_labelled}: "
@@ -338,23 +395,17 @@ def retrain(cfg: Config, paths: Paths, trigger: str = "manual", detail: str | No
         new = split_new(new_rows, rt.new_val_size, rt.new_test_size, cfg.base.seed)
         labelled_texts = seen | set(new_rows["text"])
         pool = unlabelled_texts(paths, chain[-1].get("time"), labelled_texts, rt.max_unlabelled, cfg.base.seed)
-        data_dir, model_dir = cycle_dirs(paths, version)
-        for folder in (data_dir, model_dir):
-            remove_stale_temps(folder)
         start = time.perf_counter()
-        with atomic_path(data_dir) as dtmp, atomic_path(model_dir) as mtmp:
-            dtmp.mkdir()
-            mtmp.mkdir()
-            report = run_cycle(cfg, paths, base, names, teacher_dir, new, old, pool, dtmp, mtmp)
+        with scratch_dirs(paths) as scratch:
+            report = run_cycle(cfg, paths, base, names, teacher_dir, new, old, pool, *scratch)
             report["seconds"] = round(time.perf_counter() - start, 1)
-            write_json(mtmp / "report.json", report)
-        entry = registry_entry(report, paths, data_dir, model_dir, teacher_dir)
-        if report["promoted"]:
-            entry.update(archive(paths, model_dir / "student", version))
-            install(paths, model_dir / "student", entry)
-            registry["production"] = version
-        registry["versions"].append(entry)
-        write_json(registry_path(paths), registry)  # the API reloads on this write
+            with transaction(paths, f"retraining ({trigger})") as txn:
+                report = {**settle(report, current, txn), "version": txn.next_version()}
+                data_dir, model_dir = place_cycle(paths, report["version"], scratch)
+                write_json(model_dir / "report.json", report)
+                txn.add(registry_entry(report, paths, data_dir, model_dir, teacher_dir),
+                        model_dir / "student" if report["promoted"] else None)
+        version = report["version"]
         write_json(paths.reports / "retrain.json", report)
         info["wrote"] += [data_dir, model_dir, registry_path(paths)]
         log.info("[retrain] version %d %s: %s", version, report["status"], report["reason"])
@@ -369,19 +420,16 @@ def registry_entry(report: dict, paths: Paths, data_dir: Path, model_dir: Path, 
     student = model_dir / "student"
     teacher = model_dir / "teacher" if (model_dir / "teacher").is_dir() else teacher_dir
     challenger = report.get("scores", {}).get("challenger", {})
-    return {
-        "version": report["version"], "time": report["time"], "promoted": report["promoted"],
-        "reason": report["reason"], "trigger": report["trigger"], "detail": report["detail"],
-        "source": report.get("source") or f"kdistill retrain ({report['trigger']})", "parent": report["parent"],
-        "data_snapshot": str(data_dir.relative_to(paths.root)), "data_hash": hash_dir(data_dir),
-        "models": str(model_dir.relative_to(paths.root)), "teacher": str(teacher.relative_to(paths.root)),
-        "cache_key": report.get("cache_key"),
-        "model_hash": hash_dir(student) if student.is_dir() else None,
-        "metrics": {"accuracy": challenger.get("all"), "old_accuracy": challenger.get("old"),
-                    "new_accuracy": challenger.get("new"), "forgetting": report.get("forgetting"),
-                    "gain": report.get("gain"), "retention": report.get("retention")},
-        "batches": report["batches"],
-    }
+    return new_entry(
+        report["version"], report["promoted"], report["reason"], trigger=report["trigger"], source=report["source"],
+        parent=report["parent"], time=report["time"], detail=report["detail"],
+        data_snapshot=str(data_dir.relative_to(paths.root)), data_hash=hash_dir(data_dir),
+        models=str(model_dir.relative_to(paths.root)), teacher=str(teacher.relative_to(paths.root)),
+        cache_key=report.get("cache_key"), model_hash=hash_dir(student) if student.is_dir() else None,
+        metrics={"accuracy": challenger.get("all"), "old_accuracy": challenger.get("old"),
+                 "new_accuracy": challenger.get("new"), "forgetting": report.get("forgetting"),
+                 "gain": report.get("gain"), "retention": report.get("retention")},
+        batches=report["batches"])
 
 
 def run_cycle(cfg: Config, paths: Paths, base: dict, names: list[str], teacher_dir: Path, new: dict, old: dict,
@@ -395,7 +443,7 @@ def run_cycle(cfg: Config, paths: Paths, base: dict, names: list[str], teacher_d
     for name, frame in (("new_train", new["train"]), ("new_val", new["val"]), ("new_test", new["test"]),
                         ("replay", replay), ("val", val)):
         write_parquet(data_out / f"{name}.parquet", frame)
-    report = {**base, "source": os.environ.get(SOURCE_ENV), "rows": {
+    report = {**base, "rows": {
         "new_train": len(new["train"]), "new_val": len(new["val"]), "new_test": len(new["test"]),
         "replay": len(replay), "old_test": len(old["test"]), "unlabelled_pool": len(pool)}}
     champion_tok = load_tokenizer(str(production_dir(paths)), key="models/production")

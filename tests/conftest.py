@@ -163,10 +163,9 @@ def retrain_ws(tmp_path, tiny_tokenizer, tiny_teacher_dir) -> Path:
 
     from tasks.core.student import build_student
     from tasks.models import load_classifier
-    from tasks.promote import registry_path
+    from tasks.registry import transaction
     from tasks.score import ProductionModel, log_rows, write_part
     from tasks.storage import Paths, write_json
-    from tasks.versions import archive, install
 
     root = tmp_path / "ws"
     paths = Paths(root)
@@ -182,9 +181,8 @@ def retrain_ws(tmp_path, tiny_tokenizer, tiny_teacher_dir) -> Path:
     tiny_tokenizer.save_pretrained(paths.student)
     entry = {"version": 1, "time": "2026-01-01T00:00:00+00:00", "promoted": True, "reason": "first",
              "trigger": "pipeline", "parent": None}
-    entry.update(archive(paths, paths.student, 1))
-    install(paths, paths.student, entry)
-    write_json(registry_path(paths), {"production": 1, "versions": [entry]})
+    with transaction(paths, "test workspace") as txn:  # archived, installed and registered as version 1
+        txn.add(entry, paths.student)
     batch = embedded_sample("tweets", 80, 1)
     (root / "data" / "incoming" / "labelled").mkdir(parents=True)
     batch.to_csv(root / "data" / "incoming" / "labelled" / "tweets-1.csv", index=False)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
 from tasks import promote as P
+from tasks import registry as R
 from tasks.config import Config
 from tasks.storage import Paths, hash_dir
 
@@ -50,7 +52,7 @@ def workspace(tmp_path, monkeypatch):
     paths.summary.write_text(json.dumps({"labels": ["negative", "positive"], "data_hash": "abc"}))
     scores = {"production": None}
     monkeypatch.setattr(P, "score_production", lambda cfg, p, names: scores["production"])
-    monkeypatch.setenv(P.SOURCE_ENV, "test")
+    monkeypatch.setenv(R.SOURCE_ENV, "test")
 
     def evaluate(acc: float) -> None:
         student = {"accuracy": acc, "f1_macro": acc, "latency_ms_b1": 1.0, "size_mb": 1.0}
@@ -66,10 +68,10 @@ def test_promote_installs_the_student_and_records_it(workspace):
     evaluate(0.8)
     report = P.promote(Config(), paths)
     assert report["promoted"] and report["version"] == report["production_version"] == 1
-    prod = P.production_dir(paths)
+    prod = R.production_dir(paths)
     assert (prod / "model.safetensors").read_bytes() == b"v1"
-    stamp = json.loads((prod / P.STAMP).read_text())
-    registry = json.loads(P.registry_path(paths).read_text())
+    stamp = json.loads((prod / R.STAMP).read_text())
+    registry = json.loads(R.registry_path(paths).read_text())
     assert registry["production"] == 1 and registry["versions"][0] == stamp
     assert stamp["data_hash"] == "abc" and stamp["source"] == "test" and stamp["metrics"]["accuracy"] == 0.8
 
@@ -78,15 +80,15 @@ def test_promote_refuses_a_worse_student_and_leaves_production_untouched(workspa
     paths, scores, evaluate = workspace
     evaluate(0.8)
     P.promote(Config(), paths)
-    before = hash_dir(P.production_dir(paths))
+    before = hash_dir(R.production_dir(paths))
     (paths.student / "model.safetensors").write_bytes(b"v2")
     evaluate(0.7)
     scores["production"] = {"accuracy": 0.8, "f1_macro": 0.8}
     report = P.promote(Config(), paths)
     assert not report["promoted"] and report["version"] == 2 and report["production_version"] == 1
     assert "candidate accuracy 0.7000 < production accuracy 0.8000" in report["reason"]
-    assert hash_dir(P.production_dir(paths)) == before
-    registry = json.loads(P.registry_path(paths).read_text())
+    assert hash_dir(R.production_dir(paths)) == before
+    registry = json.loads(R.registry_path(paths).read_text())
     assert registry["production"] == 1
     assert [(v["version"], v["promoted"]) for v in registry["versions"]] == [(1, True), (2, False)]
 
@@ -97,4 +99,31 @@ def test_the_production_model_itself_is_not_promoted_twice(workspace):
     P.promote(Config(), paths)
     report = P.promote(Config(), paths)
     assert not report["promoted"] and "already the production model" in report["reason"]
-    assert len(json.loads(P.registry_path(paths).read_text())["versions"]) == 1
+    assert len(json.loads(R.registry_path(paths).read_text())["versions"]) == 1
+
+
+def test_promote_waits_briefly_for_another_writer_then_fails_with_one_line(workspace, monkeypatch):
+    paths, _, evaluate = workspace
+    evaluate(0.8)
+    held, done = threading.Event(), threading.Event()
+
+    def writer():  # e.g. a retraining cycle writing its version
+        with R.transaction(paths, "retraining (drift)"):
+            held.set()
+            done.wait(60)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert held.wait(30)
+    monkeypatch.setattr(R, "WRITE_WAIT_S", 0.3)
+    try:
+        with pytest.raises(R.LockBusy, match=r"^\S+/models/.registry.lock: held for more than 0.3 s by pid \d+, since "
+                                             r"\S+, retraining \(drift\); nothing was written by this promote, run it "
+                                             r"again$"):
+            P.promote(Config(), paths)
+    finally:
+        done.set()
+        thread.join(60)
+    assert not R.registry_path(paths).exists() and not R.production_dir(paths).exists()
+    report = P.promote(Config(), paths)  # once the writer let go, the same promote goes through
+    assert report["promoted"] and report["version"] == 1

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tasks.errors import UserError
-from tasks.promote import production_dir, read_registry, registry_path
+from tasks.registry import production_dir, read_registry, registry_path
 from tasks.storage import Paths, hash_dir, hash_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -99,7 +99,7 @@ def test_replay_sample_is_deterministic_by_seed():
 
 def test_rollback_restores_exact_files(retrain_ws, retrain_cfg):
     from tasks.retrain import retrain
-    from tasks.versions import rollback
+    from tasks.registry import rollback
 
     paths = Paths(retrain_ws)
     v1 = hash_dir(production_dir(paths), "*.safetensors")
@@ -115,17 +115,21 @@ def test_rollback_restores_exact_files(retrain_ws, retrain_cfg):
     assert read_registry(paths)["events"][-1] == {**read_registry(paths)["events"][-1], "action": "rollback",
                                                   "from": 2, "to": 1}
     # the lineage follows production: version 1's memory no longer includes cycle 2's data
-    from tasks.versions import lineage
+    from tasks.registry import lineage
 
     assert [e["version"] for e in lineage(read_registry(paths), 1)] == [1]
 
 
 def test_rollback_refuses_unknown_or_tampered_versions(retrain_ws, retrain_cfg):
     from tasks.errors import DataError
-    from tasks.versions import rollback
+    from tasks.registry import rollback
+
+    from tasks.registry import transaction
 
     with pytest.raises(UserError, match="no version 9"):
         rollback(retrain_cfg, Paths(retrain_ws), 9)
+    with transaction(Paths(retrain_ws), "test") as txn:  # a version 2 in production, so that 1 is a real rollback
+        txn.add({"version": 2, "promoted": True, "reason": "test", "parent": 1}, Paths(retrain_ws).student)
     (retrain_ws / "models" / "versions" / "v1" / "config.json").write_text("{}")
     before = production_state(retrain_ws)
     with pytest.raises(DataError, match="differs from the registry"):
@@ -208,7 +212,7 @@ def test_the_api_serves_the_promoted_then_the_rolled_back_model_without_restart(
 
     from tasks.api import create_app
     from tasks.retrain import retrain
-    from tasks.versions import rollback
+    from tasks.registry import rollback
 
     paths = Paths(retrain_ws)
     serving = replace(retrain_cfg, serve=replace(retrain_cfg.serve, variant="torch-fp32", threads=0))
@@ -246,3 +250,76 @@ def test_the_pipeline_cannot_promote_a_student_that_forgot_what_retraining_taugh
     assert report["reason"].startswith("learned-data gate: candidate accuracy 0.6000 < production accuracy 0.9000")
     assert "data/cycles/v2/new_test.parquet" in report["reason"]
     assert production_state(retrain_ws)[0] == before[0] and read_registry(paths)["production"] == 2
+
+
+def test_a_pipeline_promote_during_a_cycle_gets_its_own_version_and_wins(retrain_ws, retrain_cfg, monkeypatch,
+                                                                          tiny_tokenizer):
+    import tasks.promote as pm
+    import tasks.retrain as rt
+    from tasks.core.student import build_student
+    from tasks.models import load_classifier
+    from tasks.storage import write_json
+
+    paths = Paths(retrain_ws)
+    teacher, _ = load_classifier(str(paths.teacher), ["negative", "positive"])
+    build_student(teacher, [1, 3]).save_pretrained(paths.student)  # a new pipeline candidate
+    student = {"accuracy": 1.0, "f1_macro": 1.0, "latency_ms_b1": 1.0, "size_mb": 1.0}
+    write_json(paths.reports / "metrics.json", {"retention": 1.0, "student": student, "test_rows": 40})
+    monkeypatch.setattr(pm, "score_production", lambda *a: {"accuracy": 0.5, "f1_macro": 0.5})
+    started, release, results = threading.Event(), threading.Event(), {}
+    real = rt.run_cycle
+
+    def slow(*args, **kwargs):
+        started.set()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rt, "run_cycle", slow)
+    cycle = threading.Thread(target=lambda: results.setdefault("cycle", rt.retrain(retrain_cfg, paths, "drift")))
+    cycle.start()
+    assert started.wait(60)
+    promoted = pm.promote(retrain_cfg, paths)  # not refused, not made to wait for the cycle
+    release.set()
+    cycle.join(300)
+    assert promoted["promoted"] and promoted["version"] == 2
+    report = results["cycle"]
+    assert report["version"] == 3 and not report["promoted"]
+    assert report["reason"].startswith("production changed from version 1 to version 2 (kdistill promote)")
+    registry = read_registry(paths)
+    assert [v["version"] for v in registry["versions"]] == [1, 2, 3] and registry["production"] == 2
+    assert json.loads((production_dir(paths) / "production.json").read_text())["version"] == 2
+    assert (retrain_ws / "data" / "cycles" / "v3" / "new_test.parquet").is_file()
+    assert json.loads((retrain_ws / "models" / "cycles" / "v3" / "report.json").read_text())["version"] == 3
+
+
+def test_cli_rollback_to_the_production_version_changes_nothing(retrain_ws, capsys, caplog):
+    import logging
+
+    from tasks.cli import main
+
+    paths = Paths(retrain_ws)
+    file = registry_path(paths)
+    before = file.read_bytes(), file.stat().st_mtime_ns, hash_dir(production_dir(paths))
+    with caplog.at_level(logging.INFO, logger="kd"):
+        assert main(["--root", str(retrain_ws), "--params", str(retrain_ws / "params.yaml"), "rollback", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["changed"] is False and result["version"] == result["previous"] == 1
+    assert "version 1 is already production: nothing changed" in caplog.text
+    assert (file.read_bytes(), file.stat().st_mtime_ns, hash_dir(production_dir(paths))) == before
+
+
+def test_cli_failed_rollbacks_leave_no_lock_behind(retrain_ws, capsys):
+    from tasks.cli import main
+    from tasks.registry import transaction
+
+    paths = Paths(retrain_ws)
+    args = ["--root", str(retrain_ws), "--params", str(retrain_ws / "params.yaml"), "rollback"]
+    with transaction(paths, "test") as txn:  # a version 2 in production, so that 1 is a real rollback
+        txn.add({"version": 2, "promoted": True, "reason": "test", "parent": 1}, paths.student)
+    (retrain_ws / "models" / "versions" / "v1" / "config.json").write_text("{}")
+    # refused before the write lock (unknown version), and under it (the archive's sha256 differs)
+    for version, error in (("5", "no version 5"), ("1", "differs from the registry's")):
+        assert main([*args, version]) == 2
+        assert error in capsys.readouterr().err
+        assert sorted(p.name for p in (retrain_ws / "models").iterdir() if p.name.endswith(".lock")) == []
+    assert read_registry(paths)["production"] == 2
