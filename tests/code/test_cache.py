@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import BertForSequenceClassification
 
-from conftest import CORPUS, make_tiny_bert, save_model_dir
+from tests.conftest import CORPUS, make_tiny_bert, save_model_dir
 from tasks.config import Config
 from tasks.core.cache import LogitCache, cache_key, fingerprint_model, fingerprint_tokens
 from tasks.core.data import TokenDataset, make_dataset

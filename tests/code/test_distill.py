@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
-from conftest import make_tiny_bert
+from tests.conftest import make_tiny_bert
 
 from tasks.config import DistillConfig
 from tasks.distill import load_unlabeled, make_student

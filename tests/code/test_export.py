@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CORPUS, make_tiny_bert, save_model_dir
+from tests.conftest import CORPUS, make_tiny_bert, save_model_dir
 from tasks.config import load_config
 from tasks.core.data import Collator, make_dataset
 from tasks.errors import ConfigError

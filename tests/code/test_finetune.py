@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_bert, save_model_dir
+from tests.conftest import make_tiny_bert, save_model_dir
 from safetensors.torch import load_file
 
 from tasks.config import load_config

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from conftest import make_tiny_bert
+from tests.conftest import make_tiny_bert
 from tasks.common import supervised_step
 from tasks.core import loop
 from tasks.core.data import TokenDataset, make_dataset

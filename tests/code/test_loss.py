@@ -11,7 +11,7 @@ import torch
 
 from tasks.core.data import IGNORE_LABEL
 from tasks.core.loss import LossWeights, distillation_loss, hard_label_ce, hidden_cosine, mean_pool, soft_target_kl
-from conftest import make_tiny_bert
+from tests.conftest import make_tiny_bert
 
 STUDENT = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
 TEACHER = [[2.0, 0.5, 0.0], [1.0, 1.0, 1.5]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_tiny_bert
+from tests.conftest import make_tiny_bert
 from tasks.core.student import build_student, check_layer_map, default_layer_map, num_layers
 
 

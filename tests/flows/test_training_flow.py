@@ -7,7 +7,7 @@ import json
 
 import pytest
 import yaml
-from _support import RELAXED, dvc, ran
+from tests.flows._support import RELAXED, dvc, ran
 
 from flows.training import PIPELINE
 from flows.workspace import apply_overrides
