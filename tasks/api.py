@@ -137,7 +137,7 @@ class Batcher:
     """Collects concurrent requests into batches; reloads the model when it is promoted."""
 
     def __init__(self, cfg: Config, paths: Paths):
-        from tasks.promote import registry_path
+        from tasks.registry import registry_path
 
         self.cfg, self.paths, self.registry = cfg, paths, registry_path(paths)
         self.model: ProductionModel | None = None
@@ -277,7 +277,7 @@ def create_app(cfg: Config, paths: Paths) -> FastAPI:
 
     @app.get("/model")
     async def model_info() -> dict:
-        from tasks.promote import read_registry
+        from tasks.registry import read_registry
 
         model = await batcher.current()
         registry = read_registry(paths)

@@ -118,7 +118,9 @@ def _predict(args, cfg, paths) -> None:
     if not texts:
         raise UserError("predict: give texts as arguments or --file")
     from tasks.export import resolve_variant
+    from tasks.models import check_max_length
 
+    check_max_length(cfg.base.max_length, args.model, "--model")
     variant = resolve_variant(args.variant or cfg.serve.variant, args.model, paths.reports / "bench" / "serving.json")
     log.info("predict: %s, variant %s, %d thread(s)", args.model, variant, cfg.serve.threads)
     for row in predict_texts(args.model, texts, cfg.base.max_length, variant=variant, threads=cfg.serve.threads):

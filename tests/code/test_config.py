@@ -185,3 +185,13 @@ def test_cli_reports_a_missing_params_file(tmp_path, capsys):
     assert main(["--params", str(tmp_path / "missing.yaml"), "ingest"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "missing.yaml" in err[0]
+
+
+def test_cli_reports_a_params_file_that_is_not_utf8(tmp_path, capsys):
+    bad = tmp_path / "params.yaml"
+    bad.write_bytes(REPO_PARAMS.read_bytes().replace(b"# One section", "# Une s\u00e9ction".encode("latin-1"), 1))
+    assert main(["--params", str(bad), "--root", str(tmp_path), "ingest"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"error: {bad}: byte 7 (0xe9) is not UTF-8; expected a UTF-8 text file "
+                                         "(save it as UTF-8)"], captured.err
+    assert not (tmp_path / "data").exists()
