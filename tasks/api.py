@@ -292,5 +292,10 @@ def serve_api(cfg: Config, paths: Paths) -> None:
     """Run the API with uvicorn on `api.host`:`api.port` (127.0.0.1:8000 by default) until interrupted."""
     import uvicorn
 
+    from tasks.models import check_max_length
+    from tasks.registry import production_dir
+
+    if (production_dir(paths) / "config.json").is_file():  # none yet: the API answers 503 until a promotion
+        check_max_length(cfg.base.max_length, str(production_dir(paths)), "models/production")
     log.info("api: http://%s:%d (POST /predict, GET /health, GET /model)", cfg.api.host, cfg.api.port)
     uvicorn.run(create_app(cfg, paths), host=cfg.api.host, port=cfg.api.port, log_level="warning")

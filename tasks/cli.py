@@ -68,6 +68,33 @@ def preflight(cfg) -> None:
     resolve_model(cfg.teacher.model, "teacher.model")
     if cfg.distill.student_model:
         resolve_model(cfg.distill.student_model, "distill.student_model")
+    check_model_params(cfg)
+
+
+def check_model_params(cfg) -> None:
+    """The params that must fit the models, checked against their config.json before any stage runs:
+    the student's depth and layer map against the teacher's layers, base.max_length against positions.
+
+    A hub id has no config.json on disk: its stages check it once they have loaded the model.
+    """
+    from tasks.core.student import check_layer_map
+    from tasks.errors import ConfigError
+    from tasks.models import check_max_length, saved_config
+
+    dc, teacher = cfg.distill, saved_config(cfg.teacher.model, "teacher.model")
+    layers = (teacher or {}).get("num_hidden_layers") or (teacher or {}).get("n_layers")
+    if layers and not dc.student_model:
+        where = f"the teacher {cfg.teacher.model!r} has {layers} layers"
+        if dc.student_layers >= layers:
+            raise ConfigError(f"distill.student_layers={dc.student_layers}: {where}; expected fewer (0: half of them)")
+        if dc.layer_map:
+            try:
+                check_layer_map(dc.layer_map, layers)
+            except ValueError as err:
+                raise ConfigError(f"distill.layer_map: {err} ({where})") from None
+    check_max_length(cfg.base.max_length, cfg.teacher.model, "teacher.model")
+    if dc.student_model:
+        check_max_length(cfg.base.max_length, dc.student_model, "distill.student_model")
 
 
 def run_stage(name: str, cfg, paths, resume: bool = False):

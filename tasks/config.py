@@ -346,6 +346,12 @@ def _check(cfg: Config) -> None:
         raise ConfigError("ingest.hf_name: required when ingest.source is 'hf'")
     if ing.source == "files" and not ing.files.get("train"):
         raise ConfigError("ingest.files.train: required when ingest.source is 'files'")
+    if cfg.base.max_length < 1:
+        raise ConfigError(f"base.max_length: expected >= 1 token, got {cfg.base.max_length}")
+    if dis.student_layers < 0:
+        raise ConfigError(f"distill.student_layers: expected >= 0 (0: half the teacher's layers), got {dis.student_layers}")
+    if dis.layer_map is not None and any(i < 0 for i in dis.layer_map):
+        raise ConfigError(f"distill.layer_map: expected teacher layer indices >= 0, got {dis.layer_map}")
     if dis.temperature <= 0:
         raise ConfigError(f"distill.temperature: expected > 0, got {dis.temperature}")
     for name in ("alpha_kd", "alpha_ce", "alpha_cos"):
@@ -383,6 +389,11 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"score.settle_seconds: expected >= 0 (0: take files at once), got {cfg.score.settle_seconds}")
     if cfg.api.max_texts < 1 or cfg.api.max_chars < 1 or cfg.api.max_batch < 1:
         raise ConfigError("api.max_texts, api.max_chars, api.max_batch: expected >= 1")
+    if not 1 <= cfg.api.port <= 65535:
+        raise ConfigError(f"api.port: expected a TCP port in 1..65535, got {cfg.api.port}")
+    if cfg.api.batch_wait_ms < 0:
+        raise ConfigError(f"api.batch_wait_ms: expected >= 0 (0: no waiting for other requests), got "
+                          f"{cfg.api.batch_wait_ms}")
     rt = cfg.retrain
     if not (0 < rt.new_val_size < 1 and 0 < rt.new_test_size < 1 and rt.new_val_size + rt.new_test_size < 1):
         raise ConfigError("retrain.new_val_size and retrain.new_test_size: expected each in (0, 1) and a sum below 1")

@@ -192,6 +192,42 @@ def test_cli_reports_a_params_file_that_is_not_utf8(tmp_path, capsys):
     bad.write_bytes(REPO_PARAMS.read_bytes().replace(b"# One section", "# Une s\u00e9ction".encode("latin-1"), 1))
     assert main(["--params", str(bad), "--root", str(tmp_path), "ingest"]) == 2
     captured = capsys.readouterr()
-    assert captured.err.splitlines() == [f"error: {bad}: byte 7 (0xe9) is not UTF-8; expected a UTF-8 text file "
-                                         "(save it as UTF-8)"], captured.err
+    expected = f"error: {bad}: byte 7 (0xe9) is not UTF-8; expected a UTF-8 text file (save it as UTF-8)"
+    assert captured.err.splitlines() == [expected], captured.err
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("override, command, names", [
+    ("api.port=99999", "api", "api.port"),
+    ("api.port=0", "api", "api.port"),
+    ("api.batch_wait_ms=-5", "api", "api.batch_wait_ms"),
+    ("base.max_length=0", "validate", "base.max_length"),
+    ("distill.student_layers=-1", "validate", "distill.student_layers"),
+    ("distill.layer_map=[-1, 2]", "validate", "distill.layer_map"),
+])
+def test_cli_checks_values_before_any_work(tmp_path, capsys, monkeypatch, override, command, names):
+    import uvicorn
+
+    def serve(*args, **kwargs):
+        raise AssertionError("the API started serving with a bad parameter")
+    monkeypatch.setattr(uvicorn, "run", serve)
+    assert main(["--params", str(REPO_PARAMS), "--root", str(tmp_path), "-S", override, command]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], captured.err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("override, names", [
+    ("distill.student_layers=4", "distill.student_layers=4: the teacher"),  # the tiny teacher has 4 layers
+    ("distill.layer_map=[0, 2, 9]", "distill.layer_map: layer map [0, 2, 9]: indices must be in 0..3"),
+    ("base.max_length=1000", "base.max_length=1000: above the position limit of teacher.model="),
+])
+def test_cli_checks_params_against_the_teacher_before_any_work(tmp_path, capsys, tiny_teacher_dir, override, names):
+    code = main(["--params", str(REPO_PARAMS), "--root", str(tmp_path), "-S", f"teacher.model={tiny_teacher_dir}",
+                 "-S", override, "validate"])
+    assert code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {names}"), captured.err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "reports").exists()

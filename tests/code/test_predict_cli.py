@@ -27,7 +27,6 @@ def one_line(capsys) -> str:
 
 def test_pickle_weights_are_refused_in_one_line(tmp_path, tiny_teacher_dir, capsys):
     import torch
-
     from transformers import AutoModelForSequenceClassification
 
     folder = Path(shutil.copytree(tiny_teacher_dir, tmp_path / "pickled"))
