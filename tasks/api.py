@@ -40,7 +40,7 @@ from pydantic import BaseModel
 from tasks.config import Config
 from tasks.score import ProductionModel, load_production, log_rows, write_part
 from tasks.storage import Paths
-from tasks.tables import lone_surrogate, shorten
+from tasks.tables import is_blank, lone_surrogate, shorten
 
 log = logging.getLogger("kd")
 
@@ -70,8 +70,9 @@ def check_request(body: PredictRequest, max_texts: int, max_chars: int) -> list[
     if len(texts) > max_texts:
         raise ApiError(413, f"{len(texts)} texts in one request; at most {max_texts} (api.max_texts)")
     for i, text in enumerate(texts):
-        if not text.strip():
-            raise ApiError(422, f"text {i} is empty or blank; expected some words")
+        if is_blank(text):
+            raise ApiError(422, f"text {i} is empty or blank (whitespace or invisible characters only); "
+                                "expected some words")
         if len(text) > max_chars:
             raise ApiError(413, f"text {i} has {len(text)} characters; at most {max_chars} (api.max_chars)")
         at = lone_surrogate(text)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import Config, ValidateConfig
-from tasks.tables import label_kind, normalise_label
+from tasks.tables import BLANK_REGEX, is_blank, label_kind, normalise_label
 
 KIND_WORDS = {"int": "an integer", "str": "a string"}
 
@@ -59,9 +59,9 @@ def text_rules(vcfg: ValidateConfig, column: str = "text") -> list[Rule]:
         Rule("text_is_string", "error", "ExpectColumnValuesToBeInSet", {"column": "text_type", "value_set": ["str"]},
              f"{{rows}} whose {col} is not a string", "text as a string", example_column="text",
              row_check=lambda f: f["text_type"].notna() & f["text_type"].ne("str")),
-        Rule("text_not_blank", "error", "ExpectColumnValuesToNotMatchRegex", {"column": "text", "regex": r"^\s*$"},
-             f"{{rows}} whose {col} is blank (whitespace only)", "a non-blank text",
-             row_check=_text_check(lambda t: not t.strip())),
+        Rule("text_not_blank", "error", "ExpectColumnValuesToNotMatchRegex", {"column": "text", "regex": BLANK_REGEX},
+             f"{{rows}} whose {col} is blank (whitespace or invisible characters only)", "a non-blank text",
+             row_check=_text_check(is_blank)),
         Rule("text_max_chars", "error", "ExpectColumnValueLengthsToBeBetween", {"column": "text", "max_value": most},
              f"{{rows}} whose {col} is longer than validate.max_text_chars",
              f"at most {most} characters (a longer text is most often a stray quote that swallowed rows)",
@@ -83,7 +83,13 @@ def label_rules(column: str, labels: list[str] | None, kind: str | None) -> list
     col = _q(column)
     rules = [Rule("label_not_null", "error", "ExpectColumnValuesToNotBeNull", {"column": "label"},
                   f"{{rows}} with no label in column {col}", "a label in every row",
-                  row_check=lambda f: f["label"].isna())]
+                  row_check=lambda f: f["label"].isna()),
+             # A column of 0.5s and 0.25s is a score, never a class: one "class" per distinct value.
+             Rule("label_not_fraction", "error", "ExpectColumnValuesToNotBeInSet",
+                  {"column": "label_kind", "value_set": ["fraction"]},
+                  f"{{rows}} whose {col} is a fractional number (a score, not a class)",
+                  "class names or integer class ids (turn scores into classes first, e.g. score > 0)",
+                  example_column="label", row_check=lambda f: f["label_kind"].eq("fraction"))]
     if kind:
         rules.append(Rule(
             "label_kind", "error", "ExpectColumnValuesToBeInSet", {"column": "label_kind", "value_set": [kind]},

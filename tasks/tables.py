@@ -63,13 +63,38 @@ def normalise_label(value: object) -> object:
 
 
 def label_kind(value: object) -> str | None:
-    """'int', 'str', 'other' (a fraction, a list, ...), or None for a missing label."""
+    """'int', 'str', 'fraction' (a non-integer number, as 0.5 or "0.5": a score, not a class),
+    'other' (a list, ...), or None for a missing label."""
     if value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and np.isnan(value)):
         return None
     norm = normalise_label(value)
     if isinstance(norm, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         return "int"
+    if isinstance(norm, (float, np.floating)) or (isinstance(norm, str) and _is_fraction(norm)):
+        return "fraction"
     return "str" if isinstance(norm, (str, bool, np.bool_)) else "other"
+
+
+def _is_fraction(text: str) -> bool:
+    """"0.5", "-1.25", "3e-2": a number that is not a whole one ("1.0" stays a name, as before)."""
+    try:
+        number = float(text)
+    except ValueError:
+        return False
+    return not number.is_integer() and text.strip().lower() not in ("nan", "inf", "-inf", "infinity")
+
+
+# Characters that show nothing: a text made of them and whitespace is blank (str.strip keeps them).
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad"
+BLANK_REGEX = rf"^[\s{INVISIBLE}]*$"
+
+
+_DROP_INVISIBLE = str.maketrans("", "", INVISIBLE)
+
+
+def is_blank(text: str) -> bool:
+    """True for a text of whitespace and invisible characters (zero-width spaces, joiners, BOMs) only."""
+    return not text.translate(_DROP_INVISIBLE).strip()
 
 
 def iter_table(path: str | Path, text_column: str, label_column: str | None,

@@ -72,6 +72,7 @@ def test_predict_one_and_many(client):
 @pytest.mark.parametrize("body,status,words", [
     (b"{not json", 400, "malformed JSON"),
     (b'{"text": ""}', 422, "empty"),
+    (b'{"texts": ["fine", "\\u200b \\u200b"]}', 422, "text 1 is empty or blank"),  # zero-width spaces only
     (b'{"texts": []}', 422, "empty"),
     (b'{"texts": "one"}', 422, "texts"),
     (b'{"text": "a", "texts": ["b"]}', 422, "exactly one"),

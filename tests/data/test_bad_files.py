@@ -52,8 +52,13 @@ CASES = [
      "as NaN) (e.g. row 4: nan, row 9: nan); expected a text in every row"),
     ("nan_texts.jsonl", [], "rule text_not_null failed: 2 rows with no text in column 'text' (empty, or a marker "
      "such as NaN) (e.g. row 5: None, row 11: nan); expected a text in every row"),
-    ("blank_texts.csv", [], "rule text_not_blank failed: 1 row whose 'text' is blank (whitespace only) (e.g. row 6: "
-     "'   '); expected a non-blank text"),
+    ("blank_texts.csv", [], "rule text_not_blank failed: 1 row whose 'text' is blank (whitespace or invisible "
+     "characters only) (e.g. row 6: '   '); expected a non-blank text"),
+    ("zero_width_texts.csv", [], "rule text_not_blank failed: 1 row whose 'text' is blank (whitespace or invisible "
+     "characters only) (e.g. row 8: '\\u200b\\u200b'); expected a non-blank text"),
+    ("fractional_labels.csv", [], "rule label_not_fraction failed: 40 rows whose 'label' is a fractional number (a "
+     "score, not a class) (e.g. row 1: '0.15', row 2: '0.25', row 3: '0.35'); expected class names or integer class "
+     "ids (turn scores into classes first, e.g. score > 0)"),
     ("text_not_string.jsonl", [], "rule text_is_string failed: 2 rows whose 'text' is not a string (e.g. row 2: "
      "12345, row 3: 12345); expected text as a string"),
     ("labels_outside_set.csv", LABELS, "rule label_in_set failed: 2 rows whose 'label' is not in the label set "
@@ -207,7 +212,7 @@ def test_huge_file_fails_in_bounded_memory(tmp_path: Path, tiny_teacher_dir: Pat
     assert result["code"] == 2
     assert out.stderr.strip().splitlines()[-1] == (
         f"error: {path}: rule text_not_blank failed: 1 row among rows 980001-1000000 whose 'text' is blank "
-        "(whitespace only) (e.g. row 999991: '   '); expected a non-blank text")
+        "(whitespace or invisible characters only) (e.g. row 999991: '   '); expected a non-blank text")
     # Loading the file would take well over its 200 MB; streaming it takes a few chunks. And the
     # scan failed it without paying for Great Expectations' import.
     assert result["growth_kb"] * 1024 < size / 4, result

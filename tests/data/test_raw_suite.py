@@ -35,7 +35,7 @@ def test_clean_source_passes() -> None:
     record = run({"train": clean_raw()}, labels=["negative", "positive"])
     body = record["suite"]
     assert body["success"] and body["failed"] == 0 and body["warnings"] == 0 and body["failures"] == []
-    assert body["evaluated"] == len(raw_rules(Config(), "train", ["negative", "positive"], "str")) == 13
+    assert body["evaluated"] == len(raw_rules(Config(), "train", ["negative", "positive"], "str")) == 14
     assert record["results"]["train"]["success"] is True  # GE's own result, kept for the Data Docs
 
 
@@ -53,9 +53,12 @@ ERRORS = [
     ("text_is_string", _set([2, 7], "text", 42), "2 rows whose 'text' is not a string", "row 3: 42"),
     ("text_not_blank", _set([9], "text", " \t "), "1 row whose 'text' is blank", r"row 10: ' \t '"),
     ("text_not_blank", _set([0], "text", ""), "1 row whose 'text' is blank", "row 1: ''"),
+    ("text_not_blank", _set([4], "text", "\u200b \u200d\ufeff"), "1 row whose 'text' is blank", "row 5: "),
     ("text_max_chars", _set([1], "text", "word " * 5000), "1 row whose 'text' is longer than validate.max_text_chars",
      "row 2: 25000 characters"),
     ("label_not_null", _set([4], "label", None), "1 row with no label in column 'label'", "row 5: None"),
+    ("label_not_fraction", _set([6], "label", "0.5"), "1 row whose 'label' is a fractional number (a score, "
+     "not a class)", "row 7: '0.5'"),
     ("label_kind", _set([6], "label", 1), "1 row whose 'label' is not a string, unlike most labels", "row 7: 1"),
     ("label_kind", _set([6], "label", [1, 2]), "not a string", "row 7: [1, 2]"),
     ("label_in_set", _set([8], "label", "neutral"), "1 row whose 'label' is not in the label set",
@@ -160,8 +163,8 @@ def test_reader_gives_file_row_numbers_and_raw_values(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("value", "kind", "norm"), [
     (1, "int", 1), (np.int64(2), "int", 2), (1.0, "int", 1), (" 3 ", "int", 3), ("-1", "int", -1),
-    ("positive", "str", "positive"), (" pos ", "str", "pos"), (True, "str", True), (0.5, "other", 0.5),
-    ([1], "other", [1]), (None, None, None), (np.nan, None, None), (pd.NA, None, None),
+    ("positive", "str", "positive"), (" pos ", "str", "pos"), (True, "str", True), (0.5, "fraction", 0.5),
+    ("0.25", "fraction", "0.25"), ("1.0", "str", "1.0"), ([1], "other", [1]), (None, None, None), (np.nan, None, None), (pd.NA, None, None),
 ])
 def test_label_kind_and_normalisation(value: object, kind: str | None, norm: object) -> None:
     assert label_kind(value) == kind

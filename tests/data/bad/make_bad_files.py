@@ -48,6 +48,8 @@ def main() -> None:
         "missing_labels.csv": csv_text([(t, "") if i == 12 else (t, lab) for i, (t, lab) in enumerate(rows)]),
         "mixed_labels.csv": csv_text([(t, i % 2) if i in (2, 7) else (t, lab) for i, (t, lab) in enumerate(rows)]),
         "label_case.csv": csv_text([(t, "Positive") if i == 9 else (t, lab) for i, (t, lab) in enumerate(rows)]),
+        "fractional_labels.csv": csv_text([(t, f"0.{i % 4 + 1}5") for i, (t, _) in enumerate(rows)]),
+        "zero_width_texts.csv": csv_text([("\u200b\u200b" if i == 7 else t, lab) for i, (t, lab) in enumerate(rows)]),
         "single_class.csv": csv_text([(t, "positive") for t, _ in rows]),
         "too_few_rows.csv": csv_text(rows[:10]),
         "duplicated_rows.csv": csv_text(rows[:20] + rows[:20]),
