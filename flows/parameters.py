@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.embedded import TASKS as EMBEDDED_TASKS
+
 _KEEP = "empty: keep params.yaml's value"
 
 
@@ -36,7 +38,7 @@ class IngestParams(Section):
     """ingest: which labelled data."""
 
     source: Literal["embedded", "hf", "files"] | None = Field(None, description=f"data source ({_KEEP})")
-    embedded: Literal["movies", "tweets", "amazon", "nyt"] | None = Field(
+    embedded: Literal[tuple(EMBEDDED_TASKS)] | None = Field(  # type: ignore[valid-type]
         None, description=f"which embedded dataset, with source=embedded ({_KEEP})")
     hf_name: str | None = Field(None, description=f"Hugging Face dataset, with source=hf ({_KEEP})")
     max_rows: int | None = Field(None, ge=0, description=f"stratified subsample of the rows; 0: all ({_KEEP})")
@@ -73,7 +75,9 @@ class FinetuneParams(Section):
 class EvaluateParams(Section):
     """evaluate: the retention gate and the speed measurement."""
 
-    min_retention: float | None = Field(None, ge=0, description=f"gate: student/teacher accuracy at least ({_KEEP})")
+    min_retention: float | None = Field(None, ge=0, description=f"gate: student/teacher metric at least ({_KEEP})")
+    metric: Literal["accuracy", "f1_macro"] | None = Field(
+        None, description=f"the figure gates and model choice use; f1_macro for imbalanced tasks ({_KEEP})")
     latency_runs: int | None = Field(None, ge=1, description=f"timed single-example runs ({_KEEP})")
 
 

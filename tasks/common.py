@@ -43,12 +43,13 @@ def accuracy(model: torch.nn.Module, tokenizer, frame: pd.DataFrame, max_length:
     return float((predict_logits(model, data, tokenizer.pad_token_id, 128).argmax(-1) == data.labels).mean())
 
 
-def loop_config(section: TrainConfig, base: BaseConfig, desc: str) -> LoopConfig:
-    """The training-loop settings of a params section."""
+def loop_config(section: TrainConfig, base: BaseConfig, desc: str, metric: str = "accuracy") -> LoopConfig:
+    """The training-loop settings of a params section; `metric` (evaluate.metric) picks the best epoch."""
     return LoopConfig(epochs=section.epochs, batch_size=section.batch_size, eval_batch_size=section.eval_batch_size,
                       lr=section.lr, weight_decay=section.weight_decay, warmup_ratio=section.warmup_ratio,
                       grad_clip=section.grad_clip, patience=section.patience,
-                      save_every_steps=section.save_every_steps, seed=base.seed, device=base.device, desc=desc)
+                      save_every_steps=section.save_every_steps, seed=base.seed, device=base.device, desc=desc,
+                      metric=metric)
 
 
 def supervised_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:

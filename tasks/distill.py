@@ -182,7 +182,7 @@ def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         cache_seconds = time.perf_counter() - start
         weights = LossWeights(dc.temperature, dc.alpha_kd, dc.alpha_ce, dc.alpha_cos)
         step = make_step(teacher, cached, weights, layer_map, dc.hidden_loss)
-        result = train(student, data, val, step, loop_config(dc, cfg.base, "distill"), tokenizer.pad_token_id,
+        result = train(student, data, val, step, loop_config(dc, cfg.base, "distill", cfg.evaluate.metric), tokenizer.pad_token_id,
                        paths.checkpoints("distill"), resume=resume)
         if is_main():  # under DDP every rank holds the same weights; one writes
             save_model(student.cpu(), tokenizer, paths.distilled)
@@ -193,7 +193,7 @@ def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             "transfer_rows": {"labelled": len(frames["train"]), "unlabelled": len(unlabeled)},
             "transfer_tokens": data.real_tokens,
             "cache": cache_state, "cache_key": key, "cache_seconds": round(cache_seconds, 2),
-            "best_val_accuracy": result.best_accuracy, "stopped_early": result.stopped_early,
+            f"best_val_{cfg.evaluate.metric}": result.best_score, "stopped_early": result.stopped_early,
             "train_seconds": round(result.seconds, 2),
             "samples_per_s": round(len(data) * epochs_run / max(result.seconds, 1e-9), 1),
             "tokens_per_s": round(data.real_tokens * epochs_run / max(result.seconds, 1e-9), 1),
@@ -205,6 +205,6 @@ def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             write_curve_csv(paths.plots / "distill_curve.csv", result.history or [{"epoch": 0}])
         info["read"] += [paths.processed, paths.teacher]
         info["wrote"] += [paths.distilled, paths.reports / "distill.json"]
-        log.info("[distill] %d-layer student (map %s), best val accuracy %.4f", report["student_layers"],
-                 layer_map, result.best_accuracy)
+        log.info("[distill] %d-layer student (map %s), best val %s %.4f", report["student_layers"],
+                 layer_map, cfg.evaluate.metric, result.best_score)
     return report

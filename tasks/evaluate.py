@@ -64,7 +64,7 @@ def evaluate(cfg: Config, paths: Paths) -> dict:
     """Run the evaluate stage. Writes reports/metrics.json and confusion-matrix plot data.
 
     Raises:
-        GateError: student accuracy / teacher accuracy below `evaluate.min_retention`.
+        GateError: student / teacher score (in `evaluate.metric`) below `evaluate.min_retention`.
     """
     ec = cfg.evaluate
     with stage_log("evaluate") as info:
@@ -88,9 +88,10 @@ def evaluate(cfg: Config, paths: Paths) -> dict:
                              "per_class": quality["per_class"], "confusion": quality["confusion"]}
             write_confusion_csv(paths.plots / f"confusion_{role}.csv", data.labels, preds[role], names)
         t, s = results["teacher"], results["student"]
+        metric = ec.metric
         metrics = {
-            "teacher": t, "student": s,
-            "retention": round(s["accuracy"] / max(t["accuracy"], 1e-12), 4),
+            "teacher": t, "student": s, "metric": metric,
+            "retention": round(s[metric] / max(t[metric], 1e-12), 4),
             "agreement": round(float(np.mean(preds["teacher"] == preds["student"])), 4),
             "speedup_b1": round(t["latency_ms_b1"] / max(s["latency_ms_b1"], 1e-12), 3),
             "size_ratio": round(s["size_mb"] / max(t["size_mb"], 1e-12), 4),
@@ -99,12 +100,12 @@ def evaluate(cfg: Config, paths: Paths) -> dict:
         write_json(paths.reports / "metrics.json", metrics)
         info["read"] += [paths.teacher, paths.student, paths.split("test")]
         info["wrote"].append(paths.reports / "metrics.json")
-        log.info("[evaluate] teacher acc %.4f, student acc %.4f, retention %.4f, agreement %.4f, "
-                 "b1 latency %.2f → %.2f ms (%.2f×)", t["accuracy"], s["accuracy"], metrics["retention"],
+        log.info("[evaluate] teacher %s %.4f, student %.4f, retention %.4f, agreement %.4f, "
+                 "b1 latency %.2f → %.2f ms (%.2f×)", metric, t[metric], s[metric], metrics["retention"],
                  metrics["agreement"], t["latency_ms_b1"], s["latency_ms_b1"], metrics["speedup_b1"])
     if metrics["retention"] < ec.min_retention:
-        raise GateError(f"evaluate gate: retention {metrics['retention']:.4f} (student {s['accuracy']:.4f} / "
-                        f"teacher {t['accuracy']:.4f}) < evaluate.min_retention {ec.min_retention}")
+        raise GateError(f"evaluate gate: retention {metrics['retention']:.4f} (student {metric} {s[metric]:.4f} / "
+                        f"teacher {t[metric]:.4f}) < evaluate.min_retention {ec.min_retention}")
     return metrics
 
 
@@ -129,7 +130,7 @@ def metrics_table(metrics: dict) -> str:
         a, b = t.get(key), s.get(key)
         ratio = f"{b / a:.3f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else "–"
         lines.append(f"| {label} | {format_number(a, digits)} | {format_number(b, digits)} | {ratio} |")
-    lines += ["", (f"Retention **{format_number(metrics.get('retention'))}**, agreement {format_number(metrics.get('agreement'))}, "
+    lines += ["", (f"Retention ({metrics.get('metric', 'accuracy')}) **{format_number(metrics.get('retention'))}**, agreement {format_number(metrics.get('agreement'))}, "
                    f"speed-up {format_number(metrics.get('speedup_b1'), 2)}× at batch 1 ({metrics.get('threads')} thread(s)), "
                    f"{metrics.get('test_rows')} test rows.")]
     return "\n".join(lines)

@@ -70,9 +70,10 @@ def finetune(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             model, _ = load_classifier(str(paths.distilled), names, key="models/distilled")
             data = {s: encode_split(tokenizer, load_split(paths, s), cfg.base.max_length) for s in ("train", "val")}
             trainee = lora_wrap(model, fc) if fc.method == "lora" else model
-            result = train(trainee, data["train"], data["val"], supervised_step, loop_config(fc, cfg.base, "finetune"),
+            result = train(trainee, data["train"], data["val"], supervised_step,
+                           loop_config(fc, cfg.base, "finetune", cfg.evaluate.metric),
                            tokenizer.pad_token_id, paths.checkpoints("finetune"), resume=resume)
-            report.update(history=result.history, best_val_accuracy=result.best_accuracy)
+            report.update(history=result.history, **{f"best_val_{cfg.evaluate.metric}": result.best_score})
             if is_main():  # under DDP every rank holds the same weights; one writes
                 with atomic_path(paths.student) as tmp:
                     if fc.method == "lora":

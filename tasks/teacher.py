@@ -35,7 +35,8 @@ def teacher(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     """Run the teacher stage. Writes models/teacher/, reports/teacher.json and its training curve.
 
     Raises:
-        GateError: test accuracy below `teacher.min_accuracy` (the report is written first).
+        GateError: test score (in `evaluate.metric`) below `teacher.min_accuracy` (the report is
+            written first).
     """
     tc = cfg.teacher
     prepare_torch(cfg.base.threads, cfg.base.seed)
@@ -51,7 +52,7 @@ def teacher(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         if finetuned:
             log.info("[teacher] fine-tuning %s on %d rows (%s)", tc.model, len(data["train"]),
                      "head untrained for these labels" if not head_ready else "teacher.finetune=true")
-            result = train(model, data["train"], data["val"], supervised_step, loop_config(tc, cfg.base, "teacher"),
+            result = train(model, data["train"], data["val"], supervised_step, loop_config(tc, cfg.base, "teacher", cfg.evaluate.metric),
                            tokenizer.pad_token_id, paths.checkpoints("teacher"), resume=resume)
             history = result.history
         else:
@@ -68,10 +69,11 @@ def teacher(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             write_curve_csv(paths.plots / "teacher_curve.csv", history or [{"epoch": 0}])
         info["read"] += [paths.processed, tc.model]
         info["wrote"] += [paths.teacher, paths.reports / "teacher.json"]
-        acc = report["test"]["accuracy"]
+        metric = cfg.evaluate.metric
+        acc = report["test"][metric]
         log.info("[teacher] val accuracy %.4f, test accuracy %.4f, test macro-F1 %.4f",
-                 report["val"]["accuracy"], acc, report["test"]["f1_macro"])
+                 report["val"]["accuracy"], report["test"]["accuracy"], report["test"]["f1_macro"])
     if acc < tc.min_accuracy:
-        raise GateError(f"teacher gate: test accuracy {acc:.4f} < teacher.min_accuracy {tc.min_accuracy}; "
-                        "train it longer (teacher.epochs) or check the data")
+        raise GateError(f"teacher gate: test {metric} {acc:.4f} < teacher.min_accuracy {tc.min_accuracy} "
+                        "(on evaluate.metric); train it longer (teacher.epochs) or check the data")
     return report

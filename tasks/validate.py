@@ -60,9 +60,11 @@ SPLITS = ("train", "val", "test")  # as in tasks.ingest, not imported from it: t
 def check_thresholds(cfg: Config) -> None:
     """Shares in [0, 1) and positive lengths; a wrong one fails with the key's name."""
     vcfg = cfg.validate
-    for key in ("max_duplicate_share", "min_class_share", "max_truncated_share"):
+    for key in ("max_duplicate_share", "max_truncated_share"):
         if not 0 <= getattr(vcfg, key) < 1:
             raise ConfigError(f"validate.{key}: expected a share in [0, 1), got {getattr(vcfg, key)}")
+    if vcfg.min_class_rows < 1:
+        raise ConfigError(f"validate.min_class_rows: expected >= 1, got {vcfg.min_class_rows}")
     if vcfg.max_text_chars < 1 or vcfg.min_text_chars < 0:
         raise ConfigError("validate.min_text_chars >= 0 and validate.max_text_chars >= 1 are required")
 
