@@ -19,6 +19,7 @@ import pandas as pd
 
 from tasks.errors import DataError
 from tasks.suites import Rule
+from tasks.tables import shorten
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -157,7 +158,7 @@ def _example(frame: pd.DataFrame, row: Any, rule: Rule) -> str:
     if rule.show == "length" and isinstance(value, str):
         return f"row {int(row) + 1}: {len(value)} characters"
     text = repr(value.item() if hasattr(value, "item") else value)  # 7, not np.int64(7)
-    return f"row {int(row) + 1}: {text if len(text) <= 60 else text[:57] + '...'}"
+    return f"row {int(row) + 1}: {shorten(text, 60)}"
 
 
 def describe(result: RuleResult) -> str:

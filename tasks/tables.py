@@ -126,7 +126,7 @@ def iter_table(path: str | Path, text_column: str, label_column: str | None,
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as err:
         if isinstance(err, DataError):
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = shorten(str(err).strip().splitlines()[0], 120) if str(err).strip() else type(err).__name__
         raise file_error(path, "file_readable", f"cannot be read as {KINDS[suffix]} ({first})",
                          f"a well-formed {KINDS[suffix]} file") from None
 
@@ -195,6 +195,7 @@ def _encoding_error(path: Path) -> DataError:
 def _csv_chunks(path: Path, wanted: dict[str, str], chunk_rows: int) -> Iterator[pd.DataFrame]:
     sep = DELIMITERS[path.suffix.lower()]
     options = {"sep": sep, "encoding": "utf-8-sig", "dtype": str}
+    _check_unique_names(path, _raw_header(path, sep))
     header = pd.read_csv(path, nrows=0, **options).columns
     missing = [c for c in wanted if c not in header]
     if missing:
@@ -207,6 +208,26 @@ def _csv_chunks(path: Path, wanted: dict[str, str], chunk_rows: int) -> Iterator
                          **options)
     for chunk in reader:
         yield chunk[list(wanted)].rename(columns=wanted)
+
+
+def _raw_header(path: Path, sep: str) -> list[str]:
+    """The header's names as written (pandas renames a repeated `text` to `text.1` without a word)."""
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        try:
+            return next(csv.reader(fh, delimiter=sep), [])
+        except csv.Error:
+            return []  # malformed quoting: pandas' own reading names the line
+
+
+def _check_unique_names(path: Path, names: list[str]) -> None:
+    """A column name given twice is an error: which of the two holds the text is anyone's guess."""
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if name in seen:
+            raise file_error(path, "schema_columns", f"column {shorten(name)!r} appears twice in the header "
+                             f"(columns {seen[name]} and {position})", "each column name once")
+        seen[name] = position
 
 
 def _check_row_widths(path: Path, sep: str) -> None:
@@ -238,7 +259,7 @@ def _missing_column(path: Path, column: str, found: list[str], wanted: dict[str,
         other = next((d for d in (",", "\t", ";", "|") if d != sep and d in found[0]), None)
         if other:
             hint = f": the header looks {other!r}-separated, but {path.suffix} is read as {sep!r}-separated"
-    shown = ", ".join(repr(c) for c in found[:8]) + (", ..." if len(found) > 8 else "")
+    shown = ", ".join(repr(shorten(c)) for c in found[:8]) + (", ..." if len(found) > 8 else "")
     names = " and ".join(repr(c) for c in wanted)
     return file_error(path, "schema_columns", f"no column {column!r} (found {shown or 'none'}{hint})",
                       f"columns {names} (see ingest.text_column, ingest.label_column)")
@@ -296,6 +317,7 @@ def _parquet_chunks(path: Path, wanted: dict[str, str], chunk_rows: int) -> Iter
         raise file_error(path, "file_readable", f"cannot be read as Parquet ({str(err).splitlines()[0]})",
                          "a Parquet file") from None
     schema = file.schema_arrow
+    _check_unique_names(path, schema.names)
     missing = [c for c in wanted if c not in schema.names]
     if missing:
         raise _missing_column(path, missing[0], schema.names, wanted, None)

@@ -39,6 +39,12 @@ CASES = [
      f"{EXPECTED_COLUMNS}"),
     ("missing_label_column.csv", [], f"rule schema_columns failed: no column 'label' (found 'text', 'sentiment'); "
      f"{EXPECTED_COLUMNS}"),
+    ("duplicate_header.csv", [], "rule schema_columns failed: column 'text' appears twice in the header (columns 1 "
+     "and 3); expected each column name once"),
+    ("duplicate_columns.parquet", [], "rule schema_columns failed: column 'text' appears twice in the header "
+     "(columns 1 and 3); expected each column name once"),
+    ("long_header.csv", [], "rule schema_columns failed: no column 'text' (found 'review review review review "
+     "review re...', 'label'); expected columns 'text' and 'label' (see ingest.text_column, ingest.label_column)"),
     ("wrong_delimiter.csv", [], "rule schema_columns failed: no column 'text' (found 'text;label': the header looks "
      f"';'-separated, but .csv is read as ','-separated); {EXPECTED_COLUMNS}"),
     ("not_utf8.csv", [], "rule utf8 failed: line 6: byte 195 (0xe8) is not UTF-8 (invalid continuation byte); "

@@ -50,6 +50,8 @@ def main() -> None:
         "label_case.csv": csv_text([(t, "Positive") if i == 9 else (t, lab) for i, (t, lab) in enumerate(rows)]),
         "fractional_labels.csv": csv_text([(t, f"0.{i % 4 + 1}5") for i, (t, _) in enumerate(rows)]),
         "zero_width_texts.csv": csv_text([("\u200b\u200b" if i == 7 else t, lab) for i, (t, lab) in enumerate(rows)]),
+        "duplicate_header.csv": csv_text([(f"{t},{t.upper()}", lab) for t, lab in rows], header="text,label,text"),
+        "long_header.csv": csv_text(rows, header="review " * 800 + ",label"),
         "single_class.csv": csv_text([(t, "positive") for t, _ in rows]),
         "too_few_rows.csv": csv_text(rows[:10]),
         "duplicated_rows.csv": csv_text(rows[:20] + rows[:20]),
@@ -74,6 +76,12 @@ def main() -> None:
         (HERE / name).write_bytes(data)
     frame = pd.DataFrame({"text": range(40), "label": [lab for _, lab in rows]})  # text as int64
     frame.to_parquet(HERE / "wrong_types.parquet", index=False)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = pa.array([t for t, _ in rows])
+    table = pa.Table.from_arrays([texts, pa.array([lab for _, lab in rows]), texts], names=["text", "label", "text"])
+    pq.write_table(table, HERE / "duplicate_columns.parquet")
 
 
 if __name__ == "__main__":
