@@ -137,13 +137,17 @@ def predict_texts(model_dir: str, texts: list[str], max_length: int = 128, batch
 
 def _predict(args, cfg, paths) -> None:
     args.model = args.model or str(paths.student)
-    texts = list(args.texts)
+    texts = [(f"text {i}", text) for i, text in enumerate(args.texts, start=1)]
     if args.file:
-        from tasks.ingest import read_table
+        from tasks.tables import read_table
 
-        texts += read_table(args.file, args.text_column, None)["text"].astype(str).tolist()
+        frame = read_table(args.file, args.text_column, None)
+        texts += [(f"{args.file}: row {row + 1}", text) for row, text in zip(frame.index, frame["text"])]
     if not texts:
         raise UserError("predict: give texts as arguments or --file")
+    for where, text in texts:
+        check_text(where, text)
+    texts = [text for _, text in texts]
     from tasks.export import resolve_variant
     from tasks.models import check_max_length
 
@@ -152,6 +156,19 @@ def _predict(args, cfg, paths) -> None:
     log.info("predict: %s, variant %s, %d thread(s)", args.model, variant, cfg.serve.threads)
     for row in predict_texts(args.model, texts, cfg.base.max_length, variant=variant, threads=cfg.serve.threads):
         print(json.dumps(row, ensure_ascii=False))
+
+
+def check_text(where: str, text: object) -> None:
+    """The rules the API applies to a text: a string, not blank, valid Unicode; else one line naming it."""
+    from tasks.errors import DataError
+    from tasks.tables import is_blank, lone_surrogate
+
+    if not isinstance(text, str) or is_blank(text):
+        raise DataError(f"predict: {where} is empty or blank (whitespace or invisible characters only); "
+                        "expected some words")
+    at = lone_surrogate(text)
+    if at is not None:  # an argument with bytes that are not UTF-8 arrives as lone surrogates
+        raise DataError(f"predict: {where}: character {at} is not valid Unicode; expected UTF-8 text")
 
 
 def build_parser() -> argparse.ArgumentParser:

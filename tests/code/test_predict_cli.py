@@ -47,3 +47,24 @@ def test_max_length_beyond_the_model_positions_is_named(tmp_path, tiny_teacher_d
     assert one_line(capsys) == (f"error: base.max_length=100000: above the position limit of "
                                 f"--model={str(tiny_teacher_dir)!r} (128 tokens, max_position_embeddings in its "
                                 "config.json); expected at most that")
+
+
+@pytest.mark.parametrize("texts, where", [
+    ([""], "text 1"),
+    (["a fine film", " \u200b "], "text 2"),
+])
+def test_empty_texts_are_rejected_as_the_api_does(tmp_path, tiny_teacher_dir, capsys, texts, where):
+    code = predict(tmp_path, "predict", *texts, "--model", str(tiny_teacher_dir), "--variant", "torch-fp32")
+    assert code == 2
+    assert one_line(capsys) == (f"error: predict: {where} is empty or blank (whitespace or invisible characters "
+                                "only); expected some words")
+
+
+def test_an_empty_text_in_a_file_is_named_by_its_row(tmp_path, tiny_teacher_dir, capsys):
+    path = tmp_path / "new.csv"
+    path.write_text('text\na fine film\n"   "\n')
+    code = predict(tmp_path, "predict", "--file", str(path), "--model", str(tiny_teacher_dir),
+                   "--variant", "torch-fp32")
+    assert code == 2
+    assert one_line(capsys) == (f"error: predict: {path}: row 2 is empty or blank (whitespace or invisible "
+                                "characters only); expected some words")
