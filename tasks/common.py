@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -33,14 +34,14 @@ def encode_split(tokenizer, frame: pd.DataFrame, max_length: int) -> TokenDatase
     return make_dataset(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), max_length)
 
 
-def accuracy(model: torch.nn.Module, tokenizer, frame: pd.DataFrame, max_length: int) -> float:
-    """Accuracy of a classifier on a labelled frame (text, label ids), on the model's device; NaN when empty."""
+def predict_labels(model: torch.nn.Module, tokenizer, frame: pd.DataFrame, max_length: int) -> np.ndarray:
+    """Predicted label ids [N] of a classifier on a frame with a `text` column, on the model's device."""
     from tasks.core.loop import predict_logits
 
     if not len(frame):
-        return float("nan")
-    data = encode_split(tokenizer, frame, max_length)
-    return float((predict_logits(model, data, tokenizer.pad_token_id, 128).argmax(-1) == data.labels).mean())
+        return np.zeros(0, dtype=np.int64)
+    data = make_dataset(tokenizer, frame["text"].tolist(), None, max_length)
+    return predict_logits(model, data, tokenizer.pad_token_id, 128).argmax(-1)
 
 
 def loop_config(section: TrainConfig, base: BaseConfig, desc: str, metric: str = "accuracy") -> LoopConfig:

@@ -133,6 +133,9 @@ class EvaluateConfig:
     # stopping, promote and retrain. f1_macro for imbalanced tasks (a spam filter that says "ham"
     # to everything has 0.87 accuracy and 0.47 macro-F1).
     metric: str = "accuracy"  # accuracy | f1_macro
+    # Confidence level of every paired comparison a decision rests on (promote, retrain): a gain
+    # counts only when its interval at this level lies wholly above zero.
+    confidence: float = 0.95
 
 
 @dataclass
@@ -375,6 +378,8 @@ def _check(cfg: Config) -> None:
                               ("lr", section.lr > 0, "> 0")):
             if not ok:
                 raise ConfigError(f"{name}.{key}: expected {rule}, got {getattr(section, key)}")
+    if not 0.5 <= cfg.evaluate.confidence < 1:
+        raise ConfigError(f"evaluate.confidence: expected a level in [0.5, 1), e.g. 0.95, got {cfg.evaluate.confidence}")
     if not -1 <= cfg.promote.tolerance <= 1:
         raise ConfigError(f"promote.tolerance: expected an accuracy difference in [-1, 1], got {cfg.promote.tolerance}")
     if cfg.serve.threads < 0:

@@ -3,7 +3,8 @@
 A candidate (models/student/) replaces models/production/ when it passed the evaluate gate and is
 no worse than the current production model, both scored on the *current* test split: production
 is re-scored here rather than trusted from the day it was promoted, because the data may have
-changed since. Every decision, promoted or not, is appended to models/registry.json with its
+changed since. The comparison is paired (same rows) and carries its confidence interval
+(tasks/stats.py); where a gain is demanded, it must be significant. Every decision, promoted or not, is appended to models/registry.json with its
 reason; a refused candidate leaves production untouched.
 
 This module decides (`decide`, `check_learned`, `recheck`); tasks/registry.py writes the registry,
@@ -16,8 +17,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from tasks.common import load_split, predict_labels
 from tasks.config import Config
+from tasks.core.loop import resolve_device
 from tasks.errors import DataError
+from tasks.models import load_classifier, load_tokenizer
 from tasks.registry import (
     STAMP,
     Transaction,
@@ -29,6 +36,7 @@ from tasks.registry import (
     run_source,
     transaction,
 )
+from tasks.stats import Comparison, paired_comparison
 from tasks.storage import Paths, hash_dir, read_json, stage_log, write_json
 
 log = logging.getLogger("kd")
@@ -38,8 +46,10 @@ log = logging.getLogger("kd")
 class Gates:
     """The thresholds a candidate must clear."""
 
-    min_retention: float  # evaluate.min_retention: student accuracy / teacher accuracy
-    tolerance: float  # promote.tolerance: accuracy the candidate may lose against production
+    min_retention: float  # evaluate.min_retention: student score / teacher score (in evaluate.metric)
+    tolerance: float  # promote.tolerance: score the candidate may lose against production (< 0: a gain required)
+    metric: str = "accuracy"  # evaluate.metric
+    confidence: float = 0.95  # evaluate.confidence: of the paired comparison's interval
 
 
 @dataclass(frozen=True)
@@ -50,59 +60,77 @@ class Decision:
     reason: str
 
 
-def decide(candidate: dict, production: dict | None, gates: Gates) -> Decision:
+def decide(candidate: dict, production: Comparison | None, gates: Gates) -> Decision:
     """Promote the candidate or keep production.
 
+    With `promote.tolerance >= 0` the candidate must be no worse than production minus the
+    tolerance. With a negative tolerance a gain of at least -tolerance is required, and it must be
+    significant: the paired interval of the difference lies wholly above zero, so a gain inside the
+    noise of the test split is not promoted.
+
     Args:
-        candidate: reports/metrics.json of the candidate: `retention` and `student.accuracy`.
-        production: the production model's scores on the same test split ({"accuracy", ...}),
-            or None when there is no production model (or it cannot be compared).
+        candidate: reports/metrics.json of the candidate: `retention` and `student.<metric>`.
+        production: candidate (B) against production (A) on the same test rows, or None when there
+            is no production model (or it cannot be compared).
         gates: the thresholds.
 
     Returns:
         The decision; `promote` is False when a gate fails or the candidate is worse.
     """
-    retention, acc = candidate["retention"], candidate["student"]["accuracy"]
+    retention, score = candidate["retention"], candidate["student"][gates.metric]
     if retention < gates.min_retention:
         return Decision(False, f"evaluate gate: retention {retention:.4f} < evaluate.min_retention "
                                f"{gates.min_retention}")
     if production is None:
-        return Decision(True, f"no comparable production model; candidate accuracy {acc:.4f} passed the gates")
-    needed = production["accuracy"] - gates.tolerance
-    # A hair of slack: accuracies are ratios of the same integers, equal ones must compare equal.
-    if acc < needed - 1e-9:
-        return Decision(False, f"candidate accuracy {acc:.4f} < production accuracy {production['accuracy']:.4f} "
-                               f"- promote.tolerance {gates.tolerance} on the current test split")
-    return Decision(True, f"candidate accuracy {acc:.4f} >= production accuracy {production['accuracy']:.4f} "
-                          f"- promote.tolerance {gates.tolerance} on the current test split")
+        return Decision(True, f"no comparable production model; candidate {gates.metric} {score:.4f} passed the gates")
+    versus = f"candidate against production on the current test split: {production.describe()}"
+    # A hair of slack: scores are ratios of the same integers, equal ones must compare equal.
+    if production.diff < -gates.tolerance - 1e-9:
+        return Decision(False, f"{versus}; below -promote.tolerance {gates.tolerance}")
+    if gates.tolerance < 0 and not production.significant_gain:
+        return Decision(False, f"{versus}; the required gain {-gates.tolerance} is inside the noise "
+                               f"(the interval reaches 0): not promoted")
+    return Decision(True, f"{versus}; within promote.tolerance {gates.tolerance}")
 
 
-def score_production(cfg: Config, paths: Paths, names: list[str]) -> dict | None:
-    """Accuracy and macro-F1 of models/production/ on the current test split.
+def production_predictions(cfg: Config, paths: Paths, names: list[str], frame) -> np.ndarray | None:
+    """models/production/'s predicted label ids on `frame`.
 
     Returns:
-        The scores, or None when there is no production model or its labels differ from the
+        The predictions, or None when there is no production model or its labels differ from the
         data's (a model for another task cannot be compared on this one).
     """
     folder = production_dir(paths)
     if not (folder / "config.json").is_file():
         return None
-    from tasks.common import encode_split, load_split
-    from tasks.core.loop import predict_logits, resolve_device
-    from tasks.metrics import classification_metrics
-    from tasks.models import load_classifier, load_tokenizer
-
     model, _ = load_classifier(str(folder), None, key="models/production")
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if labels != list(names):
         log.warning("[promote] production labels %s differ from the data's %s: not comparable", labels, names)
         return None
-    tokenizer = load_tokenizer(str(folder), key="models/production")
-    device = resolve_device(cfg.base.device)
-    data = encode_split(tokenizer, load_split(paths, "test"), cfg.base.max_length)
-    logits = predict_logits(model.to(device), data, tokenizer.pad_token_id, 128, device, progress="production test")
-    quality = classification_metrics(data.labels, logits.argmax(-1), names)
-    return {"accuracy": quality["accuracy"], "f1_macro": quality["f1_macro"]}
+    return _predictions(cfg, folder, names, frame)
+
+
+def _predictions(cfg: Config, folder: Path, names: list[str], frame) -> np.ndarray:
+    model, _ = load_classifier(str(folder), names, key=str(folder))
+    tokenizer = load_tokenizer(str(folder), key=str(folder))
+    return predict_labels(model.to(resolve_device(cfg.base.device)), tokenizer, frame, cfg.base.max_length)
+
+
+def production_comparison(cfg: Config, paths: Paths, names: list[str]) -> Comparison | None:
+    """The candidate (models/student/) against production on the current test split, or None when
+    there is no comparable production model."""
+    test = load_split(paths, "test")
+    reference = production_predictions(cfg, paths, names, test)
+    if reference is None:
+        return None
+    return compare(cfg, test["label"].to_numpy(), reference, _predictions(cfg, paths.student, names, test), len(names))
+
+
+def compare(cfg: Config, labels: np.ndarray, reference: np.ndarray, contender: np.ndarray, classes: int) -> Comparison:
+    """The contender against the reference on the same rows, in evaluate.metric at evaluate.confidence."""
+    return paired_comparison(labels, reference, contender, cfg.evaluate.metric, classes, cfg.evaluate.confidence,
+                             seed=cfg.base.seed)
 
 
 def learned_tests(paths: Paths, registry: dict) -> dict[str, Path]:
@@ -115,33 +143,23 @@ def learned_tests(paths: Paths, registry: dict) -> dict[str, Path]:
     return tests
 
 
-def _accuracy_on(cfg: Config, folder: Path, names: list[str], file: Path) -> float:
-    import pandas as pd
-
-    from tasks.common import accuracy
-    from tasks.core.loop import resolve_device
-    from tasks.models import load_classifier, load_tokenizer
-
-    model, _ = load_classifier(str(folder), names, key=str(folder))
-    tokenizer = load_tokenizer(str(folder), key=str(folder))
-    return accuracy(model.to(resolve_device(cfg.base.device)), tokenizer, pd.read_parquet(file), cfg.base.max_length)
-
-
 def check_learned(cfg: Config, paths: Paths, names: list[str], tests: dict[str, Path]) -> tuple[Decision | None, dict]:
     """A candidate from the pipeline must not lose what retraining taught production: on each
     learned test split it may lose at most `promote.tolerance` against production.
 
     Returns:
-        (a refusal naming the split, or None; {split: {"candidate", "production"}}).
+        (a refusal naming the split, or None; {split: candidate against production, as a dict}).
     """
     scores = {}
     for name, file in tests.items():
-        cand = _accuracy_on(cfg, paths.student, names, file)
-        prod = _accuracy_on(cfg, production_dir(paths), names, file)
-        scores[name] = {"candidate": cand, "production": prod}
-        if cand < prod - cfg.promote.tolerance - 1e-9:
-            return Decision(False, f"learned-data gate: candidate accuracy {cand:.4f} < production accuracy {prod:.4f} "
-                                   f"- promote.tolerance {cfg.promote.tolerance} on {name} (learned by retraining)"), scores
+        frame = pd.read_parquet(file)
+        versus = compare(cfg, frame["label"].to_numpy(), _predictions(cfg, production_dir(paths), names, frame),
+                         _predictions(cfg, paths.student, names, frame), len(names))
+        scores[name] = versus.to_dict()
+        if versus.diff < -cfg.promote.tolerance - 1e-9:
+            return Decision(False, f"learned-data gate: candidate against production on {name} (learned by "
+                                   f"retraining): {versus.describe()}; below -promote.tolerance "
+                                   f"{cfg.promote.tolerance}"), scores
     return None, scores
 
 
@@ -155,11 +173,14 @@ def judge(cfg: Config, paths: Paths, metrics: dict, names: list[str], registry: 
     """The gates in order: evaluate gate and production on the current test split, then the learned-data gate.
 
     Returns:
-        (the decision, production's scores or None when there is no comparable production model).
+        (the decision, the comparison with production as a dict, or None when there is no
+        comparable production model).
     """
-    production = score_production(cfg, paths, names)
-    decision = decide(metrics, production, Gates(cfg.evaluate.min_retention, cfg.promote.tolerance))
-    learned = learned_tests(paths, registry) if production is not None else {}
+    versus = production_comparison(cfg, paths, names)
+    gates = Gates(cfg.evaluate.min_retention, cfg.promote.tolerance, cfg.evaluate.metric, cfg.evaluate.confidence)
+    decision = decide(metrics, versus, gates)
+    production = None if versus is None else {cfg.evaluate.metric: versus.a, "comparison": versus.to_dict()}
+    learned = learned_tests(paths, registry) if versus is not None else {}
     if decision.promote and learned:
         refusal, production["learned"] = check_learned(cfg, paths, names, learned)
         decision = refusal or decision
@@ -211,9 +232,11 @@ def promote(cfg: Config, paths: Paths) -> dict:
             if decision.promote:
                 info["wrote"] += [production_dir(paths), paths.root / "models" / "versions"]
             info["wrote"].append(registry_path(paths))
+            metric = cfg.evaluate.metric
             report = {"promoted": decision.promote, "version": entry["version"], "production_version": txn.production,
-                      "reason": decision.reason, "candidate_accuracy": metrics["student"]["accuracy"],
-                      "production_accuracy": (production or {}).get("accuracy")}
+                      "reason": decision.reason, "metric": metric, f"candidate_{metric}": metrics["student"][metric],
+                      f"production_{metric}": (production or {}).get(metric),
+                      "comparison": (production or {}).get("comparison")}
         write_json(paths.reports / "promote.json", report)
         info["read"] += [metrics_file, paths.student]
         info["wrote"].append(paths.reports / "promote.json")

@@ -397,10 +397,11 @@ def list_versions(cfg, paths: Paths) -> dict:
     """`kdistill versions`: the registry as a table on stderr; returns {"production", "versions": count}."""
     registry = read_registry(paths)
     current = registry.get("production")
-    print(f"{'':2}{'version':>7}  {'time':<25} {'promoted':<9} {'trigger':<9} {'accuracy':>8}  reason", file=sys.stderr)
+    print(f"{'':2}{'version':>7}  {'time':<25} {'promoted':<9} {'trigger':<9} {'score':>8}  reason", file=sys.stderr)
     for v in registry["versions"]:
         mark = "*" if v["version"] == current else " "
-        acc = v.get("metrics", {}).get("accuracy") or v.get("metrics", {}).get("new_accuracy")
+        m = v.get("metrics", {})  # a pipeline entry's test score, or a cycle's new-split score
+        acc = next((m[k] for k in ("accuracy", "new_score", "new_accuracy") if m.get(k) is not None), None)
         print(f"{mark:2}{v['version']:>7}  {v.get('time', ''):<25} {v.get('promoted')!s:<9} "
               f"{v.get('trigger', 'pipeline'):<9} {acc if acc is None else round(acc, 4)!s:>8}  {v.get('reason', '')}",
               file=sys.stderr)

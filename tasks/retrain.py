@@ -12,13 +12,15 @@ and replaces production only when it is measurably better.
 3. Transfer set: new labelled rows + a replay sample of old rows (`replay_ratio`) + the production
    text the updated teacher labels with confidence >= `min_teacher_confidence` (soft targets only).
    With `pseudo_ablation`, a second student is trained without that text on the same cycle, and the
-   one with the better validation accuracy becomes the challenger; the report shows both.
+   one with the better validation score becomes the challenger; the report shows both.
 4. Warm start from the production student; `alpha_lwf` adds learning without forgetting: the KL
    to the previous student's outputs on the replayed old rows.
 5. Evaluate champion (production), challenger and both teachers on the old test split (the base
    test split plus the new test splits of the cycles production learned from) and the new one.
-6. Champion / challenger: promote only when the challenger gains >= `min_gain` on the new split,
-   forgets <= `max_forgetting` on the old one and passes the retention gate. A refused, failed or
+6. Champion / challenger: promote only when the challenger gains >= `min_gain` on the new split and
+   the gain is significant (its paired interval at `evaluate.confidence` lies above zero; otherwise
+   the cycle waits for more labels and says how many new test rows would show it), forgets <=
+   `max_forgetting` on the old one and passes the retention gate. Scores are in `evaluate.metric`. A refused, failed or
    crashed cycle never touches production or the registry's `production`.
 
 Every cycle is version N of the registry, promoted or not. N is allocated when the cycle is written
@@ -45,7 +47,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.common import accuracy, encode_split, load_labels, load_split, supervised_step
+from tasks.common import encode_split, load_labels, load_split, predict_labels, supervised_step
 from tasks.config import Config
 from tasks.core.cache import LogitCache, cache_key, fingerprint_model, fingerprint_tokens
 from tasks.core.data import IGNORE_LABEL, make_dataset
@@ -68,6 +70,7 @@ from tasks.registry import (
     run_source,
     transaction,
 )
+from tasks.stats import Comparison, metric_value, paired_comparison
 from tasks.storage import (
     Paths,
     atomic_path,
@@ -183,7 +186,7 @@ def loop(cfg: Config, epochs: int, lr: float, desc: str) -> LoopConfig:
     rt = cfg.retrain
     return LoopConfig(epochs=epochs, batch_size=rt.batch_size, eval_batch_size=128, lr=lr, weight_decay=0.01,
                       warmup_ratio=0.06, grad_clip=1.0, patience=epochs, seed=cfg.base.seed, device=cfg.base.device,
-                      desc=desc)
+                      desc=desc, metric=cfg.evaluate.metric)
 
 
 def probabilities(model, tokenizer, texts: list[str], max_length: int) -> np.ndarray:
@@ -191,10 +194,23 @@ def probabilities(model, tokenizer, texts: list[str], max_length: int) -> np.nda
     return torch.softmax(torch.from_numpy(logits), -1).numpy()
 
 
-def both(model, tokenizer, old_test: pd.DataFrame, new_test: pd.DataFrame, max_length: int) -> dict:
-    """Accuracy on the old and the new test split, and on both together (derived from the two)."""
-    old, new = accuracy(model, tokenizer, old_test, max_length), accuracy(model, tokenizer, new_test, max_length)
-    return {"old": old, "new": new, "all": (old * len(old_test) + new * len(new_test)) / (len(old_test) + len(new_test))}
+@dataclass(frozen=True)
+class Scored:
+    """A model's predictions on the old and the new test split, and its scores (evaluate.metric)."""
+
+    old: np.ndarray
+    new: np.ndarray
+    scores: dict  # {"old", "new", "all"}
+
+
+def both(model, tokenizer, old_test: pd.DataFrame, new_test: pd.DataFrame, max_length: int, metric: str,
+         classes: int) -> Scored:
+    """Predictions and scores on the old and the new test split, and on both together."""
+    old, new = predict_labels(model, tokenizer, old_test, max_length), predict_labels(model, tokenizer, new_test, max_length)
+    labels_old, labels_new = old_test["label"].to_numpy(), new_test["label"].to_numpy()
+    score = lambda y, p: metric_value(y, p, metric, classes) if len(y) else float("nan")  # noqa: E731
+    return Scored(old, new, {"old": score(labels_old, old), "new": score(labels_new, new),
+                             "all": score(np.concatenate([labels_old, labels_new]), np.concatenate([old, new]))})
 
 
 def update_teacher(cfg: Config, model: torch.nn.Module, tokenizer, train_rows: pd.DataFrame, val_rows: pd.DataFrame,
@@ -205,7 +221,7 @@ def update_teacher(cfg: Config, model: torch.nn.Module, tokenizer, train_rows: p
                    loop(cfg, cfg.retrain.teacher_epochs, cfg.retrain.teacher_lr, "retrain teacher"),
                    tokenizer.pad_token_id, out / "checkpoints" / "teacher")
     save_model(model.cpu(), tokenizer, out / "teacher")
-    return model.eval(), {"history": result.history, "best_val_accuracy": result.best_accuracy,
+    return model.eval(), {"history": result.history, "best_val": result.best_score,
                                      "train_rows": len(train_rows), "seconds": round(result.seconds, 1)}
 
 
@@ -265,7 +281,7 @@ def fit_student(cfg: Config, teacher: torch.nn.Module, teacher_dir: Path, tokeni
                                            "pseudo": len(pseudo)},
                                   "cache_key": key, "layer_map": layer_map,
                                   "warm_start": rt.warm_start and champion is not None, "lwf": extra is not None,
-                                  "best_val_accuracy": result.best_accuracy, "history": result.history,
+                                  "best_val": result.best_score, "history": result.history,
                                   "seconds": round(result.seconds, 1)}
 
 
@@ -278,21 +294,32 @@ class CycleGates:
     min_retention: float
 
 
-def decide_cycle(challenger: dict, champion: dict, retention: float, gates: CycleGates) -> Decision:
+def decide_cycle(gain: Comparison, old: Comparison, retention: float, gates: CycleGates) -> Decision:
     """Champion / challenger on the old and the new test split; the reason names the gate that failed.
 
+    The gain must reach `min_gain` *and*, when `min_gain` > 0, be significant: a gain whose paired
+    interval reaches zero is inside the noise of the new test split, and the cycle waits for more
+    labels rather than promote it.
+
     Args:
-        challenger, champion: {"old": accuracy on the old test split, "new": on the new one}.
-        retention: challenger accuracy / teacher accuracy, both on old + new test rows.
+        gain: challenger (B) against champion (A) on the new test split.
+        old: challenger against champion on the old test split (forgetting = -old.diff).
+        retention: challenger score / teacher score, both on old + new test rows.
         gates: the thresholds.
     """
-    gain, forgetting = challenger["new"] - champion["new"], champion["old"] - challenger["old"]
-    numbers = (f"gain {gain:+.4f} on the new test split (min_gain {gates.min_gain}), forgetting {forgetting:+.4f} "
-               f"on the old one (max_forgetting {gates.max_forgetting}), retention {retention:.4f}")
+    forgetting = -old.diff
+    numbers = (f"gain {gain.describe()} on the new test split (min_gain {gates.min_gain}), forgetting "
+               f"{forgetting:+.4f} (CI {-old.ci_high:+.4f}..{-old.ci_low:+.4f}) on the old one "
+               f"(max_forgetting {gates.max_forgetting}), retention {retention:.4f}")
     if retention < gates.min_retention:
         return Decision(False, f"evaluate gate: retention {retention:.4f} < evaluate.min_retention {gates.min_retention}")
-    if gain < gates.min_gain - 1e-9:
+    if gain.diff < gates.min_gain - 1e-9:
         return Decision(False, f"gain gate: {numbers}")
+    if gates.min_gain > 0 and not gain.significant_gain:  # min_gain <= 0 demands no gain, so no proof of one
+        need = gain.rows_to_show()
+        return Decision(False, f"gain gate: the gain is inside the noise of the {gain.rows}-row new test split; "
+                               f"waiting for more labels (about {need} new test rows would show a gain this size): "
+                               f"{numbers}")
     if forgetting > gates.max_forgetting + 1e-9:
         return Decision(False, f"forgetting gate: {numbers}")
     return Decision(True, f"challenger passed: {numbers}")
@@ -426,9 +453,10 @@ def registry_entry(report: dict, paths: Paths, data_dir: Path, model_dir: Path, 
         data_snapshot=str(data_dir.relative_to(paths.root)), data_hash=hash_dir(data_dir),
         models=str(model_dir.relative_to(paths.root)), teacher=str(teacher.relative_to(paths.root)),
         cache_key=report.get("cache_key"), model_hash=hash_dir(student) if student.is_dir() else None,
-        metrics={"accuracy": challenger.get("all"), "old_accuracy": challenger.get("old"),
-                 "new_accuracy": challenger.get("new"), "forgetting": report.get("forgetting"),
-                 "gain": report.get("gain"), "retention": report.get("retention")},
+        metrics={"metric": report.get("metric"), "score": challenger.get("all"), "old_score": challenger.get("old"),
+                 "new_score": challenger.get("new"), "forgetting": report.get("forgetting"),
+                 "gain": report.get("gain"), "retention": report.get("retention"),
+                 "comparisons": report.get("comparisons")},
         batches=report["batches"])
 
 
@@ -446,15 +474,21 @@ def run_cycle(cfg: Config, paths: Paths, base: dict, names: list[str], teacher_d
     report = {**base, "rows": {
         "new_train": len(new["train"]), "new_val": len(new["val"]), "new_test": len(new["test"]),
         "replay": len(replay), "old_test": len(old["test"]), "unlabelled_pool": len(pool)}}
+    metric = cfg.evaluate.metric
+
+    def scored(model, tok) -> Scored:
+        return both(model, tok, old["test"], new["test"], max_length, metric, len(names))
+
     champion_tok = load_tokenizer(str(production_dir(paths)), key="models/production")
     champion, _ = load_classifier(str(production_dir(paths)), names, key="models/production")
-    scores = {"champion": both(champion, champion_tok, old["test"], new["test"], max_length)}
+    champ = scored(champion, champion_tok)
+    scores = {"champion": champ.scores}
     tokenizer = load_tokenizer(str(teacher_dir), key="teacher of the production lineage")
     teacher, _ = load_classifier(str(teacher_dir), names, key="teacher of the production lineage")
-    scores["teacher_before"] = both(teacher, tokenizer, old["test"], new["test"], max_length)
+    scores["teacher_before"] = scored(teacher, tokenizer).scores
     teacher_train = pd.concat([new["train"][["text", "label"]], replay[["text", "label"]]], ignore_index=True)
     teacher, report["teacher"] = update_teacher(cfg, teacher, tokenizer, teacher_train, val, model_out)
-    scores["teacher"] = both(teacher, tokenizer, old["test"], new["test"], max_length)
+    scores["teacher"] = scored(teacher, tokenizer).scores
     gate = teacher_gate(scores["teacher_before"], scores["teacher"], rt.teacher_max_forgetting)
     report["scores"] = scores
     if not gate.promote:
@@ -468,27 +502,33 @@ def run_cycle(cfg: Config, paths: Paths, base: dict, names: list[str], teacher_d
     variants = {"with_pseudo": pseudo} if pseudo else {}
     if not pseudo or rt.pseudo_ablation:
         variants["without_pseudo"] = []
-    students, info = {}, {}
+    students, info, preds = {}, {}, {}
     parts = {"new": new["train"], "replay": replay}
     for name, texts in variants.items():
         students[name], info[name] = fit_student(cfg, teacher, model_out / "teacher", tokenizer, parts, texts, val,
                                                  champion, model_out, name)
-        info[name]["scores"] = both(students[name], tokenizer, old["test"], new["test"], max_length)
-    chosen = max(info, key=lambda n: (info[n]["best_val_accuracy"], n == "with_pseudo"))
+        preds[name] = scored(students[name], tokenizer)
+        info[name]["scores"] = preds[name].scores
+    chosen = max(info, key=lambda n: (info[n]["best_val"], n == "with_pseudo"))
     report["students"], report["chosen"] = info, chosen
     save_model(students[chosen], tokenizer, model_out / "student")
     challenger = info[chosen]["scores"]
     retention = challenger["all"] / scores["teacher"]["all"] if scores["teacher"]["all"] > 0 else 0.0
     scores["challenger"] = challenger
-    report.update(cache_key=info[chosen]["cache_key"], retention=retention,
-                  gain=challenger["new"] - scores["champion"]["new"],
-                  forgetting=scores["champion"]["old"] - challenger["old"])
+    # Paired on the same rows: champion (A) against challenger (B), new split and old split.
+    compare = {split: paired_comparison(old_or_new["test"]["label"].to_numpy(), getattr(champ, split),
+                                        getattr(preds[chosen], split), metric, len(names), cfg.evaluate.confidence,
+                                        seed=seed)
+               for split, old_or_new in (("new", new), ("old", old))}
+    report.update(cache_key=info[chosen]["cache_key"], retention=retention, metric=metric,
+                  gain=compare["new"].diff, forgetting=-compare["old"].diff,
+                  comparisons={split: c.to_dict() for split, c in compare.items()})
     if len(variants) == 2:
         w, wo = info["with_pseudo"]["scores"], info["without_pseudo"]["scores"]
         report["pseudo_label_effect"] = {"new": w["new"] - wo["new"], "old": w["old"] - wo["old"],
                                          "verdict": "helped" if w["new"] + w["old"] > wo["new"] + wo["old"] else
                                          "hurt" if w["new"] + w["old"] < wo["new"] + wo["old"] else "no difference"}
-    decision = decide_cycle(challenger, scores["champion"], retention,
+    decision = decide_cycle(compare["new"], compare["old"], retention,
                             CycleGates(rt.min_gain, rt.max_forgetting, cfg.evaluate.min_retention))
     return {**report, "status": "promoted" if decision.promote else "not promoted", "promoted": decision.promote,
             "reason": decision.reason}
@@ -504,13 +544,18 @@ def score_rows(report: dict) -> list[tuple[str, dict]]:
 
 
 def cycle_table(report: dict) -> str:
-    """The cycle's scores as a plain-text table (old-test, new-test accuracy, forgetting, promoted)."""
+    """The cycle's scores as a plain-text table (old-test, new-test score in evaluate.metric, the
+    paired comparisons, promoted)."""
     lines = [f"version {report['version']} ({report['trigger']}): {report['status']} - {report['reason']}",
              f"{'model':<28}{'old test':>10}{'new test':>10}"]
     lines += [f"{name:<28}{s['old']:>10.4f}{s['new']:>10.4f}" for name, s in score_rows(report)]
     if "gain" in report:
         lines.append(f"challenger ({report['chosen']}): gain {report['gain']:+.4f}, forgetting {report['forgetting']:+.4f}, "
-                     f"retention {report['retention']:.4f}")
+                     f"retention {report['retention']:.4f} ({report.get('metric', 'accuracy')})")
+    for split, c in report.get("comparisons", {}).items():
+        lines.append(f"challenger - champion on the {split} test split: {c['diff']:+.4f} "
+                     f"({c['confidence']:.0%} CI {c['ci_low']:+.4f}..{c['ci_high']:+.4f}, p={c['p_value']:.3g}, "
+                     f"{c['rows']} rows)")
     if "pseudo_label_effect" in report:
         e = report["pseudo_label_effect"]
         lines.append(f"pseudo-labelled text {e['verdict']}: {e['new']:+.4f} new, {e['old']:+.4f} old")

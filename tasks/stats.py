@@ -2,8 +2,9 @@
 
 Every decision the product takes by comparing two models (promote: candidate against production;
 retrain: challenger against champion; the sweep: trials against the best) asks `paired_comparison`:
-the difference of the metric on the same rows, a paired bootstrap confidence interval of it, and,
-for accuracy, McNemar's exact test on the rows where the two models disagree. A gain is
+the difference of the metric on the same rows with its confidence interval and p-value: for
+accuracy, McNemar's exact test and the matching exact interval on the rows where one model is right
+and the other wrong; for macro-F1, a paired bootstrap. A gain is
 *significant* when the whole interval lies above zero; on a 125-row test split, 5 rows (+4 points)
 usually is not.
 """
@@ -77,6 +78,24 @@ class Comparison:
         """B is worse than A beyond the noise."""
         return self.ci_high < 0
 
+    def rows_to_show(self) -> int | None:
+        """Rows a split like this one would need for a difference of this size to be significant;
+        None when there is no gain to show.
+
+        Accuracy: the discordant counts scaled up at the same rates until McNemar's exact test
+        passes. Macro-F1: the interval's lower half-width shrinks as 1/sqrt(rows).
+        """
+        if not self.diff > 0:
+            return None
+        alpha = 1 - self.confidence
+        if self.metric == "accuracy":
+            for scale in np.arange(1.0, 1000.0, 0.01):
+                if mcnemar_p(round(self.a_only * scale), round(self.b_only * scale)) < alpha:
+                    return max(self.rows, math.ceil(self.rows * scale))
+            return None
+        below = self.diff - self.ci_low
+        return max(self.rows, math.ceil(self.rows * (below / self.diff) ** 2)) if math.isfinite(below) else None
+
     def describe(self) -> str:
         """One line for logs and gate messages, e.g. '+0.0400 accuracy (95% CI -0.0080..+0.0880, p=0.13, 125 rows)'."""
         test = "McNemar p" if self.metric == "accuracy" else "bootstrap p"
@@ -97,13 +116,44 @@ def mcnemar_p(a_only: int, b_only: int) -> float:
     return 1.0 if n == 0 else float(binomtest(b_only, n, 0.5).pvalue)
 
 
+def _discordant_interval(a_only: int, b_only: int, rows: int, confidence: float) -> tuple[float, float]:
+    """Exact interval of the accuracy difference, conditional on the discordant rows.
+
+    Given d = a_only + b_only rows where the models disagree on correctness, b_only ~ Binomial(d, q)
+    and the difference is d (2q - 1) / rows; the Clopper-Pearson interval of q maps onto it. It
+    agrees with McNemar's exact test (the interval excludes 0 exactly when p < 1 - confidence),
+    where a bootstrap would claim significance from 5 discordant rows out of 125.
+    """
+    d = a_only + b_only
+    if d == 0:
+        return 0.0, 0.0
+    q = binomtest(b_only, d, 0.5).proportion_ci(confidence, method="exact")
+    return d * (2 * q.low - 1) / rows, d * (2 * q.high - 1) / rows
+
+
+def _bootstrap_f1_diffs(labels: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarray, classes: int,
+                        resamples: int, seed: int) -> np.ndarray:
+    """Macro-F1(B) - macro-F1(A) on paired bootstrap resamples of the rows: [resamples]."""
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(resamples)
+    chunk = max(1, 2_000_000 // n)  # bounded memory: [chunk, N] index matrices
+    for start in range(0, resamples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
+        diffs[start:start + len(idx)] = (_f1_macro(labels[idx], preds_b[idx], classes)
+                                         - _f1_macro(labels[idx], preds_a[idx], classes))
+    return diffs
+
+
 def paired_comparison(labels: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarray, metric: str = "accuracy",
                       num_classes: int | None = None, confidence: float = 0.95, resamples: int = 2000,
                       seed: int = 0) -> Comparison:
     """Compare two models' predictions on the same labelled rows.
 
-    The interval is a paired percentile bootstrap: each resample draws rows with replacement and
-    scores both models on the same draw, so row difficulty cancels out.
+    For accuracy the interval is exact, from the rows where exactly one model is right (McNemar's
+    setting; see `_discordant_interval`). For macro-F1, which does not decompose by row, it is a
+    paired percentile bootstrap: each resample draws rows with replacement and scores both models
+    on the same draw, so row difficulty cancels out.
 
     Args:
         labels: [N] true class ids.
@@ -112,7 +162,7 @@ def paired_comparison(labels: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarr
         metric: accuracy | f1_macro.
         num_classes: C, for macro-F1 over every class.
         confidence: of the interval, e.g. 0.95.
-        resamples: bootstrap resamples.
+        resamples: bootstrap resamples (macro-F1).
         seed: of the resampling (the same inputs give the same interval).
 
     Returns:
@@ -128,22 +178,14 @@ def paired_comparison(labels: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarr
     a, b = metric_value(labels, preds_a, metric, c), metric_value(labels, preds_b, metric, c)
     if n == 0:
         return Comparison(metric, 0, a, b, float("nan"), -math.inf, math.inf, confidence, 1.0, 0, 0)
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(resamples)
-    chunk = max(1, 2_000_000 // n)  # bounded memory: [chunk, N] index matrices
-    for start in range(0, resamples, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
-        if metric == "accuracy":
-            d = right_b[idx].mean(axis=1) - right_a[idx].mean(axis=1)
-        else:
-            d = _f1_macro(labels[idx], preds_b[idx], c) - _f1_macro(labels[idx], preds_a[idx], c)
-        diffs[start:start + len(d)] = d
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(diffs, [tail, 1 - tail])
     if metric == "accuracy":
+        low, high = _discordant_interval(a_only, b_only, n, confidence)
         p = mcnemar_p(a_only, b_only)
-    else:  # the share of resamples on the other side of zero, two-sided
-        p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
+    else:
+        diffs = _bootstrap_f1_diffs(labels, preds_a, preds_b, c, resamples, seed)
+        tail = (1 - confidence) / 2
+        low, high = np.quantile(diffs, [tail, 1 - tail])
+        p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))  # two-sided
     return Comparison(metric, n, a, b, b - a, float(low), float(high), confidence, float(p), a_only, b_only)
 
 

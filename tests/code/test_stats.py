@@ -28,6 +28,18 @@ def test_small_gain_on_a_small_split_is_not_significant() -> None:
     assert not cmp.significant_gain and cmp.ci_low < 0 < cmp.ci_high
     assert cmp.p_value == pytest.approx(mcnemar_p(3, 8)) and cmp.p_value > 0.05
     assert (cmp.a_only, cmp.b_only) == (3, 8)
+    assert cmp.rows_to_show() > 125
+
+
+def test_interval_agrees_with_mcnemar_on_few_discordant_rows() -> None:
+    # 0 against 5 discordant rows: p = 0.0625; a bootstrap would put its whole interval above 0.
+    labels, a, b = _pair(125, 75, 0, 5)
+    cmp = paired_comparison(labels, a, b)
+    assert cmp.p_value == pytest.approx(0.0625) and cmp.ci_low < 0 and not cmp.significant_gain
+    # 0 against 6: p = 0.031, and the interval leaves zero with it
+    labels, a, b = _pair(150, 90, 0, 6)
+    assert paired_comparison(labels, a, b).significant_gain
+    assert 125 < paired_comparison(*_pair(125, 75, 0, 5)).rows_to_show() <= 150  # about 6 discordant rows
 
 
 def test_large_gain_is_significant() -> None:

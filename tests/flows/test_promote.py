@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import threading
 
+import numpy as np
 import pytest
 
 from tasks import promote as P
 from tasks import registry as R
 from tasks.config import Config
+from tasks.stats import Comparison, paired_comparison
 from tasks.storage import Paths, hash_dir
 
 GATES = P.Gates(min_retention=0.9, tolerance=0.0)
@@ -17,6 +19,16 @@ GATES = P.Gates(min_retention=0.9, tolerance=0.0)
 
 def candidate(acc: float, retention: float = 1.0) -> dict:
     return {"retention": retention, "student": {"accuracy": acc}}
+
+
+def versus(production: float, cand: float, rows: int = 1000) -> Comparison:
+    """Constructed predictions on `rows` binary rows where production gets `production` right and the
+    candidate `cand`, disagreeing on as few rows as the accuracies allow (the answer is known)."""
+    labels = np.zeros(rows, dtype=int)
+    right_a, right_b = round(production * rows), round(cand * rows)
+    a, b = np.ones(rows, dtype=int), np.ones(rows, dtype=int)
+    a[:right_a], b[:right_b] = 0, 0
+    return paired_comparison(labels, a, b)
 
 
 def test_first_candidate_is_promoted_when_it_passes_the_gate():
@@ -33,12 +45,20 @@ def test_a_failed_evaluate_gate_is_never_promoted():
     (0.79, 0.0, False),    # worse
     (0.79, 0.02, True),    # worse, within the tolerance
     (0.81, -0.05, False),  # better, but not by the required margin
-    (0.86, -0.05, True),
+    (0.86, -0.05, True),   # +6 points on 1000 rows: significant
 ])
 def test_candidate_against_production(acc, tolerance, promoted):
-    decision = P.decide(candidate(acc), {"accuracy": 0.80}, P.Gates(0.9, tolerance))
+    decision = P.decide(candidate(acc), versus(0.80, acc), P.Gates(0.9, tolerance))
     assert decision.promote is promoted
-    assert "0.8000" in decision.reason and "current test split" in decision.reason
+    assert f"{acc - 0.80:+.4f} accuracy (95% CI" in decision.reason and "current test split" in decision.reason
+
+
+def test_a_required_gain_inside_the_noise_is_not_promoted():
+    # +6 points, above the required 5, but on 50 rows (3 rows): the interval reaches 0.
+    small = versus(0.80, 0.86, rows=50)
+    assert small.diff >= 0.05 and not small.significant_gain
+    decision = P.decide(candidate(0.86), small, P.Gates(0.9, -0.05))
+    assert not decision.promote and "inside the noise" in decision.reason and "50 rows" in decision.reason
 
 
 @pytest.fixture
@@ -51,7 +71,7 @@ def workspace(tmp_path, monkeypatch):
     paths.processed.mkdir(parents=True)
     paths.summary.write_text(json.dumps({"labels": ["negative", "positive"], "data_hash": "abc"}))
     scores = {"production": None}
-    monkeypatch.setattr(P, "score_production", lambda cfg, p, names: scores["production"])
+    monkeypatch.setattr(P, "production_comparison", lambda cfg, p, names: scores["production"])
     monkeypatch.setenv(R.SOURCE_ENV, "test")
 
     def evaluate(acc: float) -> None:
@@ -83,10 +103,11 @@ def test_promote_refuses_a_worse_student_and_leaves_production_untouched(workspa
     before = hash_dir(R.production_dir(paths))
     (paths.student / "model.safetensors").write_bytes(b"v2")
     evaluate(0.7)
-    scores["production"] = {"accuracy": 0.8, "f1_macro": 0.8}
+    scores["production"] = versus(0.8, 0.7)
     report = P.promote(Config(), paths)
     assert not report["promoted"] and report["version"] == 2 and report["production_version"] == 1
-    assert "candidate accuracy 0.7000 < production accuracy 0.8000" in report["reason"]
+    assert "-0.1000 accuracy (95% CI" in report["reason"] and "below -promote.tolerance 0.0" in report["reason"]
+    assert report["comparison"]["diff"] == -0.1 and report["comparison"]["significant_loss"]
     assert hash_dir(R.production_dir(paths)) == before
     registry = json.loads(R.registry_path(paths).read_text())
     assert registry["production"] == 1

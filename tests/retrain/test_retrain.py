@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -174,15 +175,50 @@ def test_bad_batch_is_quarantined_and_the_others_go_on(retrain_ws, retrain_cfg):
     assert (incoming / "quarantine" / "broken.csv").is_file() and report["promoted"]
 
 
+def _versus(champion: float, challenger: float, rows: int):
+    """Champion against challenger on `rows` constructed binary rows with the given accuracies,
+    disagreeing on as few rows as possible: the right answer is known."""
+    from tasks.stats import paired_comparison
+
+    labels = np.zeros(rows, dtype=int)
+    a, b = np.ones(rows, dtype=int), np.ones(rows, dtype=int)
+    a[:round(champion * rows)], b[:round(challenger * rows)] = 0, 0
+    return paired_comparison(labels, a, b)
+
+
 def test_decide_cycle_names_the_gate():
     from tasks.retrain import CycleGates, decide_cycle, teacher_gate
 
     gates = CycleGates(min_gain=0.01, max_forgetting=0.02, min_retention=0.9)
-    champ = {"old": 0.85, "new": 0.60}
-    assert decide_cycle({"old": 0.84, "new": 0.70}, champ, 0.97, gates).promote
-    assert decide_cycle({"old": 0.84, "new": 0.605}, champ, 0.97, gates).reason.startswith("gain gate")
-    assert decide_cycle({"old": 0.80, "new": 0.70}, champ, 0.97, gates).reason.startswith("forgetting gate")
-    assert decide_cycle({"old": 0.85, "new": 0.70}, champ, 0.5, gates).reason.startswith("evaluate gate")
+    old_ok = _versus(0.85, 0.84, 1000)
+    assert decide_cycle(_versus(0.60, 0.70, 1000), old_ok, 0.97, gates).promote
+    assert decide_cycle(_versus(0.60, 0.605, 1000), old_ok, 0.97, gates).reason.startswith("gain gate")
+    assert decide_cycle(_versus(0.60, 0.70, 1000), _versus(0.85, 0.80, 1000), 0.97,
+                        gates).reason.startswith("forgetting gate")
+    assert decide_cycle(_versus(0.60, 0.70, 1000), old_ok, 0.5, gates).reason.startswith("evaluate gate")
+
+
+def test_a_gain_inside_the_noise_waits_for_more_labels():
+    """The cycle of the issue: +4 points on a 125-row new test split is 5 rows, inside the noise."""
+    from tasks.retrain import CycleGates, decide_cycle
+
+    gates = CycleGates(min_gain=0.01, max_forgetting=0.02, min_retention=0.9)
+    small = _versus(0.60, 0.64, 125)
+    decision = decide_cycle(small, _versus(0.85, 0.85, 1000), 0.97, gates)
+    assert not decision.promote
+    assert decision.reason.startswith("gain gate: the gain is inside the noise of the 125-row new test split; "
+                                      "waiting for more labels (about ")
+    assert "McNemar p=" in decision.reason and small.rows_to_show() > 125
+    # the same gain on 2,000 rows is significant and promoted
+    assert decide_cycle(_versus(0.60, 0.64, 2000), _versus(0.85, 0.85, 1000), 0.97, gates).promote
+    # with min_gain <= 0 no gain is demanded, so none has to be shown
+    open_gates = CycleGates(min_gain=0.0, max_forgetting=0.02, min_retention=0.9)
+    assert decide_cycle(small, _versus(0.85, 0.85, 1000), 0.97, open_gates).promote
+
+
+def test_teacher_gate():
+    from tasks.retrain import teacher_gate
+
     assert not teacher_gate({"old": 0.85, "new": 0.7}, {"old": 0.85, "new": 0.65}, 0.03).promote
     assert not teacher_gate({"old": 0.85, "new": 0.7}, {"old": 0.80, "new": 0.75}, 0.03).promote
     assert teacher_gate({"old": 0.85, "new": 0.7}, {"old": 0.83, "new": 0.75}, 0.03).promote
@@ -231,6 +267,14 @@ def test_the_api_serves_the_promoted_then_the_rolled_back_model_without_restart(
         assert client.get("/model").json()["version"] == 1
 
 
+def _better_candidate():
+    """A pipeline candidate clearly better than production on the current test split (0.5 -> 1.0 on 40 rows)."""
+    from tasks.stats import paired_comparison
+
+    labels = np.zeros(40, dtype=int)
+    return paired_comparison(labels, np.arange(40) % 2, labels)
+
+
 def test_the_pipeline_cannot_promote_a_student_that_forgot_what_retraining_taught(retrain_ws, retrain_cfg,
                                                                                   monkeypatch):
     import tasks.promote as pm
@@ -242,13 +286,19 @@ def test_the_pipeline_cannot_promote_a_student_that_forgot_what_retraining_taugh
     before = production_state(retrain_ws)
     student = {"accuracy": 1.0, "f1_macro": 1.0, "latency_ms_b1": 1.0, "size_mb": 1.0}
     write_json(paths.reports / "metrics.json", {"retention": 1.0, "student": student, "test_rows": 40})
-    monkeypatch.setattr(pm, "score_production", lambda *a: {"accuracy": 0.5, "f1_macro": 0.5})
-    monkeypatch.setattr(pm, "_accuracy_on", lambda cfg, folder, names, file:
-                        0.9 if folder == production_dir(paths) else 0.6)
+    monkeypatch.setattr(pm, "production_comparison", lambda *a: _better_candidate())
+
+    def predictions(cfg, folder, names, frame):  # production right on 90% of the rows, the candidate on 60%
+        labels = frame["label"].to_numpy()
+        right = round((0.9 if folder == production_dir(paths) else 0.6) * len(labels))
+        return np.where(np.arange(len(labels)) < right, labels, 1 - labels)
+
+    monkeypatch.setattr(pm, "_predictions", predictions)
     report = pm.promote(retrain_cfg, paths)
     assert not report["promoted"]
-    assert report["reason"].startswith("learned-data gate: candidate accuracy 0.6000 < production accuracy 0.9000")
-    assert "data/cycles/v2/new_test.parquet" in report["reason"]
+    assert report["reason"].startswith("learned-data gate: candidate against production on "
+                                       "data/cycles/v2/new_test.parquet (learned by retraining): -0.")
+    assert "below -promote.tolerance" in report["reason"]
     assert production_state(retrain_ws)[0] == before[0] and read_registry(paths)["production"] == 2
 
 
@@ -265,7 +315,7 @@ def test_a_pipeline_promote_during_a_cycle_gets_its_own_version_and_wins(retrain
     build_student(teacher, [1, 3]).save_pretrained(paths.student)  # a new pipeline candidate
     student = {"accuracy": 1.0, "f1_macro": 1.0, "latency_ms_b1": 1.0, "size_mb": 1.0}
     write_json(paths.reports / "metrics.json", {"retention": 1.0, "student": student, "test_rows": 40})
-    monkeypatch.setattr(pm, "score_production", lambda *a: {"accuracy": 0.5, "f1_macro": 0.5})
+    monkeypatch.setattr(pm, "production_comparison", lambda *a: _better_candidate())
     started, release, results = threading.Event(), threading.Event(), {}
     real = rt.run_cycle
 
