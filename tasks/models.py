@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
 import pickle
 import shutil
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -46,7 +51,48 @@ def resolve_model(name: str, key: str = "teacher.model") -> str:
         return str(path)
     if name.startswith((".", "/")) or name.count("/") > 1:
         raise ConfigError(f"{key}={name!r}: no such model folder")
-    return name  # a hub id; HF_HUB_OFFLINE=1 makes a missing one fail fast
+    return _hub_model(name, key)
+
+
+def _hub_model(name: str, key: str) -> str:
+    """A hub id, when the hub answers; else its copy in the local cache; else one line at once.
+
+    Without this, an unreachable hub costs about 50 s of retries before the same error.
+    """
+    from huggingface_hub import constants, snapshot_download
+
+    offline = constants.HF_HUB_OFFLINE
+    reason = "HF_HUB_OFFLINE is set" if offline else _hub_unreachable(constants.ENDPOINT)
+    if reason is None:
+        return name
+    try:
+        return snapshot_download(name, local_files_only=True)  # the cached copy's folder
+    except (OSError, ValueError):  # LocalEntryNotFoundError is an OSError; a malformed id a ValueError
+        raise ConfigError(f"{key}={name!r}: a Hugging Face hub id that is not in the local cache, and {reason}; "
+                          "give a local model folder, or download it where the hub is reachable") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _hub_unreachable(endpoint: str, timeout: float = 3.0) -> str | None:
+    """Why the hub at `endpoint` cannot be reached (a TCP connection within `timeout` s), or None."""
+    url = urllib.parse.urlsplit(endpoint)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+        url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")  # behind a proxy: reach it
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def connect() -> None:  # in a thread: name resolution itself can hang past any socket timeout
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as err:
+            outcome.append(f"the hub {endpoint} is unreachable ({err.strerror or type(err).__name__})")
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout + 1)
+    return outcome[0] if outcome else f"the hub {endpoint} is unreachable (no answer in {timeout:.0f} s)"
 
 
 def load_tokenizer(name: str, key: str = "teacher.model"):

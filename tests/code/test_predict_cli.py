@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +73,41 @@ def test_an_empty_text_in_a_file_is_named_by_its_row(tmp_path, tiny_teacher_dir,
     assert code == 2
     assert one_line(capsys) == (f"error: predict: {path}: row 2 is empty or blank (whitespace or invisible "
                                 "characters only); expected some words")
+
+
+def run_cli(env: dict, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """The CLI in a fresh process (the hub's settings are read when huggingface_hub is imported)."""
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "tasks.cli", "--params", str(REPO / "params.yaml"), "-q", *args],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False)
+    return out, time.monotonic() - start
+
+
+def test_an_unreachable_hub_fails_in_seconds(tmp_path):
+    with socket.socket() as sock:  # a port nobody listens on: connections are refused at once
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env |= {"HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hf")}
+    out, took = run_cli(env, "--root", str(tmp_path), "predict", "a film", "--model", "someorg/some-model")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.splitlines() == [(
+        f"error: --model='someorg/some-model': a Hugging Face hub id that is not in the local cache, and the hub "
+        f"http://127.0.0.1:{port} is unreachable (Connection refused); give a local model folder, or download it "
+        "where the hub is reachable")]
+    assert took < 30  # about 50 s of retries before (imports take a few seconds of this)
+
+
+def test_hub_offline_fails_at_once_and_a_cached_model_still_serves(tmp_path, tiny_teacher_dir, capsys):
+    assert predict(tmp_path, "predict", "a film", "--model", "someorg/some-model") == 2  # HF_HUB_OFFLINE=1 here
+    assert "not in the local cache, and HF_HUB_OFFLINE is set" in one_line(capsys)
+    # The same id, once in the local cache (as a download leaves it), is served offline.
+    repo = tmp_path / "hf" / "hub" / "models--someorg--some-model"
+    shutil.copytree(tiny_teacher_dir, repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    out, _ = run_cli(env, "--root", str(tmp_path), "predict", "a film", "--model", "someorg/some-model",
+                     "--variant", "torch-fp32")
+    assert out.returncode == 0, out.stderr
+    assert '"label": ' in out.stdout
