@@ -51,8 +51,13 @@ def latest_drift_report(paths: Paths) -> Path | None:
 def promotion_markdown(report: dict, registry: dict | None) -> str:
     """The promote stage's decision (reports/promote.json) and the current production version."""
     verdict = "promoted to production" if report.get("promoted") else "not promoted: production unchanged"
-    lines = [f"## Candidate {report.get('version')}: {verdict}", "", f"Reason: {report.get('reason')}", "",
-             f"Production is now version **{report.get('production_version')}**."]
+    lines = [f"## Candidate {report.get('version')}: {verdict}", "", f"Reason: {report.get('reason')}", ""]
+    c = report.get("comparison")
+    if c:  # candidate against production on the same test rows
+        lines += [f"Candidate - production ({c['metric']}, {c['rows']} test rows): **{c['diff']:+.4f}**, "
+                  f"{c['confidence']:.0%} interval {c['ci_low']:+.4f} .. {c['ci_high']:+.4f}, p = {c['p_value']:.3g} "
+                  f"({'a significant gain' if c['significant_gain'] else 'a significant loss' if c['significant_loss'] else 'inside the noise'}).", ""]
+    lines.append(f"Production is now version **{report.get('production_version')}**.")
     entry = next((v for v in reversed((registry or {}).get("versions", []))
                   if v.get("version") == report.get("production_version")), None)
     if entry:

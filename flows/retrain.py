@@ -49,7 +49,14 @@ def cycle_markdown(report: dict) -> str:
         lines += [f"| {name} | {s['old']:.4f} | {s['new']:.4f} |" for name, s in score_rows(report)]
     if "gain" in report:
         lines += ["", f"Challenger `{report['chosen']}`: gain {report['gain']:+.4f}, forgetting "
-                      f"{report['forgetting']:+.4f}, retention {report['retention']:.4f}."]
+                      f"{report['forgetting']:+.4f}, retention {report['retention']:.4f} "
+                      f"({report.get('metric', 'accuracy')})."]
+    if report.get("comparisons"):
+        lines += ["", "| challenger - champion | difference | interval | p | rows | significant |", "|---|---|---|---|---|---|"]
+        lines += [f"| {split} test split | {c['diff']:+.4f} | {c['confidence']:.0%}: {c['ci_low']:+.4f} .. "
+                  f"{c['ci_high']:+.4f} | {c['p_value']:.3g} | {c['rows']} | "
+                  f"{'gain' if c['significant_gain'] else 'loss' if c['significant_loss'] else 'no'} |"
+                  for split, c in report["comparisons"].items()]
     if "pseudo_label_effect" in report:
         e = report["pseudo_label_effect"]
         lines.append(f"Pseudo-labelled production text **{e['verdict']}** ({e['new']:+.4f} new, {e['old']:+.4f} old).")

@@ -152,6 +152,14 @@ def test_reports_read_like_the_ui_should_show_them():
     assert "Stopped by the evaluate gate" in stopped and "> evaluate gate: x" in stopped
     assert "not promoted" in promotion_markdown({"promoted": False, "version": 2, "production_version": 1,
                                                  "reason": "worse"}, None)
+    from tasks.stats import paired_comparison
+
+    labels = [0] * 125
+    noisy = paired_comparison(labels, [0] * 80 + [1] * 45, [0] * 85 + [1] * 40).to_dict()
+    shown = promotion_markdown({"promoted": False, "version": 2, "production_version": 1, "reason": "x",
+                                "comparison": noisy}, None)
+    assert "Candidate - production (accuracy, 125 test rows): **+0.0400**, 95% interval" in shown
+    assert "inside the noise" in shown
 
 
 def test_output_is_split_into_lines_and_progress_updates():
