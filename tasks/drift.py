@@ -33,6 +33,7 @@ import hashlib
 import logging
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,12 @@ WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 def drift_dir(paths: Paths) -> Path:
     """reports/drift/: the cached reference and one folder per monitoring run."""
     return paths.reports / "drift"
+
+
+def report_dir(paths: Paths, now: datetime.datetime) -> Path:
+    """reports/drift/<UTC time to the microsecond>Z-<random>/: in time order by name, and never shared by
+    two runs, even of the same second or of two processes (a shared one would be replaced by the later)."""
+    return drift_dir(paths) / f"{now:%Y%m%dT%H%M%S.%f}Z-{uuid.uuid4().hex[:6]}"
 
 
 def vocabulary(texts: pd.Series) -> set[str]:
@@ -250,7 +257,7 @@ def drift(cfg: Config, paths: Paths) -> dict:
 
     d = cfg.drift
     now = datetime.datetime.now(datetime.timezone.utc)
-    out = drift_dir(paths) / now.strftime("%Y%m%dT%H%M%SZ")
+    out = report_dir(paths, now)
     with stage_log("drift") as info:
         window = read_log(paths, days=d.window_days, rows=None if d.window_days else d.window_rows)
         if len(window) < d.min_window:
