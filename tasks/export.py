@@ -1,8 +1,10 @@
 """Serving variants of a saved classifier: PyTorch fp32 or dynamic int8, ONNX Runtime fp32 or int8.
 
-The ONNX files live inside the model folder (`<model>/onnx/model.onnx`, `model.int8.onnx`) and are
-exported on first use. A manifest records the sha256 of the weights they came from, so a folder
-whose weights were replaced (a re-run, `dvc checkout`) is re-exported rather than served stale.
+The ONNX files are exported on first use into a cache beside the model folder, never inside it:
+`<parent>/.serving-cache/<weights sha256[:16]>/` (`models/production/` -> `models/.serving-cache/...`),
+so a read-only or DVC-tracked model folder serves unchanged, and a folder whose weights were replaced
+(a re-run, `dvc checkout`, a promotion) finds no files of the old weights under its new key. Where
+the parent cannot be written, the user's cache (`$XDG_CACHE_HOME/kdistill/serving`) is used.
 Every variant runs at a fixed intra-op thread count, so latencies are comparable.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -202,11 +205,36 @@ def _ort_session(path: str | Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def serving_cache(model_dir: str | Path, weights: str | None = None) -> Path:
+    """The folder of a model's ONNX files: `<parent>/.serving-cache/<weights sha256[:16]>/` (see the module doc).
+
+    Args:
+        model_dir: the saved model folder.
+        weights: its `weights_hash`, when already known.
+    """
+    weights = weights or weights_hash(model_dir)
+    for root in (Path(model_dir).resolve().parent / ".serving-cache", _user_cache()):
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            if not (root / ".gitignore").is_file():  # a cache, never a file to commit
+                (root / ".gitignore").write_text("*\n")
+        except OSError:
+            continue
+        if os.access(root, os.W_OK):
+            return root / weights[:16]
+    raise ConfigError(f"--model={model_dir}: no writable folder for its ONNX files (beside it, or {_user_cache()})")
+
+
+def _user_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kdistill" / "serving"
+
+
 def ensure_onnx(model_dir: str | Path, variant: str) -> Path:
-    """The ONNX file of `variant` inside `model_dir/onnx/`, exported (or re-exported) when missing or stale."""
-    folder = Path(model_dir) / "onnx"
-    fp32, target = folder / ONNX_FILES["onnx-fp32"], folder / ONNX_FILES[variant]
+    """The ONNX file of `variant` in the model's serving cache, exported when missing or made by another version."""
     weights = weights_hash(model_dir)
+    folder = serving_cache(model_dir, weights)
+    folder.mkdir(exist_ok=True)
+    fp32, target = folder / ONNX_FILES["onnx-fp32"], folder / ONNX_FILES[variant]
     manifest = read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
     if manifest.get("weights_sha256") != weights or not fp32.is_file():
         diff = export_onnx(model_dir, fp32)
@@ -235,7 +263,7 @@ def load_predictor(model_dir: str | Path, variant: str, threads: int = 1) -> Pre
         threads: intra-op threads (torch's is process-wide); 0 keeps the library default.
 
     Returns:
-        A `Predictor`; ONNX variants are exported into `model_dir/onnx/` on first use.
+        A `Predictor`; ONNX variants are exported into the model's serving cache on first use.
     """
     if variant not in VARIANTS:
         raise ConfigError(f"serve.variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")

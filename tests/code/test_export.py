@@ -17,7 +17,8 @@ from tasks.config import load_config
 from tasks.core.data import Collator, make_dataset
 from tasks.errors import ConfigError
 from tasks.export import (VARIANTS, choose_variant, ensure_onnx, load_predictor, predict_dataset, resolve_variant,
-                          weights_hash)
+                          serving_cache, weights_hash)
+from tasks.storage import hash_dir, write_json
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = [1, 0, 0, 1, 1, 0, 1, 0, 1, 0]  # CORPUS's sentiment: 1 positive
@@ -66,7 +67,7 @@ def logits(model_dir, corpus_data) -> dict[str, np.ndarray]:
 def test_onnx_fp32_matches_torch_with_dynamic_batch_and_length(logits, model_dir):
     assert logits["onnx-fp32"].shape == (len(CORPUS), 2)
     np.testing.assert_allclose(logits["onnx-fp32"], logits["torch-fp32"], atol=1e-4, rtol=0)
-    manifest = json.loads((model_dir / "onnx" / "manifest.json").read_text())
+    manifest = json.loads((serving_cache(model_dir) / "manifest.json").read_text())
     assert manifest["weights_sha256"] == weights_hash(model_dir) and manifest["max_abs_diff"] < 1e-4
 
 
@@ -83,7 +84,8 @@ def test_int8_variants_stay_close_to_fp32(logits):
 
 
 def test_quantised_files_are_smaller(model_dir, logits):
-    assert (model_dir / "onnx" / "model.int8.onnx").stat().st_size < (model_dir / "onnx" / "model.onnx").stat().st_size
+    onnx = serving_cache(model_dir)
+    assert (onnx / "model.int8.onnx").stat().st_size < (onnx / "model.onnx").stat().st_size
     assert load_predictor(model_dir, "torch-int8").size_mb < load_predictor(model_dir, "torch-fp32").size_mb
 
 
@@ -103,8 +105,8 @@ def test_stale_export_is_redone(model_dir, logits, monkeypatch):
     shutil.copytree(model_dir, stale)
     (stale / "model.safetensors").write_bytes((stale / "model.safetensors").read_bytes() + b" ")  # new weights
     assert ensure_onnx(stale, "onnx-int8").read_bytes() == b"fake8"
-    assert calls == [stale / "onnx" / "model.onnx"]
-    assert json.loads((stale / "onnx" / "manifest.json").read_text())["weights_sha256"] == weights_hash(stale)
+    assert calls == [serving_cache(stale) / "model.onnx"] and serving_cache(stale) != serving_cache(model_dir)
+    assert json.loads((serving_cache(stale) / "manifest.json").read_text())["weights_sha256"] == weights_hash(stale)
 
 
 def _results(**rows: tuple[float, float]) -> dict[str, dict]:
@@ -163,6 +165,31 @@ def test_predict_cli_serves_the_chosen_variant(capsys, model_dir, logits):
         assert set(o["probabilities"]) == {"negative", "positive"}
         assert sum(o["probabilities"].values()) == pytest.approx(1, abs=1e-5)
         assert o["label"] == t["label"] and o["confidence"] == pytest.approx(t["confidence"], abs=1e-4)
+
+
+def test_serving_onnx_never_writes_into_the_production_folder(tmp_path, model_dir, capsys):
+    # models/production/ is a DVC-tracked output and may be read-only: the export goes to a cache beside it.
+    from fastapi.testclient import TestClient
+
+    from tasks.api import create_app
+    from tasks.cli import main
+    from tasks.storage import Paths
+
+    production = tmp_path / "models" / "production"
+    shutil.copytree(model_dir, production)
+    write_json(tmp_path / "models" / "registry.json", {"production": 1, "versions": [{"version": 1}]})
+    before = hash_dir(production)
+    cfg = load_config(REPO / "params.yaml", ["serve.variant=onnx-fp32", "serve.threads=1"])
+    with TestClient(create_app(cfg, Paths(tmp_path))) as client:
+        answer = client.post("/predict", json={"text": "a great film"})
+        assert answer.status_code == 200 and client.get("/model").json()["variant"] == "onnx-fp32"
+    cache = tmp_path / "models" / ".serving-cache" / weights_hash(production)[:16]
+    assert (cache / "model.onnx").is_file() and hash_dir(production) == before
+    exported = (cache / "model.onnx").stat().st_mtime_ns
+    assert main(["--params", str(REPO / "params.yaml"), "--root", str(tmp_path), "-q", "predict", "a great film",
+                 "--model", str(production), "--variant", "onnx-fp32"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] == answer.json()["predictions"][0]["label"]
+    assert hash_dir(production) == before and (cache / "model.onnx").stat().st_mtime_ns == exported  # reused
 
 
 def test_bench_without_a_pipeline_says_what_to_run(tmp_path):
