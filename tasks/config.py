@@ -48,6 +48,9 @@ class IngestConfig:
     test_size: float = 0.1
     max_rows: int | None = None  # stratified subsample of the source, for quick runs
     min_rows: int = 20
+    # A text of a given val/test file also in the train file: stop (error), or remove it from train
+    # (drop: counted in the log, summary.json and validation.json).
+    on_leakage: str = "error"  # error | drop
 
 
 @dataclass
@@ -266,6 +269,7 @@ DRIFT_SIGNALS = ("descriptors", "text", "embedding", "labels", "confidence", "qu
 CHOICES = {
     "base.device": {"auto", "cpu", "cuda"},
     "ingest.source": {"embedded", "hf", "files"},
+    "ingest.on_leakage": {"error", "drop"},
     "ingest.embedded": set(EMBEDDED_TASKS),
     "evaluate.metric": {"accuracy", "f1_macro"},
     "teacher.finetune": {"auto", "true", "false"},

@@ -143,7 +143,10 @@ def ingest(cfg: Config, paths: Paths) -> dict:
         if "train" not in frames:
             raise ConfigError(f"{where}: no train split configured")
         info["read"] += list(files.values()) or [where]
+        leaked = _drop_leakage(frames) if ing.on_leakage == "drop" else None
         raw = validate_raw(frames, cfg, _sources(ing, frames), given, _columns(ing))
+        if leaked is not None:
+            raw["suite"]["leakage_dropped"] = leaked  # validation.json shows it under suites.raw
         names = label_names_for(frames, given, where)
         frames = {s: encode(f, names) for s, f in frames.items()}
         conflicts = _drop_conflicts(frames)
@@ -155,7 +158,8 @@ def ingest(cfg: Config, paths: Paths) -> dict:
             raise DataError(f"{where}: {total} rows; expected at least ingest.min_rows={ing.min_rows}")
         splits = make_splits(frames, ing, cfg.base.seed)
         summary = summarise(splits, names, {"source": where, "duplicates_dropped": dropped,
-                                            "conflicts_dropped": conflicts})
+                                            "conflicts_dropped": conflicts,
+                                            **({"leakage_dropped": leaked} if leaked is not None else {})})
         write_processed(paths, splits, summary, raw)
         info["wrote"].append(paths.processed)
         log.info("[ingest] %s", ", ".join(f"{s}={v['rows']}" for s, v in summary["splits"].items()))
@@ -186,6 +190,21 @@ def _sources(ing: IngestConfig, frames: dict[str, pd.DataFrame]) -> dict[str, st
 def _columns(ing: IngestConfig) -> tuple[str, str]:
     """The source's own names for the text and label columns (the embedded files' are fixed)."""
     return ("text", "label") if ing.source == "embedded" else (ing.text_column, ing.label_column)
+
+
+def _drop_leakage(frames: dict[str, pd.DataFrame]) -> int:
+    """ingest.on_leakage=drop: remove from train every row whose text a given val or test split holds.
+
+    The same exact-text test as the raw suite's `no_leakage` rule, which then passes. Returns the rows removed.
+    """
+    held_out = {t for split, f in frames.items() if split != "train" for t in f["text"] if isinstance(t, str)}
+    train = frames["train"]
+    shared = train["text"].map(lambda t: isinstance(t, str) and t in held_out).astype(bool)
+    frames["train"] = train[~shared]
+    if shared.any():
+        log.warning("[ingest] ingest.on_leakage=drop: removed %d train row(s) whose text is also in %s",
+                    int(shared.sum()), " or ".join(s for s in frames if s != "train"))
+    return int(shared.sum())
 
 
 def _drop_conflicts(frames: dict[str, pd.DataFrame]) -> int:

@@ -209,14 +209,32 @@ def validate_batch(frame: pd.DataFrame, cfg: Config, labels: list[str] | None, s
         add_token_columns(derived, tokenizer)
     rules = batch_rules(cfg.validate, labels, labelled, cfg.base.max_length if tokenizer is not None else None)
     if docs_dir is None:
-        suite = run_suite(new_context(None), "batch", rules, derived)
+        suite = explain_truncation(run_suite(new_context(None), "batch", rules, derived), derived)
         return BatchResult(source, len(frame), suite)
     docs_dir = Path(docs_dir)
     with atomic_path(docs_dir) as tmp:
         ctx = new_context(tmp)
-        suite = run_suite(ctx, "batch", rules, derived)
+        suite = explain_truncation(run_suite(ctx, "batch", rules, derived), derived)
         ctx.build_data_docs(site_names=[SITE])
     return BatchResult(source, len(frame), suite, docs_dir)
+
+
+def explain_truncation(suite: SuiteResult, frame: pd.DataFrame) -> SuiteResult:
+    """Add to a failed `truncated` rule the base.max_length that would cover 95% and 99% of the texts.
+
+    Args:
+        suite: a suite's result on `frame`; changed in place.
+        frame: the validated frame, with its `tokens` column (see `suites.add_token_columns`).
+
+    Returns:
+        `suite`, for chaining.
+    """
+    lengths = frame["tokens"].dropna() if "tokens" in frame else pd.Series(dtype=float)
+    for result in suite.warnings:
+        if result.rule.name == "truncated" and len(lengths):
+            p95, p99 = (int(lengths.quantile(q, interpolation="higher")) for q in (0.95, 0.99))
+            result.detail += f"; base.max_length={p95} would cover 95% of the texts, {p99} 99%"
+    return suite
 
 
 def read_processed(paths: Paths) -> tuple[list[str], dict[str, pd.DataFrame]]:
@@ -291,8 +309,9 @@ def validate(cfg: Config, paths: Paths) -> dict:
             ctx = new_context(tmp)
             if raw:
                 add_stored_results(ctx, raw.get("results", {}))
-            results = {s: run_suite(ctx, f"processed.{s}",
-                                    processed_rules(cfg.validate, labels, s, cfg.base.max_length), frames[s])
+            results = {s: explain_truncation(run_suite(ctx, f"processed.{s}",
+                                                       processed_rules(cfg.validate, labels, s, cfg.base.max_length),
+                                                       frames[s]), frames[s])
                        for s in SPLITS}
             ctx.build_data_docs(site_names=[SITE])
         bodies = ({"raw": raw["suite"]} if raw else {}) | {"processed": suite_body(results)}

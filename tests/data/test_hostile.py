@@ -10,7 +10,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from tasks.cli import main
@@ -77,9 +76,9 @@ def test_a_wide_row_that_opens_a_later_chunk_is_caught(tmp_path: Path, tiny_teac
     code = cli(tmp_path, "-S", f"teacher.model={tiny_teacher_dir}", "-S", "ingest.source=files",
                "-S", f"ingest.files.train={path}", "ingest")
     assert code == 2
-    assert capsys.readouterr().err.splitlines() == [
+    assert capsys.readouterr().err.splitlines() == [(
         f"error: {path}: rule row_fields failed: row 11 (line 12) has 3 fields but the header has 2: an unquoted ',' "
-        "inside a text?; expected at most 2 fields a row (a text with a ',' in double quotes)"]
+        "inside a text?; expected at most 2 fields a row (a text with a ',' in double quotes)")]
     assert not (tmp_path / "data" / "processed").exists()
 
 
@@ -90,3 +89,35 @@ def test_rows_with_fewer_fields_are_read_as_missing_values(tmp_path: Path) -> No
     path.write_text("text,label\na fine film,positive\nno label here\n")
     frame = read_table(path, "text", "label")
     assert frame["text"].tolist() == ["a fine film", "no label here"] and frame["label"].isna().tolist() == [False, True]
+
+
+def test_leaked_texts_can_be_dropped_from_train_and_truncation_says_what_would_fit(
+        tmp_path: Path, tiny_teacher_dir: Path, tiny_tokenizer, caplog) -> None:
+    import logging
+
+    import numpy as np
+    import pandas as pd
+
+    train, test = BAD / "leak_train.csv", BAD / "leak_test.csv"  # 10 texts of test also in train
+    args = ["-S", f"teacher.model={tiny_teacher_dir}", "-S", "ingest.source=files", "-S", f"ingest.files.train={train}",
+            "-S", f"ingest.files.test={test}", "-S", "base.max_length=8"]
+    assert cli(tmp_path, *args, "ingest") == 2  # the default, on_leakage=error, stops as before
+    with caplog.at_level(logging.INFO, logger="kd"):
+        assert cli(tmp_path, *args, "-S", "ingest.on_leakage=drop", "ingest") == 0
+    assert "ingest.on_leakage=drop: removed 10 train row(s) whose text is also in test" in caplog.text
+    processed = tmp_path / "data" / "processed"
+    summary = json.loads((processed / "summary.json").read_text())
+    assert summary["leakage_dropped"] == 10 and summary["splits"]["test"]["rows"] == 30
+    splits = {s: pd.read_parquet(processed / f"{s}.parquet") for s in ("train", "val", "test")}
+    assert not set(splits["test"]["text"]) & (set(splits["train"]["text"]) | set(splits["val"]["text"]))
+    assert len(splits["train"]) + len(splits["val"]) == 50
+
+    assert cli(tmp_path, *args, "-S", "ingest.on_leakage=drop", "validate") == 0
+    report = json.loads((tmp_path / "reports" / "validation.json").read_text())
+    assert report["suites"]["raw"]["leakage_dropped"] == 10
+    # Every text is longer than 8 tokens: the warning says which max_length would have fitted.
+    lengths = np.array([len(ids) for ids in tiny_tokenizer(splits["train"]["text"].tolist())["input_ids"]])
+    p95, p99 = (int(np.quantile(lengths, q, method="higher")) for q in (0.95, 0.99))
+    (truncated,) = [f for f in report["suites"]["processed"]["failures"]
+                    if f["rule"] == "truncated" and f["split"] == "train"]
+    assert truncated["detail"].endswith(f"; base.max_length={p95} would cover 95% of the texts, {p99} 99%")
