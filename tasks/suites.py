@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import Config, ValidateConfig
-from tasks.tables import BLANK_REGEX, is_blank, label_kind, normalise_label
+from tasks.tables import BLANK_REGEX, is_blank, label_kind, lone_surrogate, normalise_label
 
 KIND_WORDS = {"int": "an integer", "str": "a string"}
 
@@ -59,6 +59,11 @@ def text_rules(vcfg: ValidateConfig, column: str = "text") -> list[Rule]:
         Rule("text_is_string", "error", "ExpectColumnValuesToBeInSet", {"column": "text_type", "value_set": ["str"]},
              f"{{rows}} whose {col} is not a string", "text as a string", example_column="text",
              row_check=lambda f: f["text_type"].notna() & f["text_type"].ne("str")),
+        # JSON allows "\ud800" alone; no tokenizer can encode it (and no Parquet file can hold it).
+        Rule("text_unicode", "error", "ExpectColumnValuesToBeInSet", {"column": "text_surrogate", "value_set": [False]},
+             f"{{rows}} whose {col} holds a lone UTF-16 surrogate (not valid Unicode, shown as \ufffd)",
+             "valid Unicode text (a JSON \\ud800-style escape without its pair?)", example_column="text",
+             row_check=lambda f: f["text_surrogate"]),
         Rule("text_not_blank", "error", "ExpectColumnValuesToNotMatchRegex", {"column": "text", "regex": BLANK_REGEX},
              f"{{rows}} whose {col} is blank (whitespace or invisible characters only)", "a non-blank text",
              row_check=_text_check(is_blank)),
@@ -294,7 +299,10 @@ def majority_kind(labels: pd.Series) -> str | None:
 
 def add_row_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """A copy of a raw frame (text, optional label) with the derived columns the row rules read:
-    `text_type`, `label_kind` and `label_name` (the label as the name it will get)."""
+    `text_type`, `text_surrogate`, `label_kind` and `label_name` (the label as the name it will get).
+
+    A lone surrogate in a text is replaced by U+FFFD in the copy: pandas (and so GE) cannot even hash it.
+    """
     out = frame.copy()
     if "text" in out:
         text = out["text"] = out["text"].astype(object)
@@ -302,10 +310,24 @@ def add_row_columns(frame: pd.DataFrame) -> pd.DataFrame:
             out["text_type"] = pd.Series(np.where(text.isna(), None, "str"), index=text.index, dtype=object)
         else:
             out["text_type"] = text.map(lambda t: None if _missing(t) else type(t).__name__)
+        out["text_surrogate"] = _surrogates(text)
+        if out["text_surrogate"].any():
+            out.loc[out["text_surrogate"], "text"] = text[out["text_surrogate"]].map(
+                lambda t: t.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
     if "label" in out:
         out["label_kind"] = _per_value(out["label"], label_kind)
         out["label_name"] = _per_value(out["label"], _label_name)
     return out
+
+
+def _surrogates(text: pd.Series) -> pd.Series:
+    """True where a text holds a lone UTF-16 surrogate; one encode of the whole chunk in the usual, clean case."""
+    strings = [t for t in text if isinstance(t, str)]
+    try:
+        "".join(strings).encode("utf-8")
+        return pd.Series(False, index=text.index)
+    except UnicodeEncodeError:
+        return text.map(lambda t: isinstance(t, str) and lone_surrogate(t) is not None).astype(bool)
 
 
 def add_raw_columns(frame: pd.DataFrame, label_counts: pd.Series | None = None,

@@ -65,6 +65,9 @@ CASES = [
     ("fractional_labels.csv", [], "rule label_not_fraction failed: 40 rows whose 'label' is a fractional number (a "
      "score, not a class) (e.g. row 1: '0.15', row 2: '0.25', row 3: '0.35'); expected class names or integer class "
      "ids (turn scores into classes first, e.g. score > 0)"),
+    ("lone_surrogate.jsonl", [], "rule text_unicode failed: 1 row whose 'text' holds a lone UTF-16 surrogate (not "
+     "valid Unicode, shown as \ufffd) (e.g. row 3: 'review number 2 of a boring \ufffd film'); expected valid "
+     "Unicode text (a JSON \\ud800-style escape without its pair?)"),
     ("text_not_string.jsonl", [], "rule text_is_string failed: 2 rows whose 'text' is not a string (e.g. row 2: "
      "12345, row 3: 12345); expected text as a string"),
     ("labels_outside_set.csv", LABELS, "rule label_in_set failed: 2 rows whose 'label' is not in the label set "

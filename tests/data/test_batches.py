@@ -30,7 +30,7 @@ def test_clean_batch_is_ok(labelled: bool) -> None:
     assert isinstance(result, BatchResult) and result.ok and result.errors == [] and result.warnings == []
     report = result.to_dict()
     assert report["source"] == SOURCE and report["rows"] == 12 and report["success"]
-    assert report["evaluated"] == (9 if labelled else 6) and report["data_docs"] is None
+    assert report["evaluated"] == (10 if labelled else 7) and report["data_docs"] is None
 
 
 def test_unlabelled_batch_ignores_a_label_column() -> None:

@@ -50,6 +50,16 @@ def test_extra_commas_in_every_row_quarantine_a_scored_batch(ws: Paths, capsys) 
     assert not (ws.root / "data" / "production").exists() or not list((ws.root / "data" / "production").rglob("*.parquet"))
 
 
+def test_a_lone_surrogate_quarantines_its_file_and_the_others_are_scored(ws: Paths, capsys) -> None:
+    incoming = ws.root / "data" / "incoming"
+    shutil.copy(BAD / "lone_surrogate.jsonl", incoming / "poisoned.jsonl")
+    (incoming / "fine.csv").write_text("text\na good film\n")
+    assert cli(ws.root, "-S", "score.settle_seconds=0", "-S", "serve.variant=torch-fp32", "score") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["scored"] == ["fine.csv"] and result["quarantined"] == ["poisoned.jsonl"]
+    assert "rule text_unicode failed: 1 row" in reason(incoming, "poisoned.jsonl")
+
+
 def test_extra_commas_in_every_row_quarantine_a_labelled_batch(ws: Paths, tiny_tokenizer) -> None:
     from tasks.retrain import gather_labelled
 

@@ -275,7 +275,7 @@ def test_reports_cover_the_raw_input_and_each_split(tmp_path: Path, cfg: Config,
     assert summary["duplicates_dropped"] == 1 and summary["conflicts_dropped"] == 2
     assert set(report["suites"]) == {"raw", "processed"} and report["success"]
     raw = report["suites"]["raw"]
-    assert (raw["success"], raw["evaluated"], raw["failed"], raw["warnings"]) == (True, 13, 0, 1)
+    assert (raw["success"], raw["evaluated"], raw["failed"], raw["warnings"]) == (True, 14, 0, 1)
     (conflict,) = raw["failures"]
     assert conflict == {"split": "train", "rule": "label_conflicts", "severity": "warning", "unexpected_count": 2,
                         "detail": "2 rows whose text also occurs with another label",

@@ -67,6 +67,9 @@ def main() -> None:
                                                "label": lab}) + "\n" for i, (t, lab) in enumerate(rows)),
         "text_not_string.jsonl": "".join(json.dumps({"text": 12345 if i in (1, 2) else t, "label": lab}) + "\n"
                                          for i, (t, lab) in enumerate(rows)),
+        # JSON lets "\ud800" stand alone: Python reads it as a lone surrogate no tokenizer can encode.
+        "lone_surrogate.jsonl": "".join(json.dumps({"text": t.replace(" film", " \ud800 film") if i == 2 else t,
+                                                    "label": lab}) + "\n" for i, (t, lab) in enumerate(rows)),
         "mixed_labels.jsonl": "".join(json.dumps({"text": t, "label": "positive" if i == 5 else i % 2}) + "\n"
                                       for i, (t, _) in enumerate(rows)),
         "not_parquet.parquet": csv_text(rows),
