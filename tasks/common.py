@@ -1,6 +1,9 @@
-"""Small helpers the model stages share: reading splits, encoding them, the supervised step."""
+"""Small helpers the model stages share: reading splits, encoding them, predicting, the loop settings
+and the supervised step."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -10,6 +13,7 @@ import torch.nn.functional as F
 from tasks.config import BaseConfig, TrainConfig
 from tasks.core.data import TokenDataset, make_dataset
 from tasks.core.loop import LoopConfig
+from tasks.core.predict import predict_logits, softmax
 from tasks.errors import DataError
 from tasks.storage import Paths, read_json
 
@@ -34,23 +38,39 @@ def encode_split(tokenizer, frame: pd.DataFrame, max_length: int) -> TokenDatase
     return make_dataset(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), max_length)
 
 
+def text_logits(model: torch.nn.Module, tokenizer, texts: list[str], max_length: int) -> np.ndarray:
+    """Logits float32 [N, C] of a classifier for `texts`, on the model's device."""
+    return predict_logits(model, make_dataset(tokenizer, texts, None, max_length), tokenizer.pad_token_id, 128)
+
+
 def predict_labels(model: torch.nn.Module, tokenizer, frame: pd.DataFrame, max_length: int) -> np.ndarray:
     """Predicted label ids [N] of a classifier on a frame with a `text` column, on the model's device."""
-    from tasks.core.loop import predict_logits
+    return text_logits(model, tokenizer, frame["text"].tolist(), max_length).argmax(-1)
 
-    if not len(frame):
-        return np.zeros(0, dtype=np.int64)
-    data = make_dataset(tokenizer, frame["text"].tolist(), None, max_length)
-    return predict_logits(model, data, tokenizer.pad_token_id, 128).argmax(-1)
+
+def predict_probs(model: torch.nn.Module, tokenizer, texts: list[str], max_length: int) -> np.ndarray:
+    """Class probabilities float32 [N, C] of a classifier for `texts`, on the model's device."""
+    return softmax(text_logits(model, tokenizer, texts, max_length))
 
 
 def loop_config(section: TrainConfig, base: BaseConfig, desc: str, metric: str = "accuracy") -> LoopConfig:
-    """The training-loop settings of a params section; `metric` (evaluate.metric) picks the best epoch."""
-    return LoopConfig(epochs=section.epochs, batch_size=section.batch_size, eval_batch_size=section.eval_batch_size,
-                      lr=section.lr, weight_decay=section.weight_decay, warmup_ratio=section.warmup_ratio,
-                      grad_clip=section.grad_clip, patience=section.patience,
-                      save_every_steps=section.save_every_steps, seed=base.seed, device=base.device, desc=desc,
-                      metric=metric)
+    """The training-loop settings of a params section: the one place a section becomes a `LoopConfig`.
+
+    The core keeps its own `LoopConfig`, since it must run with torch and transformers alone and so
+    cannot import tasks.config. Every `TrainConfig` field is copied by name (the teacher, distill and
+    finetune sections are `TrainConfig`s), so a loop setting added to both dataclasses reaches every
+    stage without a change here; tests/code/test_common.py checks that the two agree on names and
+    defaults. Retrain, whose section names its settings per model (`teacher_epochs`, `student_lr`),
+    passes a `TrainConfig` view of them (tasks/retrain.py `loop`).
+
+    Args:
+        section: a `TrainConfig` (or subclass) with the run's settings.
+        base: seed and device.
+        desc: the run's name in logs and progress bars.
+        metric: evaluate.metric, the validation figure that picks the best epoch.
+    """
+    values = {f.name: getattr(section, f.name) for f in dataclasses.fields(TrainConfig)}
+    return LoopConfig(**values, seed=base.seed, device=base.device, desc=desc, metric=metric)
 
 
 def supervised_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:

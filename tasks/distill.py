@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ import torch
 
 from tasks.common import encode_split, load_labels, load_split, loop_config
 from tasks.config import Config, DistillConfig
-from tasks.core.cache import LogitCache, TeacherOutputs, cache_key, fingerprint_model, fingerprint_tokens, teacher_forward
+from tasks.core.cache import LogitCache, TeacherOutputs, cache_key, fingerprint_tokens, teacher_forward
 from tasks.core.data import IGNORE_LABEL, TokenDataset, make_dataset
 from tasks.core.dist import dist_info, is_main
 from tasks.core.loop import StepFn, resolve_device, train
@@ -30,7 +31,7 @@ from tasks.errors import ConfigError
 from tasks.ingest import read_embedded, read_table
 from tasks.metrics import write_curve_csv
 from tasks.models import count_params, load_classifier, load_tokenizer, save_model, prepare_torch
-from tasks.storage import Paths, stage_log, write_json
+from tasks.storage import Paths, hash_dir, stage_log, write_json
 
 log = logging.getLogger("kd")
 ExtraLoss = Callable[[torch.Tensor, dict[str, torch.Tensor]], tuple[torch.Tensor, dict]]
@@ -115,20 +116,38 @@ def make_step(teacher: torch.nn.Module, cached: TeacherOutputs | None, weights: 
     return step
 
 
-def teacher_outputs(cfg: Config, paths: Paths, teacher: torch.nn.Module, data: TokenDataset, pad_id: int,
-                    layer_map: list[int], device: torch.device) -> tuple[TeacherOutputs | None, str, str | None]:
-    """Cached teacher outputs for the transfer set: (outputs, 'hit' | 'miss' | 'off', key)."""
-    dc = cfg.distill
+def teacher_outputs(dc: DistillConfig, teacher_dir: Path, cache_root: Path, teacher: torch.nn.Module,
+                    data: TokenDataset, pad_id: int, layer_map: list[int], device: torch.device,
+                    stage: str = "distill") -> tuple[TeacherOutputs | None, str, str | None]:
+    """The teacher's outputs for the transfer set, from the cache or built into it once.
+
+    The distill stage and each retraining cycle (its own cache inside the cycle's folder) both
+    come here. Pooled hidden states are stored only when pooled alignment is on.
+
+    Args:
+        dc: the distill section: `cache` (off: no cache), `alpha_cos`, `hidden_loss`, `eval_batch_size`.
+        teacher_dir: the teacher's saved folder; its hash is part of the key.
+        cache_root: the folder of cache entries.
+        teacher: the loaded teacher, in eval mode on `device`.
+        data: the transfer set.
+        pad_id: the tokenizer's pad id.
+        layer_map: the student's layer map.
+        device: where the teacher runs (bf16 on CUDA, which the key records).
+        stage: the name in log lines.
+
+    Returns:
+        (outputs, 'hit' | 'miss' | 'off', key); (None, 'off', None) when `dc.cache` is off.
+    """
     if not dc.cache:
         return None, "off", None
     pooled_layers = layer_map if dc.alpha_cos > 0 and dc.hidden_loss == "pooled" else None
     precision = "bf16" if device.type == "cuda" else "fp32"
-    key = cache_key(fingerprint_model(paths.teacher), fingerprint_tokens(data), pooled_layers, precision)
-    cache = LogitCache(paths.cache, key)
+    key = cache_key(hash_dir(teacher_dir), fingerprint_tokens(data), pooled_layers, precision)
+    cache = LogitCache(cache_root, key)
     if cache.exists():
-        log.info("[distill] teacher-output cache hit: %s", key)
+        log.info("[%s] teacher-output cache hit: %s", stage, key)
         return cache.load(), "hit", key
-    log.info("[distill] teacher-output cache miss: %s; running the teacher once over %d rows", key, len(data))
+    log.info("[%s] teacher-output cache miss: %s; running the teacher once over %d rows", stage, key, len(data))
     outputs = cache.build(teacher, data, pad_id, dc.eval_batch_size, device, pooled_layers,
                           autocast=device.type == "cuda")
     return outputs, "miss", key
@@ -178,7 +197,8 @@ def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         data = transfer_set(tokenizer, frames["train"], unlabeled, cfg.base.max_length)
         val = encode_split(tokenizer, frames["val"], cfg.base.max_length)
         start = time.perf_counter()
-        cached, cache_state, key = teacher_outputs(cfg, paths, teacher, data, tokenizer.pad_token_id, layer_map, device)
+        cached, cache_state, key = teacher_outputs(dc, paths.teacher, paths.cache, teacher, data, tokenizer.pad_token_id,
+                                                   layer_map, device)
         cache_seconds = time.perf_counter() - start
         weights = LossWeights(dc.temperature, dc.alpha_kd, dc.alpha_ce, dc.alpha_cos)
         step = make_step(teacher, cached, weights, layer_map, dc.hidden_loss)

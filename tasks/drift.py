@@ -97,6 +97,8 @@ def encode(model, tokenizer, texts: list[str], max_length: int, batch_size: int 
     """Class probabilities [N, C] and mean-pooled last hidden states [N, H] of `texts`."""
     import torch
 
+    from tasks.core.predict import softmax
+
     probs, embs = [], []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
@@ -105,7 +107,7 @@ def encode(model, tokenizer, texts: list[str], max_length: int, batch_size: int 
             out = model(**batch, output_hidden_states=True)
             mask = batch["attention_mask"].unsqueeze(-1).float()
             embs.append(((out.hidden_states[-1] * mask).sum(1) / mask.sum(1)).numpy())
-            probs.append(torch.softmax(out.logits.float(), -1).numpy())
+            probs.append(softmax(out.logits.float().numpy()))
     return np.concatenate(probs), np.concatenate(embs)
 
 

@@ -13,7 +13,8 @@ import torch
 from tasks.common import encode_split, load_labels, load_split
 from tasks.config import Config
 from tasks.core.data import Collator, TokenDataset
-from tasks.core.loop import predict_logits, resolve_device
+from tasks.core.loop import resolve_device
+from tasks.core.predict import predict_logits
 from tasks.errors import DataError, GateError
 from tasks.metrics import classification_metrics, write_confusion_csv
 from tasks.models import count_params, load_classifier, load_tokenizer

@@ -47,14 +47,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.common import encode_split, load_labels, load_split, predict_labels, supervised_step
-from tasks.config import Config
-from tasks.core.cache import LogitCache, cache_key, fingerprint_model, fingerprint_tokens
-from tasks.core.data import IGNORE_LABEL, make_dataset
-from tasks.core.loop import LoopConfig, predict_logits, resolve_device, train
+from tasks.common import (
+    encode_split,
+    load_labels,
+    load_split,
+    loop_config,
+    predict_labels,
+    predict_probs,
+    supervised_step,
+)
+from tasks.config import Config, TrainConfig
+from tasks.core.loop import LoopConfig, resolve_device, train
 from tasks.core.loss import LossWeights, soft_target_kl
+from tasks.core.predict import predict_logits
 from tasks.core.student import build_student, num_layers
-from tasks.distill import make_step, student_layer_map
+from tasks.distill import make_step, student_layer_map, teacher_outputs, transfer_set
 from tasks.errors import DataError
 from tasks.models import load_classifier, load_tokenizer, prepare_torch, save_model
 from tasks.promote import Decision
@@ -183,15 +190,13 @@ def unlabelled_texts(paths: Paths, since: str | None, exclude: set[str], limit: 
 # ------------------------------------------------------------------------------------ train/score
 
 def loop(cfg: Config, epochs: int, lr: float, desc: str) -> LoopConfig:
-    rt = cfg.retrain
-    return LoopConfig(epochs=epochs, batch_size=rt.batch_size, eval_batch_size=128, lr=lr, weight_decay=0.01,
-                      warmup_ratio=0.06, grad_clip=1.0, patience=epochs, seed=cfg.base.seed, device=cfg.base.device,
-                      desc=desc, metric=cfg.evaluate.metric)
+    """The loop settings of a cycle's teacher or student, built as every stage's are (`loop_config`).
 
-
-def probabilities(model, tokenizer, texts: list[str], max_length: int) -> np.ndarray:
-    logits = predict_logits(model, make_dataset(tokenizer, texts, None, max_length), tokenizer.pad_token_id, 128)
-    return torch.softmax(torch.from_numpy(logits), -1).numpy()
+    `retrain` names only epochs, lr (per model) and batch size; the rest are `TrainConfig`'s
+    defaults. No early stopping (patience = epochs): a cycle is short, and the best epoch is kept anyway.
+    """
+    section = TrainConfig(epochs=epochs, lr=lr, batch_size=cfg.retrain.batch_size, patience=epochs)
+    return loop_config(section, cfg.base, desc, cfg.evaluate.metric)
 
 
 @dataclass(frozen=True)
@@ -230,8 +235,9 @@ def fit_student(cfg: Config, teacher: torch.nn.Module, teacher_dir: Path, tokeni
                 name: str) -> tuple[torch.nn.Module, dict]:
     """Distil a student on new + replayed rows (+ `pseudo` texts, soft targets only).
 
-    The teacher-output cache and the checkpoints go inside the cycle's folder `out` (versioned
-    with it; the distill stage's models/cache/ stays the pipeline's own).
+    The transfer set and the teacher-output cache are made as the distill stage makes them
+    (`transfer_set`, `teacher_outputs`: `distill.cache` applies), but the cache and the checkpoints
+    go inside the cycle's folder `out` (versioned with it; models/cache/ stays the pipeline's own).
 
     Warm-started from `champion` when `retrain.warm_start`, else built fresh from the teacher's
     layers; with `retrain.alpha_lwf` > 0 and a champion, the replayed rows also pull the student
@@ -246,19 +252,13 @@ def fit_student(cfg: Config, teacher: torch.nn.Module, teacher_dir: Path, tokeni
     else:
         layer_map = student_layer_map(dc, n_teacher)
         student = build_student(teacher, layer_map)
-    texts = parts["new"]["text"].tolist() + parts["replay"]["text"].tolist() + pseudo
-    labels = np.concatenate([parts["new"]["label"].to_numpy(), parts["replay"]["label"].to_numpy(),
-                             np.full(len(pseudo), IGNORE_LABEL)]).astype("int64")
-    data = make_dataset(tokenizer, texts, labels, cfg.base.max_length)
-    old_rows = torch.zeros(len(texts), dtype=torch.bool)
-    old_rows[len(parts["new"]):len(parts["new"]) + len(parts["replay"])] = True
+    labelled = pd.concat([parts["new"][["text", "label"]], parts["replay"][["text", "label"]]], ignore_index=True)
+    data = transfer_set(tokenizer, labelled, pseudo, cfg.base.max_length)
+    old_rows = torch.zeros(len(data), dtype=torch.bool)
+    old_rows[len(parts["new"]):len(labelled)] = True
     teacher.to(device).eval().requires_grad_(False)
-    pooled = layer_map if dc.alpha_cos > 0 and dc.hidden_loss == "pooled" else None
-    key = cache_key(fingerprint_model(teacher_dir), fingerprint_tokens(data), pooled,
-                    "bf16" if device.type == "cuda" else "fp32")
-    cache = LogitCache(out / "cache", key)
-    cached = cache.load() if cache.exists() else cache.build(teacher, data, tokenizer.pad_token_id, 128, device, pooled,
-                                                             autocast=device.type == "cuda")
+    cached, _, key = teacher_outputs(dc, teacher_dir, out / "cache", teacher, data, tokenizer.pad_token_id, layer_map,
+                                     device, stage="retrain")
     extra = None
     if rt.alpha_lwf > 0 and champion is not None and old_rows.any():
         previous = torch.from_numpy(predict_logits(champion.to(device), data, tokenizer.pad_token_id, 128, device))
@@ -493,7 +493,7 @@ def run_cycle(cfg: Config, paths: Paths, base: dict, names: list[str], teacher_d
     report["scores"] = scores
     if not gate.promote:
         return {**report, "status": "not promoted", "promoted": False, "reason": gate.reason}
-    probs = probabilities(teacher, tokenizer, pool, max_length) if pool else np.zeros((0, len(names)))
+    probs = predict_probs(teacher, tokenizer, pool, max_length)
     confident = probs.max(-1) >= rt.min_teacher_confidence
     write_parquet(data_out / "unlabelled.parquet", pd.DataFrame({
         "text": pool, "teacher_label": probs.argmax(-1), "confidence": probs.max(-1), "selected": confident}))

@@ -10,7 +10,8 @@ import numpy as np
 from tasks.common import encode_split, load_labels, load_split, loop_config, supervised_step
 from tasks.config import Config
 from tasks.core.dist import is_main
-from tasks.core.loop import predict_logits, resolve_device, train
+from tasks.core.loop import resolve_device, train
+from tasks.core.predict import predict_logits
 from tasks.errors import GateError
 from tasks.metrics import classification_metrics, write_curve_csv
 from tasks.models import count_params, load_classifier, load_tokenizer, save_model, prepare_torch

@@ -6,9 +6,9 @@ Per-token hidden states are not cached: at 64 tokens × 384 floats per layer the
 ~100 KB a row. The files are `.npy` opened memory-mapped, so a large transfer set is read
 lazily, batch by batch, and never held in memory at once.
 
-The key hashes the teacher's weights, the exact token ids of the transfer set (so the text,
-the tokenizer and max_length all count), the layer map and what is stored: a change to any of
-them misses, anything else hits.
+The key hashes the teacher's saved folder (its weights, config and tokenizer files), the exact
+token ids of the transfer set (so the text, the tokenizer and max_length all count), the layer
+map and what is stored: a change to any of them misses, anything else hits.
 """
 
 from __future__ import annotations
@@ -25,23 +25,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tasks.core.data import Collator, LengthGroupedBatches, TokenDataset
+from tasks.core.data import TokenDataset, make_loader
 from tasks.core.dist import barrier, dist_info
 from tasks.core.loss import mean_pool
 
 log = logging.getLogger("kd")
-
-
-def fingerprint_model(model_dir: str | Path) -> str:
-    """sha256 of a saved model's weight and config files."""
-    h = hashlib.sha256()
-    for file in sorted(Path(model_dir).glob("*")):
-        if file.suffix in (".safetensors", ".bin", ".json") and file.is_file():
-            h.update(file.name.encode())
-            with open(file, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-    return h.hexdigest()
 
 
 def fingerprint_tokens(data: TokenDataset) -> str:
@@ -56,7 +44,11 @@ def fingerprint_tokens(data: TokenDataset) -> str:
 def cache_key(teacher_fp: str, data_fp: str, layer_map: list[int] | None, precision: str = "fp32") -> str:
     """The cache entry's name: 24 hex characters of sha256 over everything the outputs depend on.
 
-    `precision` ("fp32" or "bf16") counts too: bf16 logits from a GPU are not a CPU run's.
+    Args:
+        teacher_fp: a hash of the teacher's saved folder (the pipeline uses tasks.storage.hash_dir).
+        data_fp: the transfer set's `fingerprint_tokens`.
+        layer_map: the teacher layers whose pooled states are stored; None for logits only.
+        precision: "fp32" or "bf16": bf16 logits from a GPU are not a CPU run's.
     """
     spec = json.dumps({"teacher": teacher_fp, "data": data_fp, "pooled_layers": layer_map,
                        "precision": precision}, sort_keys=True)
@@ -204,8 +196,7 @@ class LogitCache:
     @staticmethod
     def _fill(folder: Path, rank: int, world: int, teacher: torch.nn.Module, data: TokenDataset, pad_id: int,
               batch_size: int, device: torch.device, layer_map: list[int] | None, autocast: bool) -> None:
-        sampler = LengthGroupedBatches(data.lengths, batch_size, seed=0, shuffle=False)
-        loader = torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=Collator(pad_id))
+        loader = make_loader(data, batch_size, pad_id, seed=0, shuffle=False, device=device)
         logits_mm = pooled_mm = None
         teacher.eval()
         for batch in tqdm(loader, desc="teacher logits", unit="batch", mininterval=2, disable=rank != 0):

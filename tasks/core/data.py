@@ -133,3 +133,14 @@ class LengthGroupedBatches(Sampler[list[int]]):
         if self.world > 1:
             total = n // size + (1 if n % size >= self.world else 0)
         return max(total - self.skip, 0)
+
+
+def make_loader(data: TokenDataset, batch_size: int, pad_id: int, seed: int, shuffle: bool,
+                device: torch.device, rank: int = 0, world: int = 1) -> torch.utils.data.DataLoader:
+    """A loader of length-grouped, dynamically padded batches (this rank's share under DDP)."""
+    sampler = LengthGroupedBatches(data.lengths, batch_size, seed, shuffle=shuffle, rank=rank, world=world)
+    # Its own generator: otherwise each new iterator draws a seed from the global RNG, and a
+    # resumed run's dropout masks would differ from an uninterrupted run's.
+    return torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=Collator(pad_id),
+                                       pin_memory=device.type == "cuda",
+                                       generator=torch.Generator().manual_seed(seed))

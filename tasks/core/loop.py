@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tasks.core.data import Collator, LengthGroupedBatches, TokenDataset
+from tasks.core.data import TokenDataset, make_loader
 from tasks.core.dist import barrier, dist_info, init_distributed, reduce_mean  # noqa: F401 (re-exported)
+from tasks.core.predict import predict_logits
 
 log = logging.getLogger("kd")
 
@@ -93,37 +93,6 @@ def make_schedule(optimizer: torch.optim.Optimizer, total: int, warmup_ratio: fl
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def make_loader(data: TokenDataset, batch_size: int, pad_id: int, seed: int, shuffle: bool,
-                device: torch.device, rank: int = 0, world: int = 1) -> torch.utils.data.DataLoader:
-    """A loader of length-grouped, dynamically padded batches."""
-    sampler = LengthGroupedBatches(data.lengths, batch_size, seed, shuffle=shuffle, rank=rank, world=world)
-    # Its own generator: otherwise each new iterator draws a seed from the global RNG, and a
-    # resumed run's dropout masks would differ from an uninterrupted run's.
-    return torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=Collator(pad_id),
-                                       pin_memory=device.type == "cuda",
-                                       generator=torch.Generator().manual_seed(seed))
-
-
-@torch.inference_mode()
-def predict_logits(model: torch.nn.Module, data: TokenDataset, pad_id: int, batch_size: int = 128,
-                   device: torch.device | None = None, progress: str | None = None) -> np.ndarray:
-    """Logits for every row, in the dataset's order: float32 [N, C]."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    loader = make_loader(data, batch_size, pad_id, 0, False, device)
-    out: np.ndarray | None = None
-    for batch in tqdm(loader, desc=progress or "predict", disable=progress is None, mininterval=2):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(input_ids=batch["input_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device)).logits
-        if out is None:
-            out = np.zeros((len(data), logits.shape[-1]), dtype=np.float32)
-        out[batch["index"].numpy()] = logits.float().cpu().numpy()
-    model.train(was_training)
-    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
 def macro_f1(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:

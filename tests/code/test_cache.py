@@ -12,11 +12,11 @@ from transformers import BertForSequenceClassification
 
 from tests.conftest import CORPUS, make_tiny_bert, save_model_dir
 from tasks.config import Config
-from tasks.core.cache import LogitCache, cache_key, fingerprint_model, fingerprint_tokens
+from tasks.core.cache import LogitCache, cache_key, fingerprint_tokens
 from tasks.core.data import TokenDataset, make_dataset
 from tasks.core.loss import mean_pool
 from tasks.distill import teacher_outputs
-from tasks.storage import Paths
+from tasks.storage import Paths, hash_dir
 
 LAYER_MAP = [0, 2]
 CPU = torch.device("cpu")
@@ -124,18 +124,18 @@ def test_mean_pool_matches_unpadded_mean(teacher, data, direct, tiny_tokenizer):
 
 
 def test_cache_key_depends_on_teacher_tokens_and_layer_map(tmp_path, teacher_dir, tiny_tokenizer, data):
-    teacher_fp, data_fp = fingerprint_model(teacher_dir), fingerprint_tokens(data)
+    teacher_fp, data_fp = hash_dir(teacher_dir), fingerprint_tokens(data)
     key = cache_key(teacher_fp, data_fp, LAYER_MAP)
     # Stable: the same inputs, and a byte-identical copy of the teacher, give the same key.
     copy = tmp_path / "copy"
     shutil.copytree(teacher_dir, copy)
-    assert cache_key(fingerprint_model(copy), fingerprint_tokens(data), list(LAYER_MAP)) == key
+    assert cache_key(hash_dir(copy), fingerprint_tokens(data), list(LAYER_MAP)) == key
     assert len(key) == 24 and all(c in "0123456789abcdef" for c in key)
     # Teacher weights: same config and tokenizer, different weights.
     other = tmp_path / "other"
     make_teacher(len(tiny_tokenizer), seed=1).save_pretrained(other)
     tiny_tokenizer.save_pretrained(other)
-    assert cache_key(fingerprint_model(other), data_fp, LAYER_MAP) != key
+    assert cache_key(hash_dir(other), data_fp, LAYER_MAP) != key
     # Token ids: one id of one row changes.
     ids = [x.copy() for x in data.ids]
     ids[5][1] += 1
@@ -159,11 +159,16 @@ def stage(tmp_path, teacher_dir, teacher) -> tuple[Config, Paths]:
     return cfg, paths
 
 
+def outputs(cfg: Config, paths: Paths, *args):
+    """The distill stage's call: its teacher folder and cache folder."""
+    return teacher_outputs(cfg.distill, paths.teacher, paths.cache, *args)
+
+
 def test_teacher_outputs_miss_then_hit(stage, teacher, data, direct, tiny_tokenizer):
     cfg, paths = stage
-    first, state, key = teacher_outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
+    first, state, key = outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
     assert state == "miss" and (paths.cache / key / "meta.json").is_file()
-    second, state2, key2 = teacher_outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
+    second, state2, key2 = outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
     assert state2 == "hit" and key2 == key
     np.testing.assert_array_equal(second.logits, first.logits)
     np.testing.assert_allclose(second.logits, direct[0], atol=1e-5, rtol=0)
@@ -172,34 +177,48 @@ def test_teacher_outputs_miss_then_hit(stage, teacher, data, direct, tiny_tokeni
 
 def test_teacher_outputs_miss_after_teacher_changes(stage, teacher, data, tiny_tokenizer):
     cfg, paths = stage
-    _, state, key = teacher_outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
+    _, state, key = outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
     assert state == "miss"
     make_teacher(len(tiny_tokenizer), seed=5).save_pretrained(paths.teacher)  # fine-tuned teacher, say
-    _, state, key2 = teacher_outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
+    _, state, key2 = outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
     assert state == "miss" and key2 != key
 
 
 def test_teacher_outputs_logits_only_without_hidden_alignment(stage, teacher, data, tiny_tokenizer):
     cfg, paths = stage
-    _, _, pooled_key = teacher_outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
+    _, _, pooled_key = outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
     cfg.distill.alpha_cos = 0.0
-    out, state, key = teacher_outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
+    out, state, key = outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
     assert state == "miss" and key != pooled_key and out.pooled is None
     cfg.distill.cache = False
-    off = teacher_outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
+    off = outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
     assert off == (None, "off", None)
 
 
 def test_partial_entry_is_treated_as_missing(stage, teacher, data, direct, tiny_tokenizer):
     cfg, paths = stage
-    _, _, key = teacher_outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
+    _, _, key = outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
     # A crash mid-write: the folder is there, with a wrong logits file, but no meta.json.
     entry = paths.cache / key
     shutil.rmtree(entry)
     entry.mkdir()
     np.save(entry / "logits.npy", np.zeros((3, 2), dtype=np.float32))
     assert not LogitCache(paths.cache, key).exists()
-    out, state, key2 = teacher_outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
+    out, state, key2 = outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
     assert state == "miss" and key2 == key
     assert (entry / "meta.json").is_file()
     np.testing.assert_allclose(out.logits, direct[0], atol=1e-5, rtol=0)
+
+
+def test_a_cycle_cache_elsewhere_keys_the_same_teacher_the_same(stage, tmp_path, teacher, data, direct, tiny_tokenizer):
+    """Retraining keeps its cache inside the cycle's folder and its teacher elsewhere: the same bytes
+    give the same key there, built once in that folder."""
+    cfg, paths = stage
+    _, _, key = outputs(cfg, paths, teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
+    cycle = tmp_path / "cycle"
+    shutil.copytree(paths.teacher, cycle / "teacher")
+    args = (teacher, data, tiny_tokenizer.pad_token_id, LAYER_MAP, CPU)
+    out, state, key2 = teacher_outputs(cfg.distill, cycle / "teacher", cycle / "cache", *args, stage="retrain")
+    assert (state, key2) == ("miss", key) and (cycle / "cache" / key / "meta.json").is_file()
+    np.testing.assert_allclose(out.logits, direct[0], atol=1e-5, rtol=0)
+    assert teacher_outputs(cfg.distill, cycle / "teacher", cycle / "cache", *args)[1] == "hit"
