@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
 
 from tasks.core.data import TokenDataset, make_loader
 from tasks.core.dist import barrier, dist_info, init_distributed, reduce_mean  # noqa: F401 (re-exported)
@@ -84,15 +85,12 @@ def make_optimizer(model: torch.nn.Module, cfg: LoopConfig, device: torch.device
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, total: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up, then linear decay to zero."""
-    warmup = max(1, int(total * warmup_ratio))
+    """Linear warm-up over the first `warmup_ratio` of `total` steps, then linear decay to zero.
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    transformers' schedule, as its Trainer uses it: the factor is step / warmup during warm-up
+    (0 at the first step), then (total - step) / (total - warmup).
+    """
+    return get_linear_schedule_with_warmup(optimizer, int(total * warmup_ratio), total)
 
 
 def macro_f1(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:

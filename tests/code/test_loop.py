@@ -223,3 +223,21 @@ def test_no_early_stop_while_improving(splits, tiny_tokenizer, tmp_path):
             break
     else:
         assert not result.stopped_early and len(accuracies) == 3
+
+
+def schedule_factors(total: int, warmup_ratio: float) -> list[float]:
+    """The learning-rate factor of each of `total` optimiser steps (the base lr is 1)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = loop.make_schedule(optimizer, total, warmup_ratio)
+    factors = []
+    for _ in range(total):
+        factors.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return factors
+
+
+def test_schedule_warms_up_linearly_then_decays_to_zero():
+    # 10 steps, 20% warm-up: 2 steps rising from 0, then down by 1/8 a step (transformers' schedule).
+    assert schedule_factors(10, 0.2) == pytest.approx([0, 0.5, 1, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8])
+    assert schedule_factors(4, 0.0) == pytest.approx([1, 0.75, 0.5, 0.25])  # no warm-up
