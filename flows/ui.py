@@ -3,6 +3,13 @@
 The server keeps its SQLite database, log and PID file in the project's own PREFECT_HOME
 (.prefect/, git-ignored), with analytics off. `start` returns once the API answers; `stop` ends
 the process by the PID it recorded, and nothing else.
+
+Not `prefect server start --background` / `prefect server stop` (Prefect 3.9.1), which do keep a
+PID file in PREFECT_HOME and honour --host 127.0.0.1: the background server's output goes to
+pipes that close when the command exits, so there is no log file to read when it fails; `start`
+returns before the API answers; the server stays in the caller's process group, so a terminal's
+hang-up can end it; and `stop` sends one SIGTERM to whatever process now holds the recorded PID,
+without checking that it is still the server or waiting for it to exit.
 """
 
 from __future__ import annotations
