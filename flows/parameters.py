@@ -1,20 +1,37 @@
-"""The training pipeline's Prefect parameters: typed overrides of params.yaml sections.
+"""The training pipeline's Prefect parameters: typed overrides of params.yaml sections, derived
+from the schema (tasks/config.py).
 
-Each model mirrors a part of one params.yaml section (same names, same meaning; see
-tasks/config.py). Every field is optional and None means "keep params.yaml's value", so a run
-with no parameters is exactly `dvc repro`, and the Prefect UI's Custom run form shows only the
-knobs a person is likely to turn, with their descriptions and allowed values.
+`FORM` picks the keys a person is likely to turn (a Custom run form of every params.yaml key
+would be unreadable); each field's type, bounds, allowed values and description come from the
+schema, so the form and the CLI cannot disagree. Every field is optional and empty (None) keeps
+params.yaml's value, so a run with no parameters is exactly `dvc repro`. The values a run sets are
+written into params.yaml and checked there by the schema, cross-field rules included
+(flows/workspace.py `apply_overrides`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import types
+import typing
+from collections.abc import Iterable
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from tasks.embedded import TASKS as EMBEDDED_TASKS
+from tasks.config import SECTIONS
 
 _KEEP = "empty: keep params.yaml's value"
+
+# The Custom run form: params section -> the keys it shows, in this order.
+FORM: dict[str, tuple[str, ...]] = {
+    "base": ("seed", "max_length"),
+    "ingest": ("source", "embedded", "hf_name", "max_rows"),
+    "teacher": ("model", "epochs", "lr", "min_accuracy"),
+    "distill": ("temperature", "alpha_kd", "alpha_ce", "alpha_cos", "student_layers", "epochs", "lr"),
+    "finetune": ("method", "epochs"),
+    "evaluate": ("min_retention", "metric", "latency_runs"),
+    "promote": ("tolerance",),
+}
 
 
 class Section(BaseModel):
@@ -27,65 +44,43 @@ class Section(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
-class BaseParams(Section):
-    """base: shared by every stage that touches a model."""
-
-    seed: int | None = Field(None, description=f"random seed of splits, heads and batches ({_KEEP})")
-    max_length: int | None = Field(None, ge=8, le=512, description=f"tokens per text ({_KEEP})")
-
-
-class IngestParams(Section):
-    """ingest: which labelled data."""
-
-    source: Literal["embedded", "hf", "files"] | None = Field(None, description=f"data source ({_KEEP})")
-    embedded: Literal[tuple(EMBEDDED_TASKS)] | None = Field(  # type: ignore[valid-type]
-        None, description=f"which embedded dataset, with source=embedded ({_KEEP})")
-    hf_name: str | None = Field(None, description=f"Hugging Face dataset, with source=hf ({_KEEP})")
-    max_rows: int | None = Field(None, ge=0, description=f"stratified subsample of the rows; 0: all ({_KEEP})")
+def _not_none(annotation: Any) -> Any:
+    """`int | None` -> `int`: in the form, None is the "keep params.yaml" of every field."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]
+    return annotation
 
 
-class TeacherParams(Section):
-    """teacher: the model to distil from and its gate."""
+def form_section(section: str, keys: Iterable[str]) -> type[Section]:
+    """The form model of some keys of one params section: the schema's fields, each optional.
 
-    model: str | None = Field(None, description=f"embedded package, local folder or HF model id ({_KEEP})")
-    epochs: int | None = Field(None, ge=0, description=f"fine-tuning epochs ({_KEEP})")
-    lr: float | None = Field(None, gt=0, description=f"learning rate ({_KEEP})")
-    min_accuracy: float | None = Field(None, ge=0, le=1, description=f"gate: test accuracy at least ({_KEEP})")
+    Args:
+        section: a params.yaml section, e.g. "distill".
+        keys: the keys of that section the form shows.
 
-
-class DistillParams(Section):
-    """distill: the student and the distillation loss."""
-
-    temperature: float | None = Field(None, gt=0, description=f"softmax temperature of the KD loss ({_KEEP})")
-    alpha_kd: float | None = Field(None, ge=0, description=f"weight of the soft-target loss ({_KEEP})")
-    alpha_ce: float | None = Field(None, ge=0, description=f"weight of the hard-label loss ({_KEEP})")
-    alpha_cos: float | None = Field(None, ge=0, description=f"weight of the hidden-state cosine loss ({_KEEP})")
-    student_layers: int | None = Field(None, ge=0, description=f"student depth; 0: half the teacher's ({_KEEP})")
-    epochs: int | None = Field(None, ge=0, description=f"distillation epochs ({_KEEP})")
-    lr: float | None = Field(None, gt=0, description=f"learning rate ({_KEEP})")
-
-
-class FinetuneParams(Section):
-    """finetune: optional supervised fine-tuning of the distilled student."""
-
-    method: Literal["full", "lora", "none"] | None = Field(None, description=f"fine-tuning method ({_KEEP})")
-    epochs: int | None = Field(None, ge=0, description=f"fine-tuning epochs ({_KEEP})")
+    Returns:
+        A `Section` model named after the section (`DistillParams`), every field None by default.
+    """
+    schema = SECTIONS[section]
+    fields = {}
+    for key in keys:
+        info = schema.model_fields[key]
+        annotation = _not_none(info.annotation)
+        if info.metadata:  # bounds, and the schema's readings of YAML values
+            annotation = Annotated[(annotation, *info.metadata)]
+        fields[key] = (annotation | None, Field(None, description=f"{info.description} ({_KEEP})"))
+    return create_model(f"{section.title()}Params", __base__=Section, __module__=__name__,
+                        __doc__=schema.__doc__, **fields)
 
 
-class EvaluateParams(Section):
-    """evaluate: the retention gate and the speed measurement."""
-
-    min_retention: float | None = Field(None, ge=0, description=f"gate: student/teacher metric at least ({_KEEP})")
-    metric: Literal["accuracy", "f1_macro"] | None = Field(
-        None, description=f"the figure gates and model choice use; f1_macro for imbalanced tasks ({_KEEP})")
-    latency_runs: int | None = Field(None, ge=1, description=f"timed single-example runs ({_KEEP})")
-
-
-class PromoteParams(Section):
-    """promote: when the student replaces the production model."""
-
-    tolerance: float | None = Field(None, ge=-1, le=1, description=(
-        f"accuracy the student may lose against production; negative: a required gain ({_KEEP})"))
+BaseParams = form_section("base", FORM["base"])
+IngestParams = form_section("ingest", FORM["ingest"])
+TeacherParams = form_section("teacher", FORM["teacher"])
+DistillParams = form_section("distill", FORM["distill"])
+FinetuneParams = form_section("finetune", FORM["finetune"])
+EvaluateParams = form_section("evaluate", FORM["evaluate"])
+PromoteParams = form_section("promote", FORM["promote"])
 
 
 def to_overrides(sections: dict[str, Section | dict | None]) -> dict:

@@ -3,8 +3,6 @@ and the supervised step."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 import torch
@@ -58,7 +56,7 @@ def loop_config(section: TrainConfig, base: BaseConfig, desc: str, metric: str =
 
     The core keeps its own `LoopConfig`, since it must run with torch and transformers alone and so
     cannot import tasks.config. Every `TrainConfig` field is copied by name (the teacher, distill and
-    finetune sections are `TrainConfig`s), so a loop setting added to both dataclasses reaches every
+    finetune sections are `TrainConfig`s), so a loop setting added to both reaches every
     stage without a change here; tests/code/test_common.py checks that the two agree on names and
     defaults. Retrain, whose section names its settings per model (`teacher_epochs`, `student_lr`),
     passes a `TrainConfig` view of them (tasks/retrain.py `loop`).
@@ -69,7 +67,7 @@ def loop_config(section: TrainConfig, base: BaseConfig, desc: str, metric: str =
         desc: the run's name in logs and progress bars.
         metric: evaluate.metric, the validation figure that picks the best epoch.
     """
-    values = {f.name: getattr(section, f.name) for f in dataclasses.fields(TrainConfig)}
+    values = {name: getattr(section, name) for name in TrainConfig.model_fields}
     return LoopConfig(**values, seed=base.seed, device=base.device, desc=desc, metric=metric)
 
 

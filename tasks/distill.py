@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +168,7 @@ def make_student(dc: DistillConfig, teacher: torch.nn.Module, names: list[str]) 
         raise ConfigError(f"distill.student_layers={dc.student_layers} but distill.student_model has {n_student} layers")
     if n_student > n_teacher:
         raise ConfigError(f"distill.student_model: {n_student} layers, more than the teacher's {n_teacher}")
-    layer_map = student_layer_map(replace(dc, student_layers=n_student), n_teacher)
+    layer_map = student_layer_map(dc.model_copy(update={"student_layers": n_student}), n_teacher)
     if dc.alpha_cos > 0 and student.config.hidden_size != teacher.config.hidden_size:
         raise ConfigError(f"distill.student_model: hidden size {student.config.hidden_size} differs from the "
                           f"teacher's {teacher.config.hidden_size}; set distill.alpha_cos: 0")

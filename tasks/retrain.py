@@ -40,7 +40,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -248,7 +248,7 @@ def fit_student(cfg: Config, teacher: torch.nn.Module, teacher_dir: Path, tokeni
     n_teacher = num_layers(teacher)
     if rt.warm_start and champion is not None:
         student = copy.deepcopy(champion)
-        layer_map = student_layer_map(replace(dc, student_layers=num_layers(student)), n_teacher)
+        layer_map = student_layer_map(dc.model_copy(update={"student_layers": num_layers(student)}), n_teacher)
     else:
         layer_map = student_layer_map(dc, n_teacher)
         student = build_student(teacher, layer_map)

@@ -21,18 +21,18 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_loop_config_and_train_config_agree_on_names_and_defaults():
-    """The core's LoopConfig cannot import the schema, so the two dataclasses are kept equal by this test."""
+    """The core's LoopConfig cannot import the schema, so the two are kept equal by this test."""
     loop_fields = {f.name: f for f in dataclasses.fields(LoopConfig)}
-    for field in dataclasses.fields(TrainConfig):
-        assert field.name in loop_fields, f"TrainConfig.{field.name} has no LoopConfig field"
-        assert loop_fields[field.name].default == field.default, field.name
+    for name, field in TrainConfig.model_fields.items():
+        assert name in loop_fields, f"TrainConfig.{name} has no LoopConfig field"
+        assert loop_fields[name].default == field.default, name
 
 
 def test_loop_config_copies_every_train_setting():
     # A value off its default in every field, so a field left out would show.
-    changed = {f.name: (f.default + 1 if isinstance(f.default, int) else f.default * 3)
-               for f in dataclasses.fields(TrainConfig)}
-    section = dataclasses.replace(DistillConfig(), **changed)
+    changed = {name: (f.default + 1 if isinstance(f.default, int) else f.default * 3)
+               for name, f in TrainConfig.model_fields.items()}
+    section = DistillConfig(**changed)
     cfg = loop_config(section, BaseConfig(seed=7, device="cpu"), "distill", "f1_macro")
     assert {name: getattr(cfg, name) for name in changed} == changed
     assert (cfg.seed, cfg.device, cfg.desc, cfg.metric) == (7, "cpu", "distill", "f1_macro")

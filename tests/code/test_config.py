@@ -93,6 +93,34 @@ def test_lossless_conversions_are_accepted(tmp_path):
     assert load_config(write_params(tmp_path, with_section("teacher", finetune=True))).teacher.finetune == "true"
 
 
+def test_yaml_1_1_readings_are_taken_as_written(tmp_path):
+    path = write_params(tmp_path, "teacher:\n  lr: 5e-4\n  finetune: true\nbase:\n")
+    data = yaml.safe_load(path.read_text())
+    assert data["teacher"] == {"lr": "5e-4", "finetune": True} and data["base"] is None  # what YAML hands over
+    cfg = load_config(path)
+    assert cfg.teacher.lr == 5e-4 and cfg.teacher.finetune == "true" and cfg.base == Config().base
+
+
+@pytest.mark.parametrize("values, line", [
+    ({"ingest": {"val_size": 0.5, "test_size": 0.6}},
+     "ingest.test_size: expected val_size + test_size < 1, got 0.5 + 0.6"),
+    ({"retrain": {"new_val_size": 0.8}}, "retrain.new_test_size: expected new_val_size + new_test_size < 1"),
+    ({"distill": {"alpha_kd": 0, "alpha_ce": 0.0, "alpha_cos": 0}},
+     "distill.alpha_kd: alpha_kd, alpha_ce and alpha_cos are all 0"),
+    ({"ingest": {"source": "hf"}}, "ingest.hf_name: required when ingest.source is 'hf'"),
+    ({"ingest": {"source": "files"}}, "ingest.files.train: required when ingest.source is 'files'"),
+    ({"distill": {"unlabeled": {"source": "web"}}},
+     "distill.unlabeled.source: expected embedded, file or null, got 'web'"),
+    ({"schedule": {"retrain": "0 4 *"}}, "schedule.retrain: expected a 5-field cron string such as '0 3 * * 0'"),
+    ({"drift": {"strong": ["text", "vibes"]}}, "drift.strong[1]: expected one of ['confidence', 'descriptors', "),
+    ({"base": "cpu"}, "base: expected a mapping, got 'cpu'"),
+])
+def test_rules_across_keys_name_the_key_in_one_line(values, line):
+    with pytest.raises(ConfigError) as err:
+        load_config(REPO_PARAMS, values)
+    assert str(err.value).startswith(f"{REPO_PARAMS}: {line}") and "\n" not in str(err.value), str(err.value)
+
+
 def test_missing_params_file_is_named(tmp_path):
     missing = tmp_path / "nope" / "params.yaml"
     with pytest.raises(ConfigError, match="params file not found") as err:
@@ -204,6 +232,8 @@ def test_cli_reports_a_params_file_that_is_not_utf8(tmp_path, capsys):
     ("base.max_length=0", "validate", "base.max_length"),
     ("distill.student_layers=-1", "validate", "distill.student_layers"),
     ("distill.layer_map=[-1, 2]", "validate", "distill.layer_map"),
+    ("ingest.val_size=0.95", "validate", "ingest.test_size"),
+    ("evaluate.latency_runs=0", "evaluate", "evaluate.latency_runs"),
 ])
 def test_cli_checks_values_before_any_work(tmp_path, capsys, monkeypatch, override, command, names):
     import uvicorn

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import sys
-import typing
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flows import parameters as fp
 from flows import workspace as ws
@@ -22,17 +21,45 @@ SECTIONS = {"base": fp.BaseParams, "ingest": fp.IngestParams, "teacher": fp.Teac
             "promote": fp.PromoteParams}
 
 
+def value_schema(prop: dict) -> dict:
+    """A JSON-schema property's type, bounds and choices: no title, description or default, and
+    without the null that means "empty" in the form (or "unset" in the schema)."""
+    prop = {k: v for k, v in prop.items() if k not in ("title", "description", "default")}
+    if "anyOf" in prop:
+        rest = [branch for branch in prop.pop("anyOf") if branch != {"type": "null"}]
+        prop.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+    return prop
+
+
+def test_the_form_shows_the_flows_sections():
+    assert list(fp.FORM) == list(SECTIONS) and all(fp.FORM[name] for name in SECTIONS)
+    assert [name for name, model in SECTIONS.items() if tuple(model.model_fields) != fp.FORM[name]] == []
+
+
 @pytest.mark.parametrize("section, model", SECTIONS.items())
-def test_every_parameter_is_a_params_key_with_the_same_choices(section, model):
-    config_cls = typing.get_type_hints(tc.Config)[section]
-    known = {f.name for f in dataclasses.fields(config_cls)}
+def test_every_form_field_is_a_params_key_with_the_schemas_type_bounds_and_choices(section, model):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())[section]
+    schema = tc.SECTIONS[section].model_json_schema()["properties"]
+    form = model.model_json_schema()["properties"]
     for name, info in model.model_fields.items():
-        assert name in known, f"{section}.{name} is not in params.yaml's {section} section"
+        assert name in params and name in schema, f"{section}.{name} is not a key of params.yaml and the schema"
         assert info.default is None, f"{section}.{name}: an empty field must mean 'keep params.yaml'"
-        choices = tc.CHOICES.get(f"{section}.{name}")
-        if choices:
-            literal = next(a for a in typing.get_args(info.annotation) if typing.get_origin(a) is typing.Literal)
-            assert set(typing.get_args(literal)) == choices
+        assert value_schema(form[name]) == value_schema(schema[name]), f"{section}.{name}"
+        keep = "(empty: keep params.yaml's value)"
+        assert info.description == f"{tc.schema_field(f'{section}.{name}').description} {keep}"
+
+
+def test_the_ui_form_has_the_clis_bounds():
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.training import training_pipeline
+
+    ui = parameter_schema(training_pipeline.fn).model_dump()
+    assert set(ui["properties"]) == set(fp.FORM)
+    max_length = ui["definitions"]["BaseParams"]["properties"]["max_length"]["anyOf"][0]
+    assert max_length == {"type": "integer", "minimum": 1}  # the CLI's bound; no 8..512 of the UI's own
+    for name, model in SECTIONS.items():
+        assert ui["definitions"][model.__name__]["properties"] == model.model_json_schema()["properties"]
 
 
 def test_only_set_fields_become_overrides():

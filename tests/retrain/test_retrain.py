@@ -54,12 +54,11 @@ def test_cycle_promotes_and_versions_everything(retrain_ws, retrain_cfg):
 
 
 def test_worse_challenger_is_not_promoted(retrain_ws, retrain_cfg):
-    from dataclasses import replace
-
+    from tasks.config import with_overrides
     from tasks.retrain import retrain
 
     before = hash_dir(production_dir(Paths(retrain_ws)))
-    strict = replace(retrain_cfg, retrain=replace(retrain_cfg.retrain, min_gain=0.5))  # no tiny model gains 50 points
+    strict = with_overrides(retrain_cfg, {"retrain": {"min_gain": 0.5}})  # no tiny model gains 50 points
     report = retrain(strict, Paths(retrain_ws))
     assert not report["promoted"]
     assert report["reason"].startswith(("gain gate", "teacher gate")), report["reason"]
@@ -242,16 +241,16 @@ def test_cli_retrain_waits_for_labels_and_rollback_names_the_version(retrain_ws,
 def test_the_api_serves_the_promoted_then_the_rolled_back_model_without_restart(retrain_ws, retrain_cfg):
     import os
     import time
-    from dataclasses import replace
 
     from fastapi.testclient import TestClient
 
     from tasks.api import create_app
+    from tasks.config import with_overrides
     from tasks.retrain import retrain
     from tasks.registry import rollback
 
     paths = Paths(retrain_ws)
-    serving = replace(retrain_cfg, serve=replace(retrain_cfg.serve, variant="torch-fp32", threads=0))
+    serving = with_overrides(retrain_cfg, {"serve": {"variant": "torch-fp32", "threads": 0}})
 
     def touch_registry():  # a coarse-mtime filesystem still sees the change
         os.utime(registry_path(paths), ns=(time.time_ns(), time.time_ns() + 10**9))
