@@ -229,7 +229,8 @@ def table(results: dict) -> str:
         for variant, row in variants.items():
             score = row[metric]
             diff = row.get(f"vs_ce_{metric}")
-            lines.append(f"| {task} ({metric}) | {depth} | {variant} | {score['mean']:.4f} ± {score['std']:.4f} | "
+            seeds = "" if score["n"] >= 3 else f" ({score['n']} seed{'s' if score['n'] > 1 else ''} only)"
+            lines.append(f"| {task} ({metric}) | {depth} | {variant} | {score['mean']:.4f} ± {score['std']:.4f}{seeds} | "
                          + (f"{diff['mean']:+.4f} ± {diff['std']:.4f} | {diff['positive']}/{diff['n']}" if diff
                             else "– | –") + f" | {row['seconds']:.0f} |")
     teachers = [f"{t}: teacher {r['metric']} {r[r['metric']]:.4f} on {r['test_rows']} test rows "
