@@ -14,11 +14,13 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from tasks.config import SECTIONS
+from tasks.config import SECTIONS, load_config
+from tasks.errors import ConfigError
 
 _KEEP = "empty: keep params.yaml's value"
 
@@ -81,6 +83,26 @@ DistillParams = form_section("distill", FORM["distill"])
 FinetuneParams = form_section("finetune", FORM["finetune"])
 EvaluateParams = form_section("evaluate", FORM["evaluate"])
 PromoteParams = form_section("promote", FORM["promote"])
+
+
+def check_overrides(overrides: dict, params_file: Path) -> None:
+    """Nested overrides for a training-pipeline run, checked as the run will take them, before it starts.
+
+    Args:
+        overrides: e.g. {"distill": {"temperature": 4}} (tasks.config.parse_overrides of `-S` items).
+        params_file: the workspace's params.yaml, which the run's values are written into.
+
+    Raises:
+        ConfigError: one line naming the key: unknown, mistyped, out of range or against a rule across
+            keys (the schema's checks), or a params key the form does not show.
+    """
+    load_config(params_file, overrides)
+    for section, values in overrides.items():
+        for key in values:
+            if key not in FORM.get(section, ()):
+                shown = ", ".join(FORM[section]) if section in FORM else f"sections {', '.join(FORM)}"
+                raise ConfigError(f"{section}.{key}: not a training-pipeline parameter ({shown}); "
+                                  "set it in params.yaml")
 
 
 def to_overrides(sections: dict[str, Section | dict | None]) -> dict:

@@ -38,6 +38,7 @@ from flows.parameters import (
     IngestParams,
     PromoteParams,
     TeacherParams,
+    check_overrides,
     to_overrides,
 )
 from flows.reports import PUBLISHERS, publish_failure, publish_validation
@@ -173,14 +174,22 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m flows.training [-S section.key=value ...]`: one run, without a deployment.
 
     Returns:
-        0 when the run completed, 3 when a gate stopped it, 1 for any other failure.
+        0 when the run completed, 2 for a bad parameter (before the run starts), 3 when a gate
+        stopped it, 1 for any other failure.
     """
     from tasks.config import parse_overrides
+    from tasks.errors import UserError
 
     parser = argparse.ArgumentParser(prog="python -m flows.training", description=__doc__.splitlines()[0])
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param, e.g. -S distill.temperature=4 (repeatable)")
-    state = training_pipeline(**parse_overrides(parser.parse_args(argv).set), return_state=True)
+    try:  # one line naming the key, as `kdistill -S` gives, not Prefect's report after a server start
+        overrides = parse_overrides(parser.parse_args(argv).set)
+        check_overrides(overrides, Workspace.current().params_file)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    state = training_pipeline(**overrides, return_state=True)
     if state.is_completed():
         print(state.message)
         return 0

@@ -91,5 +91,5 @@ def test_ui_parameters_rerun_what_follows_and_promote_refuses_a_worse_candidate(
     reg = registry(trained.root)
     assert len(reg["versions"]) == versions + 1
     last = reg["versions"][-1]
-    assert not last["promoted"] and "< production accuracy" in last["reason"]
+    assert not last["promoted"] and "below -promote.tolerance -1.0" in last["reason"]  # the paired comparison
     assert "not promoted" in artifact("promotion")

@@ -62,6 +62,27 @@ def test_the_ui_form_has_the_clis_bounds():
         assert ui["definitions"][model.__name__]["properties"] == model.model_json_schema()["properties"]
 
 
+@pytest.mark.parametrize("override, names", [
+    ("distill.temperature=0", "distill.temperature: expected > 0, got 0"),
+    ("base.max_length=2.5", "base.max_length: expected an integer, got 2.5"),
+    ("distill.temprature=4", "unknown key 'distill.temprature' (known: "),
+    ("distill.hidden_loss=tokens", "distill.hidden_loss: not a training-pipeline parameter (temperature, "),
+    ("drift.window_rows=5", "drift.window_rows: not a training-pipeline parameter (sections base, ingest, "),
+    ("distill.temperature", "override 'distill.temperature': expected key=value"),
+])
+def test_the_flows_command_line_refuses_a_bad_parameter_in_one_line_before_a_run(tmp_path, monkeypatch, capsys,
+                                                                                 override, names):
+    import flows.training as ft
+
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(REPO / name, tmp_path / name)
+    monkeypatch.setenv(ws.ROOT_ENV, str(tmp_path))
+    monkeypatch.setattr(ft, "training_pipeline", lambda **kwargs: pytest.fail("the run started"))
+    assert ft.main(["-S", override]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], lines
+
+
 def test_only_set_fields_become_overrides():
     out = fp.to_overrides({"distill": fp.DistillParams(temperature=4), "teacher": fp.TeacherParams(),
                            "evaluate": {"min_retention": 0.5, "latency_runs": None}, "promote": None})
