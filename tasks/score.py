@@ -7,8 +7,11 @@ Each new file (CSV, TSV, JSONL or Parquet; a label column optional) is read, val
 
 Only complete files: a file is taken once its size and modification time held still for
 `score.settle_seconds` (a file younger than that is watched that long, and left for the next run if
-it changed meanwhile), and it must not change while it is read. Safest for a writer is to write
-`name.csv.part` (or `.name.csv`, or `name.tmp`: all ignored) and rename it when done.
+it changed meanwhile), it must not have changed since then when its turn comes (a run scoring many
+files takes a while), and it must not change while it is read. Safest for a writer is to write
+`name.csv.part` (or `.name.csv`, or `name.tmp`: all ignored) and rename it when done. A file that is
+renamed or deleted meanwhile is simply gone; one score run at a time holds
+`data/production/.score.lock`, so two runs never race for the same file.
 
 Exactly once, even across crashes: a file is recorded in `data/production/scored.json` (keyed by
 `<sha256>:<name>`) only after its part is in place. On a restart a file whose part exists (found by
@@ -20,10 +23,12 @@ content changed after it was logged is quarantined, never logged again.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +36,9 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import Config
-from tasks.errors import DataError
+from tasks.errors import DataError, UserError
 from tasks.storage import Paths, atomic_path, hash_file, read_json, remove_stale_temps, stage_log, write_json
-from tasks.tables import read_table
+from tasks.tables import read_table, shorten
 
 log = logging.getLogger("kd")
 
@@ -48,6 +53,51 @@ def production_log_dir(paths: Paths) -> Path:
 def scored_path(paths: Paths) -> Path:
     """data/production/scored.json: the files already scored, keyed by `<sha256>:<name>`."""
     return production_log_dir(paths) / "scored.json"
+
+
+class ScoreRunning(UserError):
+    """Another `kdistill score` run holds data/production/.score.lock: this one is skipped."""
+
+
+@contextlib.contextmanager
+def score_lock(paths: Paths) -> Iterator[None]:
+    """Hold data/production/.score.lock for a whole score run: one at a time per workspace.
+
+    Two runs at once (an overlapping cron) would read the same files: one moves a bad file to
+    quarantine while the other reads it, and each rewrites scored.json without the other's records.
+
+    Raises:
+        ScoreRunning: another run holds it (the message names its pid and start).
+    """
+    from tasks.registry import _file_lock  # the workspace's one flock helper (registry and cycle locks)
+
+    path = production_log_dir(paths) / ".score.lock"
+    with _file_lock(path, "kdistill score", 0.0) as holder:
+        if holder:
+            raise ScoreRunning(f"{path}: another score run is running ({holder}); this one is skipped")
+        yield
+
+
+def read_record(paths: Paths) -> dict:
+    """scored.json's records ({} before the first run).
+
+    Raises:
+        DataError: the file is not a JSON object of records; it is never overwritten then, since
+            without it every file already logged would be logged again.
+    """
+    path = scored_path(paths)
+    if not path.is_file():
+        return {}
+    try:
+        record = read_json(path)
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        record, why = None, shorten(err, 80)
+    else:
+        why = f"a JSON {type(record).__name__}"
+    if not isinstance(record, dict) or not all(isinstance(e, dict) for e in record.values()):
+        raise DataError(f"{path}: not a JSON object of scored files ({why}); restore it from a backup (without it, "
+                        "every file already logged would be logged again)")
+    return record
 
 
 @dataclass
@@ -149,20 +199,30 @@ def read_batch(path: Path, cfg: Config) -> tuple[pd.DataFrame, bool]:
     return read_table(path, sc.text_column, None), False
 
 
-def quarantine(path: Path, incoming: Path, reasons: list[str], report: dict | None = None) -> Path:
-    """Move a bad file to incoming/quarantine/ with `<name>.reason.json` beside it; returns its new path.
+def quarantine(path: Path, incoming: Path, reasons: list[str], report: dict | None = None) -> Path | None:
+    """Move a bad file to incoming/quarantine/ with `<name>.reason.json` beside it; returns its new path,
+    or None when the file was gone before it could be moved (renamed or deleted by its owner).
 
     A name already taken there (an earlier bad file of the same name) is never overwritten: this file
     then becomes `<stem>.<UTC time>-<sha256[:8]><suffix>`, with its own `.reason.json`.
     """
     folder = incoming / "quarantine"
     folder.mkdir(parents=True, exist_ok=True)
-    target = _free_name(folder, path)
-    write_json(folder / f"{target.name}.reason.json", {
+    try:
+        target = _free_name(folder, path)
+    except FileNotFoundError:
+        return None
+    reason = folder / f"{target.name}.reason.json"
+    write_json(reason, {
         "file": path.name, "quarantined_as": target.name,
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "errors": reasons, "validation": report})
-    shutil.move(str(path), target)
+    try:
+        shutil.move(str(path), target)
+    except FileNotFoundError:
+        reason.unlink(missing_ok=True)
+        log.warning("[score] %s was gone before it could be quarantined", path.name)
+        return None
     log.warning("[score] quarantined %s%s: %s", path.name, f" as {target.name}" if target.name != path.name else "",
                 "; ".join(reasons))
     return target
@@ -187,30 +247,38 @@ def _free_name(folder: Path, path: Path) -> Path:
 def score_file(path: Path, model: ProductionModel, cfg: Config, paths: Paths, sha: str,
                signature: tuple[int, int] | None = None) -> dict:
     """Validate and score one file; returns its scored.json record ({"status": "scored" | "quarantined"
-    | "pending"}). Pending: the file changed since `signature` was taken (before hashing), so what was
-    read may not be what `sha` names; nothing is written and the next run takes it again."""
+    | "pending" | "gone"}). Pending: the file changed since `signature` was taken (before hashing), so
+    what was read may not be what `sha` names; nothing is written and the next run takes it again.
+    Gone: it was renamed or deleted meanwhile."""
     from tasks.validate import validate_batch
+
+    def changed() -> dict | None:
+        now = _signature(path)
+        return None if signature is None or now == signature else {"status": "pending" if now else "gone"}
 
     try:
         frame, labelled = read_batch(path, cfg)
     except DataError as err:
-        if signature is not None and _signature(path) != signature:
-            return {"status": "pending"}
-        quarantine(path, path.parent, [str(err)])
-        return {"status": "quarantined", "errors": [str(err)]}
-    if signature is not None and _signature(path) != signature:
-        return {"status": "pending"}
+        return changed() or _set_aside(path, [str(err)])
+    if (moved := changed()) is not None:
+        return moved
     if labelled:  # class ids (0, 1.0, "1") as the model's label names; anything else is validated as read
         frame = frame.assign(label=frame["label"].map(_label_name(model.labels)))
     result = validate_batch(frame, cfg, model.labels if labelled else None, str(path), tokenizer=model.tokenizer)
     if not result.ok:
-        quarantine(path, path.parent, result.errors, result.to_dict())
-        return {"status": "quarantined", "errors": result.errors}
+        return _set_aside(path, result.errors, result.to_dict())
     texts = frame["text"].astype(str).tolist()
     truth = frame["label"].tolist() if labelled else None
     rows = log_rows(model, texts, model.predict(texts, cfg.score.batch_size), path.name, truth)
     part = write_part(paths, rows, sha, rows["time"].iloc[0].date())
     return {"status": "scored", "rows": len(rows), "part": str(part.relative_to(paths.root))}
+
+
+def _set_aside(path: Path, reasons: list[str], report: dict | None = None) -> dict:
+    """Quarantine a bad file; its record: quarantined, or gone when it vanished first."""
+    if quarantine(path, path.parent, reasons, report) is None:
+        return {"status": "gone"}
+    return {"status": "quarantined", "errors": reasons}
 
 
 def _label_name(labels: list[str]):
@@ -243,21 +311,21 @@ def _signature(path: Path) -> tuple[int, int] | None:
     return stat.st_size, stat.st_mtime_ns
 
 
-def settled(files: list[Path], seconds: float) -> tuple[list[Path], list[Path]]:
-    """Split files into (complete, still being written).
+def settled(files: list[Path], seconds: float) -> tuple[dict[Path, tuple[int, int]], list[Path]]:
+    """Split files into (complete, each with the signature it held still at; still being written).
 
     A file whose last change is older than `seconds` is complete. Younger ones are watched for
     `seconds` (once, for all of them): those whose size and mtime held still are complete too.
+    A file gone meanwhile is in neither.
     """
-    if seconds <= 0 or not files:
-        return list(files), []
-    before = {p: _signature(p) for p in files}
+    before = {p: sig for p in files if (sig := _signature(p)) is not None}
     now = time.time_ns()
-    young = {p for p, sig in before.items() if sig is None or now - sig[1] < seconds * 1e9}
+    young = {p for p, sig in before.items() if seconds > 0 and now - sig[1] < seconds * 1e9}
     if young:
         time.sleep(seconds)
-    moving = {p for p in young if before[p] is None or _signature(p) != before[p]}
-    return [p for p in files if p not in moving], [p for p in files if p in moving]
+    after = {p: _signature(p) for p in young}
+    complete = {p: sig for p, sig in before.items() if p not in young or after[p] == sig}
+    return complete, [p for p in young if after[p] is not None and p not in complete]
 
 
 def changed_since_scored(record: dict, path: Path, sha: str) -> dict | None:
@@ -272,27 +340,43 @@ def score(cfg: Config, paths: Paths) -> dict:
     Returns:
         {"scored": [...names], "quarantined": [...], "skipped": [...] (already scored),
          "recovered": [...] (part found from an interrupted run), "pending": [...] (still being
-         written: left for the next run), "rows": rows appended}.
+         written: left for the next run), "gone": [...] (renamed or deleted while this run went on),
+         "rows": rows appended}.
+
+    Raises:
+        ScoreRunning: another score run is going on in this workspace.
+        DataError: scored.json is not readable (it is then left as it is).
     """
     incoming = paths.root / cfg.score.incoming
-    summary: dict = {"scored": [], "quarantined": [], "skipped": [], "recovered": [], "pending": [], "rows": 0}
-    with stage_log("score") as info:
+    summary: dict = {key: [] for key in ("scored", "quarantined", "skipped", "recovered", "pending", "gone")}
+    summary["rows"] = 0
+    with stage_log("score") as info, score_lock(paths):
+        record = read_record(paths)
         files, pending = settled(new_files(incoming), cfg.score.settle_seconds)
         summary["pending"] = [p.name for p in pending]
-        record = read_json(scored_path(paths)) if scored_path(paths).is_file() else {}
         model = None
-        for path in files:
-            signature, sha = _signature(path), hash_file(path)
+        for path, seen in files.items():
+            # Written to (or renamed away) since the settle check, while earlier files were scored:
+            # not complete after all.
+            signature = _signature(path)
+            if signature != seen:
+                summary["pending" if signature else "gone"].append(path.name)
+                continue
+            try:
+                sha = hash_file(path)
+            except FileNotFoundError:
+                summary["gone"].append(path.name)
+                continue
             key = f"{sha}:{path.name}"
             if key in record:
                 summary["skipped"].append(path.name)
                 continue
             earlier = changed_since_scored(record, path, sha)
             if earlier is not None:
-                quarantine(path, incoming, [f"{path.name}: content changed after it was scored at {earlier.get('time')} "
-                                            f"(sha256 {earlier['sha256'][:12]} -> {sha[:12]}); a file is scored once: "
-                                            "give new rows a new file"])
-                summary["quarantined"].append(path.name)
+                entry = _set_aside(path, [f"{path.name}: content changed after it was scored at {earlier.get('time')} "
+                                          f"(sha256 {earlier['sha256'][:12]} -> {sha[:12]}); a file is scored once: "
+                                          "give new rows a new file"])
+                summary[entry["status"]].append(path.name)
                 continue
             part = find_part(paths, sha)
             if part is not None:  # the same bytes under another name, or a run that died before recording it
@@ -305,9 +389,9 @@ def score(cfg: Config, paths: Paths) -> dict:
                     remove_stale_temps(stale / f"part-{sha}.parquet")
                 model = model or load_production(cfg, paths)
                 entry = score_file(path, model, cfg, paths, sha, signature)
-                if entry["status"] in ("quarantined", "pending"):
+                if entry["status"] != "scored":
                     summary[entry["status"]].append(path.name)
-                    continue  # quarantined: the file has left incoming/; pending: the next run takes it
+                    continue  # quarantined or gone: the file has left incoming/; pending: the next run takes it
                 summary["scored"].append(path.name)
                 summary["rows"] += entry["rows"]
             entry.update(file=path.name, sha256=sha, model_version=model.version if model else None,
@@ -316,13 +400,19 @@ def score(cfg: Config, paths: Paths) -> dict:
             write_json(scored_path(paths), record)
         info["read"].append(incoming)
         info["wrote"].append(production_log_dir(paths))
-        if summary["pending"]:
-            log.warning("[score] still being written, left for the next run (score.settle_seconds=%s): %s",
-                        cfg.score.settle_seconds, ", ".join(summary["pending"]))
-        log.info("[score] %d file(s) scored (%d rows), %d quarantined, %d already scored, %d recovered, %d pending",
-                 len(summary["scored"]), summary["rows"], len(summary["quarantined"]), len(summary["skipped"]),
-                 len(summary["recovered"]), len(summary["pending"]))
+        _log_summary(summary, cfg.score.settle_seconds)
     return summary
+
+
+def _log_summary(summary: dict, settle_seconds: float) -> None:
+    if summary["pending"]:
+        log.warning("[score] still being written, left for the next run (score.settle_seconds=%s): %s",
+                    settle_seconds, ", ".join(summary["pending"]))
+    if summary["gone"]:
+        log.warning("[score] renamed or deleted while this run went on: %s", ", ".join(summary["gone"]))
+    log.info("[score] %d file(s) scored (%d rows), %d quarantined, %d already scored, %d recovered, %d pending, "
+             "%d gone", len(summary["scored"]), summary["rows"], len(summary["quarantined"]), len(summary["skipped"]),
+             len(summary["recovered"]), len(summary["pending"]), len(summary["gone"]))
 
 
 def read_log(paths: Paths, days: int | None = None, rows: int | None = None) -> pd.DataFrame:

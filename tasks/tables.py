@@ -231,10 +231,12 @@ def _check_unique_names(path: Path, names: list[str]) -> None:
 
 
 def _check_row_widths(path: Path, sep: str) -> None:
-    """Fail on the first row with more fields than the header (an unquoted delimiter inside a text).
+    """Fail on the first row with more fields than the header (an unquoted delimiter inside a text),
+    or with a NUL byte in it.
 
-    pandas cannot be trusted with it: a wide first row becomes an index (or, with index_col=False,
-    loses its extra fields with only a warning), and so does a wide row that opens a later chunk.
+    pandas cannot be trusted with either: a wide first row becomes an index (or, with index_col=False,
+    loses its extra fields with only a warning), and so does a wide row that opens a later chunk;
+    a text is cut short at a NUL byte without a word.
     One streamed pass of the csv module (about half of pandas' own reading time) settles it.
     """
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # texts of megabytes are the text rules' job
@@ -244,6 +246,10 @@ def _check_row_widths(path: Path, sep: str) -> None:
             width = len(next(reader, []))
             rows = (row for row in reader if row)  # blank lines are no rows, as for pandas
             for number, row in enumerate(rows, start=1):
+                # pandas' C parser silently cuts a text at a NUL byte; the check at the file's start sees 8 KB.
+                if "\x00" in "".join(row):
+                    raise file_error(path, "file_readable", f"row {number} (line {reader.line_num}) holds a NUL "
+                                     "byte: binary data, not text", "a UTF-8 text file without NUL bytes")
                 if len(row) > width:
                     what = "tab" if sep == "\t" else repr(sep)
                     raise file_error(path, "row_fields", f"row {number} (line {reader.line_num}) has {len(row)} "
@@ -270,7 +276,11 @@ def _json_chunks(path: Path, wanted: dict[str, str], chunk_rows: int) -> Iterato
         first = fh.read(1024).lstrip()[:1]
     if first == "[":  # a JSON array: read whole (it cannot be streamed line by line)
         with open(path, encoding="utf-8-sig") as fh:
-            records = json.load(fh)
+            try:
+                records = json.load(fh)
+            except (RecursionError, ValueError) as err:
+                raise file_error(path, "file_readable", f"not valid JSON ({_json_problem(err)})",
+                                 "a JSON array of objects, or one JSON object per line") from None
         yield from _records_to_chunks(path, list(enumerate(records, start=1)), wanted, chunk_rows)
         return
     with open(path, encoding="utf-8-sig") as fh:
@@ -280,15 +290,24 @@ def _json_chunks(path: Path, wanted: dict[str, str], chunk_rows: int) -> Iterato
                 continue
             try:
                 batch.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as err:
+            except (RecursionError, ValueError) as err:  # JSONDecodeError is a ValueError
                 last = not line.endswith("\n") and fh.readline() == ""
                 cut = ", the last line is cut off" if last else ""
-                raise file_error(path, "file_readable", f"line {lineno} is not valid JSON ({err.msg}: column "
-                                 f"{err.colno}{cut})", "one complete JSON object per line") from None
+                raise file_error(path, "file_readable", f"line {lineno} is not valid JSON ({_json_problem(err)}{cut})",
+                                 "one complete JSON object per line") from None
             if len(batch) == chunk_rows:
                 yield from _records_to_chunks(path, batch, wanted, chunk_rows)
                 batch = []
         yield from _records_to_chunks(path, batch, wanted, chunk_rows, final=True)
+
+
+def _json_problem(err: Exception) -> str:
+    """What the JSON parser found wrong, in a few words (never a traceback: the file is the user's)."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg}: line {err.lineno} column {err.colno}" if err.lineno > 1 else f"{err.msg}: column {err.colno}"
+    if isinstance(err, RecursionError):  # `[[[[...` thousands deep: Python's parser recurses per level
+        return "nested too deeply"
+    return shorten(str(err).split(";")[0], 80)  # e.g. an integer of more than 4300 digits
 
 
 def _records_to_chunks(path: Path, records: list[tuple[int, object]], wanted: dict[str, str], chunk_rows: int,
