@@ -87,7 +87,7 @@ def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = OPSET,
     Raises:
         RuntimeError: the exported graph disagrees with PyTorch by more than `atol`.
     """
-    model, _ = load_classifier(str(model_dir), None, key="--model")
+    model = load_trained(model_dir)
     model.set_attn_implementation("eager")  # plain MatMul/Softmax: what ORT's fusions recognise
     wrapped = _LogitsOnly(model.eval()).eval()
     ids, mask = _sample_inputs(model.config.vocab_size, 2, 8)
@@ -254,6 +254,23 @@ def weights_hash(model_dir: str | Path) -> str:
     return hash_file(files[0])
 
 
+def load_trained(model_dir: str | Path) -> torch.nn.Module:
+    """A saved classifier to serve; refused when its head would be drawn at random.
+
+    `from_pretrained` fills a head missing from the weights, or of another size than config.json's
+    labels, with random numbers and goes on: served, it would answer at random without a word.
+
+    Raises:
+        ConfigError: the folder cannot be loaded, or its head is not in its weights.
+    """
+    model, head_ready = load_classifier(str(model_dir), None, key="--model")
+    if not head_ready:
+        raise ConfigError(f"--model={model_dir}: its weights hold no trained classifier head for the "
+                          f"{model.config.num_labels} labels of its config.json (missing, or of another size), so it "
+                          "would answer at random; expected a fine-tuned classifier folder")
+    return model
+
+
 def load_predictor(model_dir: str | Path, variant: str, threads: int = 1) -> Predictor:
     """Load one serving variant of a saved classifier.
 
@@ -271,10 +288,13 @@ def load_predictor(model_dir: str | Path, variant: str, threads: int = 1) -> Pre
         folder = Path(resolve_model(str(model_dir), "--model"))
         if not (folder / "config.json").is_file():
             raise ConfigError(f"--model={model_dir}: the ONNX variants need a saved model folder to export into")
-        config = AutoConfig.from_pretrained(folder)  # the labels, without loading the weights
+        try:
+            config = AutoConfig.from_pretrained(folder)  # the labels, without loading the weights
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"--model={model_dir}: cannot read its config.json ({str(err).strip()[:80]})") from None
         labels = [config.id2label[i] for i in range(config.num_labels)]
         return OnnxPredictor(ensure_onnx(folder, variant), variant, labels, threads)
-    model, _ = load_classifier(str(model_dir), None, key="--model")
+    model = load_trained(model_dir)
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if threads > 0:
         torch.set_num_threads(threads)

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from tasks.errors import ConfigError
@@ -126,8 +127,8 @@ def load_classifier(name: str, labels: list[str] | None = None, key: str = "teac
     except pickle.UnpicklingError:
         raise ConfigError(f"{key}={name!r}: its pickle weights (*.bin) hold more than tensors, and loading them could "
                           "run code; refused (save the model as safetensors)") from None
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{key}={name!r}: cannot load model ({str(err).splitlines()[0]})") from None
+    except (OSError, ValueError, SafetensorError) as err:  # SafetensorError: a truncated or corrupt weights file
+        raise ConfigError(f"{key}={name!r}: cannot load model ({_first_line(err)})") from None
     new_head = bool(info.get("missing_keys")) or bool(info.get("mismatched_keys"))
     saved_labels = _saved_labels(path)
     head_ready = not new_head and (labels is None or saved_labels == list(labels))
@@ -135,9 +136,29 @@ def load_classifier(name: str, labels: list[str] | None = None, key: str = "teac
 
 
 def saved_config(name: str, key: str = "teacher.model") -> dict | None:
-    """A model's config.json, read without loading any weights; None for a hub id (not on disk)."""
-    path = Path(resolve_model(name, key)) / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A model's config.json, read without loading any weights; None for a hub id (not on disk).
+
+    Raises:
+        ConfigError: the file is not UTF-8 JSON holding an object (a model folder broken by hand or by a crash).
+    """
+    return _read_config(Path(resolve_model(name, key)) / "config.json", f"{key}={name!r}")
+
+
+def _read_config(path: Path, where: str) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"{where}: {path} is not valid JSON ({_first_line(err)[:80]}); "
+                          "expected a saved model's config.json") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{where}: {path} holds a JSON {type(config).__name__}; expected a JSON object")
+    return config
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def check_max_length(max_length: int, name: str, key: str = "teacher.model") -> None:
@@ -148,17 +169,21 @@ def check_max_length(max_length: int, name: str, key: str = "teacher.model") -> 
     if not positions:
         return
     # RoBERTa-style models start their positions after the padding index.
-    limit = positions - (config.get("pad_token_id", 1) + 1 if config.get("model_type") in ROBERTA_LIKE else 0)
+    offset = config.get("pad_token_id", 1) if config.get("model_type") in ROBERTA_LIKE else -1
+    if type(positions) is not int or type(offset) is not int:  # a hand-edited config.json: "512", null, 5.5
+        raise ConfigError(f"{key}={name!r}: max_position_embeddings (and pad_token_id) in its config.json must be "
+                          f"integers, got {str(positions)[:20]!r}")
+    limit = positions - offset - 1
     if max_length > limit:
         raise ConfigError(f"base.max_length={max_length}: above the position limit of {key}={name!r} ({limit} "
                           "tokens, max_position_embeddings in its config.json); expected at most that")
 
 
 def _saved_labels(path: str) -> list[str] | None:
-    config_file = Path(path) / "config.json"
-    if not config_file.is_file():
+    config = _read_config(Path(path) / "config.json", path)
+    if config is None:
         return None
-    id2label = json.loads(config_file.read_text()).get("id2label") or {}
+    id2label = config.get("id2label") or {}
     return [id2label[k] for k in sorted(id2label, key=int)] if id2label else None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -111,3 +112,47 @@ def test_hub_offline_fails_at_once_and_a_cached_model_still_serves(tmp_path, tin
                      "--variant", "torch-fp32")
     assert out.returncode == 0, out.stderr
     assert '"label": ' in out.stdout
+
+
+def broken_copy(tmp_path: Path, model_dir: Path, name: str, file: str, content: bytes) -> Path:
+    folder = Path(shutil.copytree(model_dir, tmp_path / name))
+    (folder / file).write_bytes(content)
+    return folder
+
+
+@pytest.mark.parametrize("file, content, words", [
+    ("config.json", b'{"model_type": ', "config.json is not valid JSON (Expecting value"),
+    ("config.json", b"\xff\xfe{}", "config.json is not valid JSON ('utf-8' codec can't decode byte 0xff"),
+    ("config.json", b"[1, 2]", "config.json holds a JSON list; expected a JSON object"),
+    ("model.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{}", "cannot load model (Error while deserializing"),
+])
+def test_a_broken_model_folder_is_named_in_one_line(tmp_path, tiny_teacher_dir, capsys, file, content, words):
+    # A hand-edited or half-copied model folder: JSONDecodeError, AttributeError or SafetensorError tracebacks.
+    folder = broken_copy(tmp_path, tiny_teacher_dir, "broken", file, content)
+    capsys.readouterr()
+    assert predict(tmp_path, "predict", "a film", "--model", str(folder), "--variant", "torch-fp32") == 2
+    line = one_line(capsys)
+    assert line.startswith(f"error: --model={str(folder)!r}: ") and words in line, line
+
+
+def test_a_config_json_with_a_string_position_limit_is_named(tmp_path, tiny_teacher_dir, capsys):
+    config = json.loads((tiny_teacher_dir / "config.json").read_text()) | {"max_position_embeddings": "128"}
+    folder = broken_copy(tmp_path, tiny_teacher_dir, "edited", "config.json", json.dumps(config).encode())
+    assert predict(tmp_path, "predict", "a film", "--model", str(folder), "--variant", "torch-fp32") == 2
+    assert one_line(capsys) == (f"error: --model={str(folder)!r}: max_position_embeddings (and pad_token_id) in its "
+                                "config.json must be integers, got '128'")
+
+
+@pytest.mark.parametrize("variant", ["torch-fp32", "onnx-fp32"])
+def test_a_head_that_does_not_match_the_labels_is_refused_not_served_at_random(tmp_path, tiny_teacher_dir, capsys,
+                                                                               variant):
+    # config.json names 3 labels, the weights hold a 2-class head: from_pretrained drew a new head at
+    # random, and predict answered with it (exit 0).
+    config = json.loads((tiny_teacher_dir / "config.json").read_text())
+    config |= {"id2label": {"0": "a", "1": "b", "2": "c"}, "label2id": {"a": 0, "b": 1, "c": 2}}
+    folder = broken_copy(tmp_path, tiny_teacher_dir, "three", "config.json", json.dumps(config).encode())
+    capsys.readouterr()
+    assert predict(tmp_path, "predict", "a film", "--model", str(folder), "--variant", variant) == 2
+    assert one_line(capsys) == (f"error: --model={str(folder)}: its weights hold no trained classifier head for the 3 "
+                                "labels of its config.json (missing, or of another size), so it would answer at "
+                                "random; expected a fine-tuned classifier folder")
