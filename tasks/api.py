@@ -1,8 +1,9 @@
 """api: online scoring with the production model (FastAPI; `kdistill api`, `make api`).
 
 - `POST /predict` with `{"text": "..."}` or `{"texts": ["...", ...]}`: label, confidence and
-  probabilities per text. Limits (`api.max_texts`, `api.max_chars`) answer 413; an empty text or a
-  wrong shape 422; malformed JSON 400; always `{"error": "one line"}`.
+  probabilities per text. Limits (`api.max_texts`, `api.max_chars`) answer 413, and so does a body
+  larger than the largest request they allow, before it is read; an empty text, one with no tokens
+  or a wrong shape 422; malformed JSON (or a body that is not UTF-8) 400; always `{"error": "one line"}`.
 - `GET /health`: whether a model is loaded; `GET /model`: its version and metrics from the registry.
 
 The model is loaded once. Each request is checked and tokenised on its own, with the model it
@@ -36,6 +37,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from tasks.config import Config
 from tasks.score import ProductionModel, load_production, log_rows, write_part
@@ -83,11 +85,70 @@ def check_request(body: PredictRequest, max_texts: int, max_chars: int) -> list[
 
 
 def encode_request(model: ProductionModel, texts: list[str]) -> list[list[int]]:
-    """One request's token ids, or a 422 for this request alone when the tokenizer refuses its text."""
+    """One request's token ids, or a 422 for this request alone when the tokenizer refuses its text
+    or leaves nothing of it (only bidi marks or combining accents: `kdistill score` refuses it too)."""
     try:
-        return model.encode(texts)
+        ids = model.encode(texts)
     except Exception as err:  # noqa: BLE001 - whatever the tokenizer raises, it is this request's text
         raise ApiError(422, f"the texts cannot be tokenised ({type(err).__name__}: {shorten(err, 80)})") from None
+    special = model.tokenizer.num_special_tokens_to_add(pair=False)
+    empty = next((i for i, row in enumerate(ids) if len(row) <= special), None)
+    if empty is not None:
+        raise ApiError(422, f"text {empty} has no tokens once tokenised (marks or control characters only); "
+                            "expected some words")
+    return ids
+
+
+def max_body_bytes(max_texts: int, max_chars: int) -> int:
+    """The largest body a valid request can have: every text at `max_chars` characters, each JSON-escaped
+    as `\\uXXXX` (6 bytes), with room for quotes, commas, indentation and the keys; at least 1 MiB, so a
+    request a little over a limit is still read and told which limit."""
+    return max(1 << 20, max_texts * (6 * max_chars + 64) + 4096)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body above `limit` bytes gets 413 before it is read whole.
+
+    Without it the whole body is read and parsed before `api.max_texts` and `api.max_chars` are
+    checked: one client sending gigabytes would exhaust the memory every other request needs.
+    A declared Content-Length is refused at once; a chunked body is counted as it streams in.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    def too_large(self) -> ApiError:
+        return ApiError(413, f"the request body is larger than {self.limit} bytes, more than the largest valid "
+                             "request (api.max_texts texts of api.max_chars characters)")
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            err = self.too_large()
+            return await JSONResponse({"error": str(err)}, status_code=err.status)(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise self.too_large()  # FastAPI wraps it in its 400 for unreadable bodies: see http_error
+            return message
+        await self.app(scope, counted, send)
+
+
+def body_problem(cause: BaseException | None) -> tuple[int, str]:
+    """Status and line for a body FastAPI could not parse (it says only "There was an error parsing the body")."""
+    if isinstance(cause, ApiError):
+        return cause.status, str(cause)
+    if isinstance(cause, UnicodeDecodeError):
+        return 400, f"malformed JSON: byte {cause.start} is not UTF-8 ({cause.reason}); expected UTF-8 JSON"
+    if isinstance(cause, RecursionError):
+        return 400, "malformed JSON: nested too deeply"
+    return 400, f"malformed JSON: {shorten(str(cause).split(';')[0] or type(cause).__name__, 80)}"
 
 
 class LogBuffer:
@@ -241,10 +302,18 @@ def create_app(cfg: Config, paths: Paths) -> FastAPI:
 
     app = FastAPI(title="kdistill", lifespan=lifespan)
     app.state.batcher = batcher
+    app.add_middleware(BodyLimit, limit=max_body_bytes(cfg.api.max_texts, cfg.api.max_chars))
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
         return JSONResponse({"error": str(err)}, status_code=err.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        status, message = err.status_code, str(err.detail)
+        if status == 400 and err.__cause__ is not None:  # FastAPI could not read the body: say why
+            status, message = body_problem(err.__cause__)
+        return JSONResponse({"error": message}, status_code=status, headers=getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, err: RequestValidationError) -> JSONResponse:

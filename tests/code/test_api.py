@@ -200,3 +200,45 @@ def test_the_log_is_written_off_the_event_loop(tmp_path, tiny_teacher_dir, monke
         assert c.post("/predict", json={"text": "one more"}).status_code == 200
     assert on_loop == [False, False]  # the shutdown flush too
     assert log_rows(tmp_path) == 7
+
+
+@pytest.mark.parametrize("body, words", [
+    (b'{"text": "caf\xe9"}', "malformed JSON: byte 13 is not UTF-8 (invalid continuation byte)"),  # Latin-1
+    (b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "malformed JSON: nested too deeply"),
+    (b'{"text": ' + b"9" * 5000 + b"}", "malformed JSON: Exceeds the limit (4300 digits) for integer string"),
+])
+def test_a_body_that_cannot_be_parsed_gets_a_400_that_says_why(client, body, words):
+    # FastAPI answered {"detail": "There was an error parsing the body"}: not the API's one-line shape.
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json() == {"error": response.json()["error"]}
+    assert response.json()["error"].startswith(words), response.json()
+
+
+def test_a_body_larger_than_any_valid_request_is_refused_before_it_is_read(tmp_path, tiny_teacher_dir):
+    # Every body was read and parsed whole before any limit was checked (a padding field of any size
+    # was even answered): gigabytes from one client would take the memory every request needs.
+    from tasks.api import max_body_bytes
+
+    limit = max_body_bytes(8, 200)  # BASE: api.max_texts=8, api.max_chars=200
+    padded = json.dumps({"text": "a great film", "padding": "x" * limit}).encode()  # an unknown field, ignored
+    with serving(tmp_path, tiny_teacher_dir) as c:
+        for body in (padded, iter([padded[:limit // 2], padded[limit // 2:]])):  # declared length, then chunked
+            response = c.post("/predict", content=body, headers={"content-type": "application/json"})
+            assert response.status_code == 413, response.text
+            assert response.json() == {"error": f"the request body is larger than {limit} bytes, more than the "
+                                                "largest valid request (api.max_texts texts of api.max_chars characters)"}
+        assert c.post("/predict", json={"text": "a great film"}).status_code == 200
+    assert log_rows(tmp_path) == 1  # only the good request
+
+
+@pytest.mark.parametrize("text", ["\u200f\u200e", "\u0301\u0301", "\u202a\u202c"])
+def test_a_text_with_no_tokens_gets_422_as_score_quarantines_it(tmp_path, tiny_teacher_dir, text):
+    # Bidi marks or lone combining accents leave nothing once tokenised: the API answered 200 with the
+    # prediction of an empty input and logged it, while `kdistill score` quarantines the same text.
+    with serving(tmp_path, tiny_teacher_dir) as c:
+        response = c.post("/predict", json={"texts": ["a great film", text]})
+        assert response.status_code == 422
+        assert response.json() == {"error": "text 1 has no tokens once tokenised (marks or control characters only); "
+                                            "expected some words"}
+        assert c.post("/predict", json={"text": "a great film"}).status_code == 200
+    assert log_rows(tmp_path) == 1
