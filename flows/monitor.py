@@ -27,6 +27,20 @@ def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _quote(text: str, limit: int = 160) -> str:
+    """A logged text as one markdown-safe line: no line breaks, table bars or markup characters, shortened."""
+    flat = " ".join(text.split())
+    flat = flat if len(flat) <= limit else flat[:limit - 1] + "…"
+    return "“" + "".join("\\" + c if c in "\\`*_[]<>|#" else c for c in flat) + "”"
+
+
+def retrain_detail(verdict: dict) -> str:
+    """The retraining run's `detail`: the report folder, the signals that fired and the per-row share."""
+    partial = "; partial drift: retraining learns the outlying rows" if verdict.get("partial") else ""
+    return (f"{verdict['report_dir']} (fired: {', '.join(verdict['fired'])}; outlier share "
+            f"{verdict['outlier_share']:.0%}{partial})")
+
+
 def verdict_markdown(verdict: dict) -> str:
     """The verdict as a markdown table: one row per signal, whether it fired, its score and threshold."""
     if verdict["status"] != "ok":
@@ -40,8 +54,14 @@ def verdict_markdown(verdict: dict) -> str:
              f"rows. Rule: {verdict['rule']}.", "", "| signal | fired | score | threshold |", "|---|---|---|---|"]
     for name, s in verdict["signals"].items():
         lines.append(f"| {name} | {'yes' if s['fired'] else 'no'} | {_fmt(s['score'])} | {_fmt(s['threshold'])} |")
-    report = Path(verdict["report_dir"]) / "report.html"
-    lines += ["", f"Evidently report: [{report}]({report.as_uri()})"]
+    lines += ["", f"**{verdict['summary']}.**"]
+    examples = verdict["signals"]["outliers"]["examples"][:5]
+    if examples:
+        lines += ["", "Most outlying texts:", ""] + [f"- {_quote(e['text'])} ({e['distance']:.3f})" for e in examples]
+    folder = Path(verdict["report_dir"])
+    report, predictions = folder / "report.html", folder / "predictions.html"
+    links = f"Report: [{report}]({report.as_uri()}); predicted labels and confidence: [{predictions}]"
+    lines += ["", f"{links}({predictions.as_uri()})"]
     started = verdict.get("retrain") or {}
     if started.get("flow_run_name"):
         lines += ["", f"Retraining started: flow run `{started['flow_run_name']}` ({started['flow_run_id']})."]
@@ -57,7 +77,8 @@ def trigger_retrain(root: Path, verdict: dict) -> dict:
     """Start the retrain deployment for a drift verdict (`retrain.on_drift`), without waiting for it.
 
     The retraining run is created as this monitor run's child, so the UI links the two; its
-    `detail` parameter is the drift report folder.
+    `detail` parameter is the drift report folder, the signals that fired and the outlier share. After
+    a partial drift, the cycle learns from the new segment (tasks.drift.drifted_segment).
 
     Returns:
         {"flow_run_id", "flow_run_name"}, or {"skipped": reason} when on_drift is off or there is
@@ -74,11 +95,12 @@ def trigger_retrain(root: Path, verdict: dict) -> dict:
         logger.info("drift detected; retrain.on_drift is false: no retraining started")
         return {"skipped": "retrain.on_drift is false"}
     try:
-        run = run_deployment(RETRAIN_DEPLOYMENT, parameters={"trigger": "drift", "detail": verdict["report_dir"]},
+        run = run_deployment(RETRAIN_DEPLOYMENT, parameters={"trigger": "drift", "detail": retrain_detail(verdict)},
                              timeout=0)
     except ObjectNotFound:
         logger.warning("drift detected but there is no %s deployment (start `make serve`); run "
-                       "`kdistill retrain --trigger drift --detail %s` by hand", RETRAIN_DEPLOYMENT, verdict["report_dir"])
+                       "`kdistill retrain --trigger drift --detail '%s'` by hand", RETRAIN_DEPLOYMENT,
+                       retrain_detail(verdict))
         return {"skipped": f"no {RETRAIN_DEPLOYMENT} deployment"}
     logger.info("drift detected: started retraining run %s (%s)", run.name, run.id)
     return {"flow_run_id": str(run.id), "flow_run_name": run.name}
@@ -95,8 +117,8 @@ def run_drift(root: str, overrides: list[str]) -> dict:
 
 
 @flow(name="drift-monitor", persist_result=True, log_prints=True,
-      description="Latest window of data/production/ vs the training data: text, embedding and prediction "
-                  "drift; Evidently report in reports/drift/<timestamp>/.")
+      description="Latest window of data/production/ vs the training data: text, embedding, per-row outlier and "
+                  "prediction drift; report in reports/drift/<timestamp>/.")
 def drift_monitor(window_rows: int | None = None, window_days: int | None = None) -> dict:
     """Check the latest window for drift.
 
@@ -116,7 +138,7 @@ def drift_monitor(window_rows: int | None = None, window_days: int | None = None
     create_markdown_artifact(key="drift-verdict", markdown=verdict_markdown(verdict),
                              description="drift-monitor verdict")
     print(f"drift monitor: {verdict['status']}, drift_detected={verdict['drift_detected']}, "
-          f"fired={verdict.get('fired', [])}")
+          f"fired={verdict.get('fired', [])}" + (f"; {verdict['summary']}" if verdict.get("summary") else ""))
     return verdict
 
 

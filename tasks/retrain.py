@@ -173,8 +173,14 @@ def replay_sample(old_train: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return old_train.sample(n, random_state=seed).reset_index(drop=True) if n else old_train.iloc[:0]
 
 
-def unlabelled_texts(paths: Paths, since: str | None, exclude: set[str], limit: int, seed: int) -> list[str]:
-    """Production-log texts logged after `since`, minus any labelled text (no test leakage)."""
+def unlabelled_texts(paths: Paths, since: str | None, exclude: set[str], limit: int, seed: int,
+                     cfg: Config | None = None) -> list[str]:
+    """Production-log texts logged after `since`, minus any labelled text (no test leakage).
+
+    With `cfg`, after a partial drift (a new segment of the traffic, tasks.drift.drifted_segment)
+    only the segment's texts among them: the cycle learns the new segment, not the whole log.
+    """
+    from tasks.drift import drifted_segment
     from tasks.score import read_log
 
     logged = read_log(paths)
@@ -184,7 +190,8 @@ def unlabelled_texts(paths: Paths, since: str | None, exclude: set[str], limit: 
     texts = texts[~texts.isin(exclude) & texts.str.strip().astype(bool)].drop_duplicates()
     if len(texts) > limit:
         texts = texts.sample(limit, random_state=seed)
-    return texts.tolist()
+    segment = drifted_segment(cfg, paths, texts.tolist(), since) if cfg is not None else None
+    return texts.tolist() if segment is None else segment
 
 
 # ------------------------------------------------------------------------------------ train/score
@@ -421,7 +428,8 @@ def retrain(cfg: Config, paths: Paths, trigger: str = "manual", detail: str | No
             return report
         new = split_new(new_rows, rt.new_val_size, rt.new_test_size, cfg.base.seed)
         labelled_texts = seen | set(new_rows["text"])
-        pool = unlabelled_texts(paths, chain[-1].get("time"), labelled_texts, rt.max_unlabelled, cfg.base.seed)
+        pool = unlabelled_texts(paths, chain[-1].get("time"), labelled_texts, rt.max_unlabelled, cfg.base.seed,
+                                cfg)
         start = time.perf_counter()
         with scratch_dirs(paths) as scratch:
             report = run_cycle(cfg, paths, base, names, teacher_dir, new, old, pool, *scratch)
