@@ -99,9 +99,15 @@ def _hub_unreachable(endpoint: str, timeout: float = 3.0) -> str | None:
 def load_tokenizer(name: str, key: str = "teacher.model"):
     """The tokenizer of a model; fails with one line when it cannot be found."""
     try:
-        return AutoTokenizer.from_pretrained(resolve_model(name, key))
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(name, key))
     except (OSError, ValueError) as err:
         raise ConfigError(f"{key}={name!r}: cannot load tokenizer ({str(err).splitlines()[0]})") from None
+    # Without tokenizer files transformers builds one whose vocabulary is its special tokens: every
+    # word would be [UNK], and every text would get the same answer.
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        raise ConfigError(f"{key}={name!r}: no tokenizer files in it (tokenizer.json, vocab.txt, ...), so every word "
+                          "would be unknown; expected the tokenizer saved beside the model")
+    return tokenizer
 
 
 def load_classifier(name: str, labels: list[str] | None = None, key: str = "teacher.model") -> tuple[PreTrainedModel, bool]:

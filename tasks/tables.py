@@ -293,7 +293,8 @@ def _json_chunks(path: Path, wanted: dict[str, str], chunk_rows: int) -> Iterato
             except (RecursionError, ValueError) as err:  # JSONDecodeError is a ValueError
                 last = not line.endswith("\n") and fh.readline() == ""
                 cut = ", the last line is cut off" if last else ""
-                raise file_error(path, "file_readable", f"line {lineno} is not valid JSON ({_json_problem(err)}{cut})",
+                problem = _json_problem(err, with_line=False)
+                raise file_error(path, "file_readable", f"line {lineno} is not valid JSON ({problem}{cut})",
                                  "one complete JSON object per line") from None
             if len(batch) == chunk_rows:
                 yield from _records_to_chunks(path, batch, wanted, chunk_rows)
@@ -301,10 +302,11 @@ def _json_chunks(path: Path, wanted: dict[str, str], chunk_rows: int) -> Iterato
         yield from _records_to_chunks(path, batch, wanted, chunk_rows, final=True)
 
 
-def _json_problem(err: Exception) -> str:
-    """What the JSON parser found wrong, in a few words (never a traceback: the file is the user's)."""
+def _json_problem(err: Exception, with_line: bool = True) -> str:
+    """What the JSON parser found wrong, in a few words (never a traceback: the file is the user's);
+    `with_line` False for a JSONL line, which the message names itself."""
     if isinstance(err, json.JSONDecodeError):
-        return f"{err.msg}: line {err.lineno} column {err.colno}" if err.lineno > 1 else f"{err.msg}: column {err.colno}"
+        return f"{err.msg}: line {err.lineno} column {err.colno}" if with_line else f"{err.msg}: column {err.colno}"
     if isinstance(err, RecursionError):  # `[[[[...` thousands deep: Python's parser recurses per level
         return "nested too deeply"
     return shorten(str(err).split(";")[0], 80)  # e.g. an integer of more than 4300 digits

@@ -156,3 +156,14 @@ def test_a_head_that_does_not_match_the_labels_is_refused_not_served_at_random(t
     assert one_line(capsys) == (f"error: --model={str(folder)}: its weights hold no trained classifier head for the 3 "
                                 "labels of its config.json (missing, or of another size), so it would answer at "
                                 "random; expected a fine-tuned classifier folder")
+
+
+def test_a_model_folder_without_its_tokenizer_is_refused(tmp_path, tiny_teacher_dir, capsys):
+    # transformers built a tokenizer of special tokens only: every word [UNK], every text the same answer, exit 0.
+    folder = Path(shutil.copytree(tiny_teacher_dir, tmp_path / "no_tokenizer"))
+    for file in folder.iterdir():
+        if file.name.startswith(("tokenizer", "vocab", "special_tokens")):
+            file.unlink()
+    assert predict(tmp_path, "predict", "a film", "--model", str(folder), "--variant", "torch-fp32") == 2
+    assert one_line(capsys) == (f"error: --model={str(folder)!r}: no tokenizer files in it (tokenizer.json, vocab.txt, "
+                                "...), so every word would be unknown; expected the tokenizer saved beside the model")
