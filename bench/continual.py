@@ -56,7 +56,7 @@ def copy_workspace(src: Path, dst: Path) -> Path:
     # Not a git repository: DVC without an SCM; its default remote is the copy's own .dvc/storage.
     config = (ROOT / ".dvc" / "config").read_text().replace("[core]", "[core]\n    no_scm = true", 1)
     (dst / ".dvc" / "config").write_text(config)
-    (dst / ".dvcignore").write_text("models/*/onnx/\n")
+    (dst / ".dvcignore").write_text("models/.serving-cache/\n")  # ONNX exports (tasks/export.py): a cache, not data
     return dst
 
 

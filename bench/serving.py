@@ -13,7 +13,7 @@ Needs a finished pipeline (models/teacher, models/student, data/processed): `mak
     python bench/serving.py                          # threads 1, 300 latency runs a row
     python bench/serving.py --root runs/quick --teacher-variants torch-fp32
 
-Prints a table and writes reports/bench/serving.json (ONNX files go to models/*/onnx/).
+Prints a table and writes reports/bench/serving.json (ONNX files go to models/.serving-cache/<weights hash>/).
 """
 
 from __future__ import annotations

@@ -373,9 +373,9 @@ def score(cfg: Config, paths: Paths) -> dict:
                 continue
             earlier = changed_since_scored(record, path, sha)
             if earlier is not None:
-                entry = _set_aside(path, [f"{path.name}: content changed after it was scored at {earlier.get('time')} "
-                                          f"(sha256 {earlier['sha256'][:12]} -> {sha[:12]}); a file is scored once: "
-                                          "give new rows a new file"])
+                why = (f"{path.name}: content changed after it was scored at {earlier.get('time')} (sha256 "
+                       f"{earlier['sha256'][:12]} -> {sha[:12]}); a file is scored once: give new rows a new file")
+                entry = _set_aside(path, [why])
                 summary[entry["status"]].append(path.name)
                 continue
             part = find_part(paths, sha)

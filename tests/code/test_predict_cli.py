@@ -153,7 +153,7 @@ def test_a_head_that_does_not_match_the_labels_is_refused_not_served_at_random(t
     folder = broken_copy(tmp_path, tiny_teacher_dir, "three", "config.json", json.dumps(config).encode())
     capsys.readouterr()
     assert predict(tmp_path, "predict", "a film", "--model", str(folder), "--variant", variant) == 2
-    assert one_line(capsys) == (f"error: --model={str(folder)}: its weights hold no trained classifier head for the 3 "
+    assert one_line(capsys) == (f"error: --model={folder}: its weights hold no trained classifier head for the 3 "
                                 "labels of its config.json (missing, or of another size), so it would answer at "
                                 "random; expected a fine-tuned classifier folder")
 
