@@ -105,7 +105,7 @@ def run_stage(name: str, cfg, paths, resume: bool = False):
 
 
 def predict_texts(model_dir: str, texts: list[str], max_length: int = 128, batch_size: int = 64,
-                  variant: str = "torch-fp32", threads: int = 0) -> list[dict]:
+                  variant: str = "torch-fp32", threads: int = 0, where: list[str] | None = None) -> list[dict]:
     """Label and class probabilities for each text, from any saved classifier folder.
 
     Args:
@@ -115,21 +115,32 @@ def predict_texts(model_dir: str, texts: list[str], max_length: int = 128, batch
         batch_size: texts per forward pass (texts of similar length are batched together).
         variant: torch-fp32 | torch-int8 | onnx-fp32 | onnx-int8 (see tasks.export).
         threads: intra-op threads; 0 keeps the library default.
+        where: how an error names each text (default "text 1", "text 2", ...).
 
     Returns:
         One dict per text: text, label, confidence, probabilities (label -> probability).
+
+    Raises:
+        DataError: a text has no tokens once tokenised (bidi marks or lone accents only), as the API refuses it.
     """
+    import numpy as np
     import torch
 
     from tasks.core.data import make_dataset
+    from tasks.errors import DataError
     from tasks.export import load_predictor, predict_dataset
     from tasks.models import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir, key="--model")
+    data = make_dataset(tokenizer, texts, None, max_length)
+    empty = np.flatnonzero(data.lengths <= tokenizer.num_special_tokens_to_add(pair=False))
+    if len(empty):
+        name = where[empty[0]] if where else f"text {empty[0] + 1}"
+        raise DataError(f"predict: {name} has no tokens once tokenised (marks or control characters only); "
+                        "expected some words")
     predictor = load_predictor(model_dir, variant, threads)
     names = predictor.labels
-    logits = predict_dataset(predictor, make_dataset(tokenizer, texts, None, max_length), tokenizer.pad_token_id,
-                             batch_size)
+    logits = predict_dataset(predictor, data, tokenizer.pad_token_id, batch_size)
     probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
     return [{"text": t, "label": names[int(p.argmax())], "confidence": round(float(p.max()), 6),
              "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}} for t, p in zip(texts, probs)]
@@ -147,14 +158,15 @@ def _predict(args, cfg, paths) -> None:
         raise UserError("predict: give texts as arguments or --file")
     for where, text in texts:
         check_text(where, text)
-    texts = [text for _, text in texts]
+    where, texts = [w for w, _ in texts], [text for _, text in texts]
     from tasks.export import resolve_variant
     from tasks.models import check_max_length
 
     check_max_length(cfg.base.max_length, args.model, "--model")
     variant = resolve_variant(args.variant or cfg.serve.variant, args.model, paths.reports / "bench" / "serving.json")
     log.info("predict: %s, variant %s, %d thread(s)", args.model, variant, cfg.serve.threads)
-    for row in predict_texts(args.model, texts, cfg.base.max_length, variant=variant, threads=cfg.serve.threads):
+    for row in predict_texts(args.model, texts, cfg.base.max_length, variant=variant, threads=cfg.serve.threads,
+                             where=where):
         print(json.dumps(row, ensure_ascii=False))
 
 

@@ -167,3 +167,12 @@ def test_a_model_folder_without_its_tokenizer_is_refused(tmp_path, tiny_teacher_
     assert predict(tmp_path, "predict", "a film", "--model", str(folder), "--variant", "torch-fp32") == 2
     assert one_line(capsys) == (f"error: --model={str(folder)!r}: no tokenizer files in it (tokenizer.json, vocab.txt, "
                                 "...), so every word would be unknown; expected the tokenizer saved beside the model")
+
+
+def test_a_text_with_no_tokens_is_rejected_as_the_api_does(tmp_path, tiny_teacher_dir, capsys):
+    path = tmp_path / "new.jsonl"
+    path.write_text(json.dumps({"text": "a fine film"}) + "\n" + json.dumps({"text": "\u200f\u0301"}) + "\n")
+    code = predict(tmp_path, "predict", "--file", str(path), "--model", str(tiny_teacher_dir), "--variant", "torch-fp32")
+    assert code == 2
+    assert one_line(capsys) == (f"error: predict: {path}: row 2 has no tokens once tokenised (marks or control "
+                                "characters only); expected some words")
