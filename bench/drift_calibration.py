@@ -18,8 +18,8 @@ Two measurements:
   size a 10% segment needs. The verdict fires whenever `outliers` does (it is a strong signal), so
   these rates are lower bounds of the monitor's detection.
 
-    python bench/drift_calibration.py --workspace runs/quick --windows 40 --mixed 4
-    python bench/drift_calibration.py --model models/production --processed data/processed --windows 20
+    OMP_NUM_THREADS=1 python bench/drift_calibration.py --workspace runs/quick     # about 10 min on 2 cores
+    python bench/drift_calibration.py --model models/production --processed data/processed --windows 20 --mixed 4
 
 Writes reports/bench/drift_calibration.json and the power curve reports/bench/drift_calibration.svg.
 """
@@ -218,8 +218,8 @@ def power_curve_svg(report: dict, path: Path) -> None:
     points += [(xs[f], y(full[str(f)]["rate"])) for f in report["fractions"]]
     out.append('<polyline fill="none" stroke="black" stroke-width="2.5" points="'
                + " ".join(f"{a:.1f},{b:.1f}" for a, b in points) + '"/>')
-    for f in report["fractions"]:
-        lo, hi = full[str(f)]["interval95"]
+    intervals = [(0.0, report["full_monitor"]["false_alarms"]["interval95"])]
+    for f, (lo, hi) in intervals + [(f, full[str(f)]["interval95"]) for f in report["fractions"]]:
         out.append(f'<line x1="{xs[f]}" x2="{xs[f]}" y1="{y(lo)}" y2="{y(hi)}" stroke="black"/>')
     legend.append(("black", "", (f"full monitor, {report['window_rows']} rows ({report['mixed_windows']} windows "
                                  f"per fraction, 95% interval)")))
@@ -228,12 +228,13 @@ def power_curve_svg(report: dict, path: Path) -> None:
         out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" stroke-dasharray="6,3" '
                    f'points="{pts}"/>')
         legend.append((colour, "6,3", f"outliers alone, {size} rows"))
-    legend += [("#c00", "2,3", "5% false-alarm target"), ("#c00", "", "goals: 50% at 10%, 90% at 30%")]
+    legend += [("#c00", "2,3", "5% false-alarm target"), ("#c00", None, "goals: 50% at 10%, 90% at 30%")]
     for i, (colour, dash, label) in enumerate(legend):
-        ly = top + 10 + 20 * i
-        out.append(f'<line x1="{left + plot_w + 20}" x2="{left + plot_w + 45}" y1="{ly}" y2="{ly}" stroke="{colour}" '
-                   f'stroke-width="2" stroke-dasharray="{dash}"/><text x="{left + plot_w + 50}" y="{ly + 4}" '
-                   f'font-size="10">{label}</text>')
+        lx, ly = left + plot_w + 20, top + 10 + 20 * i
+        out.append(f'<path d="M{lx + 6},{ly} l6,-6 l6,6 l-6,6 z" fill="none" stroke="{colour}"/>' if dash is None else
+                   f'<line x1="{lx}" x2="{lx + 25}" y1="{ly}" y2="{ly}" stroke="{colour}" stroke-width="2" '
+                   f'stroke-dasharray="{dash}"/>')
+        out.append(f'<text x="{lx + 30}" y="{ly + 4}" font-size="10">{label}</text>')
     out.append("</svg>")
     path.write_text("\n".join(out) + "\n")
 
@@ -245,14 +246,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", type=Path, help="instead of the workspace's models/production")
     parser.add_argument("--processed", type=Path, help="instead of the workspace's data/processed")
     parser.add_argument("--metrics", type=Path, help="the model's test accuracy (quality baseline)")
-    parser.add_argument("--windows", type=int, default=40, help="held-out windows for the full monitor")
-    parser.add_argument("--mixed", type=int, default=4, help="full-monitor windows per fraction per domain")
+    parser.add_argument("--windows", type=int, default=100, help="held-out windows for the full monitor")
+    parser.add_argument("--mixed", type=int, default=20, help="full-monitor windows per fraction per domain")
     parser.add_argument("--fractions", default="0.05,0.1,0.2,0.3,0.5,1.0")
     parser.add_argument("--size", type=int, default=None, help="rows per window (default: drift.window_rows)")
     parser.add_argument("--sizes", default="100,200,400,800", help="window sizes for the outliers signal alone")
-    parser.add_argument("--signal-windows", type=int, default=600, help="windows per case, outliers alone")
-    parser.add_argument("--pool-heldout", type=int, default=1500, help="held-out texts scored once")
-    parser.add_argument("--pool-domain", type=int, default=500, help="texts of each other domain scored once")
+    parser.add_argument("--signal-windows", type=int, default=1000, help="windows per case, outliers alone")
+    parser.add_argument("--pool-heldout", type=int, default=3000, help="held-out texts scored once")
+    parser.add_argument("--pool-domain", type=int, default=600, help="texts of each other domain scored once")
     parser.add_argument("--timing", type=int, default=5, help="monitoring runs timed end to end")
     parser.add_argument("-S", "--set", action="append", default=[], help="override a param, e.g. drift.text_auc=0.8")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench" / "drift_calibration.json")

@@ -39,6 +39,7 @@ bench/drift_calibration.py.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import html
 import logging
@@ -193,6 +194,7 @@ def outlier_p_value(count: int, rows: int, above: int, heldout_rows: int) -> flo
     return float(_beta_binomial(rows, above, heldout_rows).sf(count - 1))
 
 
+@functools.lru_cache(maxsize=256)  # one value per window size and held-out split; the bench asks thousands of times
 def critical_count(rows: int, above: int, heldout_rows: int, p: float) -> int:
     """The fewest rows past the cut whose p-value is below `p` (rows + 1 when no count is)."""
     sf = _beta_binomial(rows, above, heldout_rows).sf(np.arange(rows + 1) - 1)
