@@ -76,7 +76,8 @@ def _fail(key: str, message: str) -> typing.NoReturn:
 class Section(BaseModel):
     """A params.yaml section: unknown keys are errors, and types are checked strictly."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # allow_inf_nan=False: `-S score.settle_seconds=inf` is a mistake to refuse, not a wait forever.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class BaseConfig(Section):
