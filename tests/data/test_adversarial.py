@@ -9,30 +9,18 @@ twice or in part.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tasks.cli import main
-from tasks.storage import Paths, write_json
+from tasks.storage import Paths
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["a great film with a wonderful cast", "an awful boring movie", "the plot is dull and slow"]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture
-def ws(tmp_path: Path, tiny_teacher_dir: Path) -> Paths:
-    """A workspace whose production model (version 1) is the tiny teacher, with an empty drop folder."""
-    shutil.copytree(tiny_teacher_dir, tmp_path / "models" / "production")
-    entry = {"version": 1, "model_hash": "tiny"}
-    write_json(tmp_path / "models" / "production" / "production.json", entry)
-    write_json(tmp_path / "models" / "registry.json", {"production": 1, "versions": [entry]})
-    (tmp_path / "data" / "incoming").mkdir(parents=True)
-    return Paths(tmp_path)
 
 
 def score(ws: Paths, capsys) -> tuple[int, dict | None, list[str]]:

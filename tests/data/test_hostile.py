@@ -10,27 +10,15 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 
 from tasks.cli import main
 from tasks.config import load_config
-from tasks.storage import Paths, write_json
+from tasks.storage import Paths
 
 REPO = Path(__file__).resolve().parents[2]
 BAD = Path(__file__).resolve().parent / "bad"
 ROW_FIELDS = ("rule row_fields failed: row 1 (line 2) has 4 fields but the header has 2: an unquoted ',' inside a "
               "text?; expected at most 2 fields a row (a text with a ',' in double quotes)")
-
-
-@pytest.fixture
-def ws(tmp_path: Path, tiny_teacher_dir: Path) -> Paths:
-    """A workspace whose production model (version 1) is the tiny teacher, with empty drop folders."""
-    shutil.copytree(tiny_teacher_dir, tmp_path / "models" / "production")
-    entry = {"version": 1, "model_hash": "tiny"}
-    write_json(tmp_path / "models" / "production" / "production.json", entry)
-    write_json(tmp_path / "models" / "registry.json", {"production": 1, "versions": [entry]})
-    (tmp_path / "data" / "incoming" / "labelled").mkdir(parents=True)
-    return Paths(tmp_path)
 
 
 def cli(root: Path, *args: str) -> int:
