@@ -9,8 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.common import load_split
-from tasks.storage import Paths, write_parquet
+from tasks.infra.common import load_split
+from tasks.infra.storage import Paths, write_parquet
 
 
 @contextlib.contextmanager

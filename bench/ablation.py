@@ -97,7 +97,7 @@ def main() -> None:
                            "teacher_per_task": TEACHER, "threads": args.threads,
                            "train_rows": rows, "unlabelled_rows": args.unlabelled_rows,
                            "command": "python bench/ablation.py " + " ".join(sys.argv[1:])}
-    from tasks.config import load_config, to_dict
+    from tasks.infra.config import load_config, to_dict
 
     params = to_dict(load_config(ROOT / "params.yaml"))  # read once: a long bench must not see later edits
     start = time.perf_counter()
@@ -123,11 +123,11 @@ def main() -> None:
 
 def prepare_task(task: str, root: Path, train_rows: int, args: argparse.Namespace, results: dict, params: dict):
     """Ingest the task, keep `train_rows` train rows, fine-tune its teacher once (reused if done)."""
-    from tasks.common import load_split
-    from tasks.config import config_from_dict, merge
-    from tasks.errors import GateError
+    from tasks.infra.common import load_split
+    from tasks.infra.config import config_from_dict, merge
+    from tasks.infra.errors import GateError
     from tasks.ingest import ingest, stratified_split
-    from tasks.storage import Paths, write_parquet
+    from tasks.infra.storage import Paths, write_parquet
     from tasks.teacher import teacher
 
     metric = TASK_METRIC.get(task, "accuracy")
@@ -163,12 +163,12 @@ def prepare_task(task: str, root: Path, train_rows: int, args: argparse.Namespac
 
 def train_student(paths, cfg, task: str, depth: int, variant: str, seed: int, args: argparse.Namespace) -> dict:
     """Distil one student into `paths` and score it on the test split."""
-    from tasks.common import encode_split, load_labels, load_split
-    from tasks.config import config_from_dict, to_dict
+    from tasks.infra.common import encode_split, load_labels, load_split
+    from tasks.infra.config import config_from_dict, to_dict
     from tasks.core.loop import predict_logits
     from tasks.distill import distill
-    from tasks.models import load_classifier, load_tokenizer
-    from tasks.stats import metric_value
+    from tasks.infra.models import load_classifier, load_tokenizer
+    from tasks.infra.stats import metric_value
 
     weights = {k: v for k, v in VARIANTS[variant].items() if k != "unlabelled"}
     unlabelled = ({"source": "embedded", "path": UNLABELLED[task], "text_column": "text"}
@@ -196,7 +196,7 @@ def train_student(paths, cfg, task: str, depth: int, variant: str, seed: int, ar
 
 def summarise(results: dict) -> dict:
     """Mean ± std over seeds per cell, and each variant's per-seed difference against `ce`."""
-    from tasks.stats import seed_summary
+    from tasks.infra.stats import seed_summary
 
     cells: dict[str, dict[str, dict[int, dict]]] = {}
     for key, run in results["runs"].items():

@@ -95,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from tasks.ingest import read_embedded
-    from tasks.storage import write_json
+    from tasks.infra.storage import write_json
 
     texts = read_embedded("movies")["text"].sample(500, random_state=0).tolist()
     root, port = workspace(args.model), free_port()

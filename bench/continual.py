@@ -56,7 +56,7 @@ def copy_workspace(src: Path, dst: Path) -> Path:
     # Not a git repository: DVC without an SCM; its default remote is the copy's own .dvc/storage.
     config = (ROOT / ".dvc" / "config").read_text().replace("[core]", "[core]\n    no_scm = true", 1)
     (dst / ".dvc" / "config").write_text(config)
-    (dst / ".dvcignore").write_text("models/.serving-cache/\n")  # ONNX exports (tasks/export.py): a cache, not data
+    (dst / ".dvcignore").write_text("models/.serving-cache/\n")  # ONNX exports (tasks/production/export.py): a cache, not data
     return dst
 
 
@@ -69,11 +69,11 @@ def domain_rows(name: str, exclude: set[str]):
 
 def run_cycle(cfg, root: Path, domain: str, labelled, stream, overrides: dict | None = None) -> dict:
     """Feed one domain's batches, score, monitor, retrain; returns the cycle's numbers."""
-    from tasks.config import load_config
-    from tasks.drift import drift
-    from tasks.retrain import retrain
-    from tasks.score import score
-    from tasks.storage import Paths
+    from tasks.infra.config import load_config
+    from tasks.production.drift import drift
+    from tasks.lifecycle.retrain import retrain
+    from tasks.production.score import score
+    from tasks.infra.storage import Paths
 
     cfg = load_config(root / "params.yaml", overrides or {})
     paths = Paths(root)
@@ -119,9 +119,9 @@ def main() -> None:
     import torch
 
     from tasks.cli import setup_logging
-    from tasks.config import load_config
-    from tasks.storage import Paths, hash_dir
-    from tasks.registry import rollback
+    from tasks.infra.config import load_config
+    from tasks.infra.storage import Paths, hash_dir
+    from tasks.lifecycle.registry import rollback
 
     setup_logging(quiet=False)
     torch.set_num_threads(args.threads)
@@ -130,7 +130,7 @@ def main() -> None:
     shutil.copy2(ROOT / "params.yaml", root / "params.yaml")
     if args.set:
         from flows.workspace import apply_overrides
-        from tasks.config import parse_overrides
+        from tasks.infra.config import parse_overrides
 
         apply_overrides(root / "params.yaml", parse_overrides(args.set))
     cfg = load_config(root / "params.yaml")

@@ -36,8 +36,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 def _setup(args):
     import torch
 
-    from tasks.config import load_config
-    from tasks.storage import Paths
+    from tasks.infra.config import load_config
+    from tasks.infra.storage import Paths
 
     torch.set_num_threads(args.threads)
     overrides = {"distill": {"epochs": args.epochs, "patience": args.epochs + 1}, "base": {"threads": args.threads}}
@@ -45,14 +45,14 @@ def _setup(args):
 
 
 def _train_frame(paths, rows: int | None):
-    from tasks.common import load_split
+    from tasks.infra.common import load_split
 
     train = load_split(paths, "train")
     return train.sample(rows, random_state=0).reset_index(drop=True) if rows and rows < len(train) else train
 
 
 def _accuracy(model, tokenizer, paths, max_length: int) -> float:
-    from tasks.common import encode_split, load_split
+    from tasks.infra.common import encode_split, load_split
     from tasks.core.loop import predict_logits
 
     test = encode_split(tokenizer, load_split(paths, "test"), max_length)
@@ -65,7 +65,7 @@ def run_ours(args) -> dict:
     from _common import scratch_project
 
     from tasks.distill import distill
-    from tasks.models import load_classifier, load_tokenizer
+    from tasks.infra.models import load_classifier, load_tokenizer
 
     cfg, paths = _setup(args)
     with scratch_project(paths, args.rows) as scratch:
@@ -89,7 +89,7 @@ def run_baseline(args) -> dict:
     from tasks.core.cache import teacher_forward
     from tasks.core.loss import LossWeights, distillation_loss, mean_pool
     from tasks.core.student import build_student, default_layer_map, num_layers
-    from tasks.models import load_classifier, load_tokenizer
+    from tasks.infra.models import load_classifier, load_tokenizer
 
     cfg, paths = _setup(args)
     dc = cfg.distill

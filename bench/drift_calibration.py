@@ -48,7 +48,7 @@ DEFAULT_WS = next((p for p in (ROOT / "runs" / "fresh", ROOT / "runs" / "quick")
 
 def workspace(model: Path, processed: Path, baseline: float | None) -> Path:
     """A throw-away workspace whose production model is `model` (linked, read-only) and data is `processed`."""
-    from tasks.storage import write_json
+    from tasks.infra.storage import write_json
 
     root = Path(tempfile.mkdtemp(prefix="kd-drift-cal-"))
     (root / "models").mkdir()
@@ -70,7 +70,7 @@ def pools(monitor, processed: Path, heldout_rows: int, domain_rows: int) -> dict
     import numpy as np
     import pandas as pd
 
-    from tasks.drift import knn_distance, predictions_frame
+    from tasks.production.drift import knn_distance, predictions_frame
     from tasks.ingest import read_embedded
 
     splits = {s: pd.read_parquet(processed / f"{s}.parquet") for s in ("train", "val", "test")}
@@ -102,7 +102,7 @@ def mix(pool: dict, domain: str | None, fraction: float, size: int, seed: int):
 
 def full_monitor(monitor, pool: dict, d, size: int, windows: int, mixed: int, fractions: list[float]) -> dict:
     """Verdicts of held-out windows and of mixed windows per fraction and domain (every signal)."""
-    from tasks.drift import check_window
+    from tasks.production.drift import check_window
 
     cases = [(None, 0.0, i) for i in range(windows)]
     cases += [(dom, f, j) for f in fractions for dom in DOMAINS for j in range(mixed)]
@@ -119,7 +119,7 @@ def full_monitor(monitor, pool: dict, d, size: int, windows: int, mixed: int, fr
 
 def timed_runs(monitor, pool: dict, d, size: int, runs: int) -> list[float]:
     """Seconds per monitoring run, as `kdistill drift` does it: embed the logged window, then check it."""
-    from tasks.drift import check_window, embed
+    from tasks.production.drift import check_window, embed
 
     seconds = []
     for i in range(runs):
@@ -140,7 +140,7 @@ def signal_alone(monitor, pool: dict, d, sizes: list[int], fractions: list[float
     """Share of windows on which `outliers` fires, per window size and fraction (domains round-robin)."""
     import numpy as np
 
-    from tasks.drift import outlier_decision
+    from tasks.production.drift import outlier_decision
 
     rng = np.random.default_rng(0)
     past = {name: (frame["distance"] > monitor.cut).to_numpy() for name, frame in pool.items()}
@@ -264,9 +264,9 @@ def main() -> None:
     args = parse_args()
     if args.mixed < 1 or args.windows < 1:
         sys.exit("error: --windows and --mixed: expected >= 1")
-    from tasks.config import load_config, to_dict
-    from tasks.drift import load_monitor
-    from tasks.storage import Paths, write_json
+    from tasks.infra.config import load_config, to_dict
+    from tasks.production.drift import load_monitor
+    from tasks.infra.storage import Paths, write_json
 
     cfg = load_config(ROOT / "params.yaml", args.set)
     size = args.size or cfg.drift.window_rows

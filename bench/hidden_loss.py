@@ -36,12 +36,12 @@ def main() -> None:
     import torch
     from _common import scratch_project
 
-    from tasks.common import encode_split, load_split
-    from tasks.config import load_config
+    from tasks.infra.common import encode_split, load_split
+    from tasks.infra.config import load_config
     from tasks.core.loop import predict_logits
     from tasks.distill import distill
-    from tasks.models import load_classifier, load_tokenizer
-    from tasks.storage import Paths
+    from tasks.infra.models import load_classifier, load_tokenizer
+    from tasks.infra.storage import Paths
 
     torch.set_num_threads(args.threads)
     paths = Paths(Path(args.root))

@@ -36,9 +36,9 @@ def _child(base_rows: int, factor: int, epochs: int, threads: int, root: str) ->
 
     from _common import scratch_project
 
-    from tasks.config import load_config
+    from tasks.infra.config import load_config
     from tasks.distill import distill
-    from tasks.storage import Paths
+    from tasks.infra.storage import Paths
 
     torch.set_num_threads(threads)
     cfg = load_config(ROOT / "params.yaml", {

@@ -6,8 +6,8 @@ at batch 32 (the whole test split in order, each batch padded to its own longest
 disk, and accuracy on the whole test split. The latency runs of all rows are interleaved in
 blocks, so a load spike on a shared machine lands on every row rather than on one.
 
-Picks the fastest student variant whose accuracy is within `serve.max_drop` of the fp32 student
-(what `serve.variant: auto` then serves) and reports its speed-up over the fp32 teacher.
+Picks the fastest student variant whose accuracy is within `inference.max_drop` of the fp32 student
+(what `inference.variant: auto` then serves) and reports its speed-up over the fp32 teacher.
 Needs a finished pipeline (models/teacher, models/student, data/processed): `make run` first.
 
     python bench/serving.py                          # threads 1, 300 latency runs a row
@@ -93,15 +93,15 @@ def _inputs(data, pad_id: int, runs: int, batch_size: int) -> tuple[list, list]:
 
 def run(args) -> dict:
     """Measure every row; returns the report written to reports/bench/serving.json."""
-    from tasks.common import encode_split, load_split
-    from tasks.config import load_config
-    from tasks.export import choose_variant, load_predictor, weights_hash
-    from tasks.models import load_tokenizer
-    from tasks.storage import Paths
+    from tasks.infra.common import encode_split, load_split
+    from tasks.infra.config import load_config
+    from tasks.production.export import choose_variant, load_predictor, weights_hash
+    from tasks.infra.models import load_tokenizer
+    from tasks.infra.storage import Paths
 
     cfg = load_config(args.params)
     paths = Paths(Path(args.root))
-    max_drop = cfg.serve.max_drop if args.max_drop is None else args.max_drop
+    max_drop = cfg.inference.max_drop if args.max_drop is None else args.max_drop
     test = load_split(paths, "test")
     tokenizer = load_tokenizer(str(paths.student), key="models/student")  # the student keeps the teacher's
     data = encode_split(tokenizer, test, cfg.base.max_length)
@@ -166,7 +166,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--block", type=int, default=50, help="batch-1 runs a row before the next row's turn")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-drop", type=float, default=None, help="default: serve.max_drop in params.yaml")
+    parser.add_argument("--max-drop", type=float, default=None, help="default: inference.max_drop in params.yaml")
     parser.add_argument("--teacher-variants", default=",".join(VARIANTS),
                         help="comma-separated; torch-fp32 is always included (the speed-up's reference)")
     args = parser.parse_args()
@@ -182,7 +182,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from tasks.cli import setup_logging
-    from tasks.storage import write_json
+    from tasks.infra.storage import write_json
 
     setup_logging(quiet=False)
     report = run(args)

@@ -1,6 +1,6 @@
 """drift-monitor: compare the latest window of the production log with the training data.
 
-A thin shell over `tasks.drift.drift` (the same function `kdistill drift` calls): the verdict is
+A thin shell over `tasks.production.drift.drift` (the same function `kdistill drift` calls): the verdict is
 the flow's result, and a markdown artifact (key `drift-verdict`) shows the verdict table and the
 path of the Evidently report. Scheduled by `make serve` from params.yaml's `schedule.drift_monitor`.
 
@@ -78,7 +78,7 @@ def trigger_retrain(root: Path, verdict: dict) -> dict:
 
     The retraining run is created as this monitor run's child, so the UI links the two; its
     `detail` parameter is the drift report folder, the signals that fired and the outlier share. After
-    a partial drift, the cycle learns from the new segment (tasks.drift.drifted_segment).
+    a partial drift, the cycle learns from the new segment (tasks.production.drift.drifted_segment).
 
     Returns:
         {"flow_run_id", "flow_run_name"}, or {"skipped": reason} when on_drift is off or there is
@@ -88,7 +88,7 @@ def trigger_retrain(root: Path, verdict: dict) -> dict:
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
-    from tasks.config import load_config
+    from tasks.infra.config import load_config
 
     logger = get_run_logger()
     if not load_config(root / "params.yaml").retrain.on_drift:
@@ -109,9 +109,9 @@ def trigger_retrain(root: Path, verdict: dict) -> dict:
 @task(name="drift", cache_policy=NO_CACHE)
 def run_drift(root: str, overrides: list[str]) -> dict:
     """Run the monitor in the workspace with params.yaml (plus `overrides`, not written back)."""
-    from tasks.config import load_config
-    from tasks.drift import drift
-    from tasks.storage import Paths
+    from tasks.infra.config import load_config
+    from tasks.production.drift import drift
+    from tasks.infra.storage import Paths
 
     return drift(load_config(Path(root) / "params.yaml", overrides), Paths(Path(root)))
 
@@ -127,7 +127,7 @@ def drift_monitor(window_rows: int | None = None, window_days: int | None = None
         window_days: instead, every row of the last D days (default: drift.window_days).
 
     Returns:
-        The verdict dict of `tasks.drift.drift`.
+        The verdict dict of `tasks.production.drift.drift`.
     """
     ws = Workspace.current()
     overrides = [f"drift.window_rows={window_rows}"] if window_rows else []

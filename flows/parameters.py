@@ -1,5 +1,5 @@
 """The training pipeline's Prefect parameters: typed overrides of params.yaml sections, derived
-from the schema (tasks/config.py).
+from the schema (tasks/infra/config.py).
 
 `FORM` picks the keys a person is likely to turn (a Custom run form of every params.yaml key
 would be unreadable); each field's type, bounds, allowed values and description come from the
@@ -19,8 +19,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from tasks.config import SECTIONS, load_config
-from tasks.errors import ConfigError
+from tasks.infra.config import SECTIONS, load_config
+from tasks.infra.errors import ConfigError
 
 _KEEP = "empty: keep params.yaml's value"
 
@@ -89,7 +89,7 @@ def check_overrides(overrides: dict, params_file: Path) -> None:
     """Nested overrides for a training-pipeline run, checked as the run will take them, before it starts.
 
     Args:
-        overrides: e.g. {"distill": {"temperature": 4}} (tasks.config.parse_overrides of `-S` items).
+        overrides: e.g. {"distill": {"temperature": 4}} (tasks.infra.config.parse_overrides of `-S` items).
         params_file: the workspace's params.yaml, which the run's values are written into.
 
     Raises:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from tasks.evaluate import format_number, metrics_table  # noqa: F401 (metrics_table: shared with the CLI)
-from tasks.storage import Paths
+from tasks.infra.storage import Paths
 
 # What to do next, per stage whose gate can stop the pipeline.
 GATE_HINTS = {

@@ -1,6 +1,6 @@
 """retrain and rollback: the continual-learning loop's Prefect flows.
 
-`retrain` runs one cycle of `tasks.retrain.retrain` (gather → teacher first → warm-started student with
+`retrain` runs one cycle of `tasks.lifecycle.retrain.retrain` (gather → teacher first → warm-started student with
 replay → old/new evaluation → champion/challenger → DVC version). It starts three ways:
 - by the drift-monitor flow when it detects drift (`run_deployment`, linked as that monitor run's
   child in the UI, with `trigger=drift` and the drift report folder as `detail`);
@@ -9,7 +9,7 @@ replay → old/new evaluation → champion/challenger → DVC version). It start
 
 At most one retraining runs at a time: the deployment's concurrency limit of 1 queues further
 runs, the workspace slot (flows/training.py) makes it wait for a training-pipeline run, and the
-workspace's cycle lock (tasks/registry.py) skips a cycle started while another one, say from the
+workspace's cycle lock (tasks/lifecycle/registry.py) skips a cycle started while another one, say from the
 CLI, holds it (`CycleRunning`), with a log line naming the holder.
 
 Who ran a cycle or a rollback (this flow run) is passed to the task functions as `source=`: setting
@@ -42,7 +42,7 @@ def cycle_markdown(report: dict) -> str:
     lines = [f"## Retraining cycle, version {report['version']}: {report['status']}", "",
              f"Trigger: {report['trigger']}" + (f" ({report['detail']})" if report.get("detail") else ""), "",
              f"Decision: {report['reason']}", ""]
-    from tasks.retrain import score_rows
+    from tasks.lifecycle.retrain import score_rows
 
     if report.get("scores"):
         lines += ["| model | old test | new test |", "|---|---|---|"]
@@ -69,10 +69,10 @@ def cycle_markdown(report: dict) -> str:
 @task(name="retrain-cycle", cache_policy=NO_CACHE)
 def run_cycle(root: str, trigger: str, detail: str | None) -> dict:
     """One cycle in the workspace; a cycle already running elsewhere makes this one a logged skip."""
-    from tasks.config import load_config
-    from tasks.registry import CycleRunning
-    from tasks.retrain import retrain
-    from tasks.storage import Paths
+    from tasks.infra.config import load_config
+    from tasks.lifecycle.registry import CycleRunning
+    from tasks.lifecycle.retrain import retrain
+    from tasks.infra.storage import Paths
 
     cfg = load_config(Path(root) / "params.yaml")
     try:
@@ -108,9 +108,9 @@ def retrain(trigger: str = "manual", detail: str | None = None):
 
 @task(name="rollback", cache_policy=NO_CACHE)
 def run_rollback(root: str, version: int, data: bool) -> dict:
-    from tasks.config import load_config
-    from tasks.registry import rollback as do_rollback
-    from tasks.storage import Paths
+    from tasks.infra.config import load_config
+    from tasks.lifecycle.registry import rollback as do_rollback
+    from tasks.infra.storage import Paths
 
     return do_rollback(load_config(Path(root) / "params.yaml"), Paths(Path(root)), version, data,
                        source=_run_source())

@@ -27,7 +27,7 @@ from prefect.schedules import Cron
 from prefect.types.entrypoint import EntrypointType
 
 from flows.workspace import ROOT_ENV, Workspace
-from tasks.config import load_config
+from tasks.infra.config import load_config
 
 
 @dataclass(frozen=True)

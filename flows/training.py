@@ -43,8 +43,8 @@ from flows.parameters import (
 )
 from flows.reports import PUBLISHERS, publish_failure, publish_validation
 from flows.workspace import GateFailed, StageFailed, Workspace, apply_overrides, describe, run_dvc_stage
-from tasks.registry import SOURCE_ENV
-from tasks.storage import Paths, read_json
+from tasks.lifecycle.registry import SOURCE_ENV
+from tasks.infra.storage import Paths, read_json
 
 PIPELINE = ("ingest", "validate", "teacher", "distill", "finetune", "evaluate", "promote")
 
@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         0 when the run completed, 2 for a bad parameter (before the run starts), 3 when a gate
         stopped it, 1 for any other failure.
     """
-    from tasks.config import parse_overrides
-    from tasks.errors import UserError
+    from tasks.infra.config import parse_overrides
+    from tasks.infra.errors import UserError
 
     parser = argparse.ArgumentParser(prog="python -m flows.training", description=__doc__.splitlines()[0])
     parser.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.config import load_config
-from tasks.errors import UserError
-from tasks.storage import Paths, dvc_command, write_text
+from tasks.infra.config import load_config
+from tasks.infra.errors import UserError
+from tasks.infra.storage import Paths, dvc_command, write_text
 
 ROOT_ENV = "KDISTILL_ROOT"  # the workspace a flow works in; default: the current directory
 Log = Callable[[int, str], None]  # (logging level, message)
@@ -168,7 +168,7 @@ class StageRun:
 
     def failure(self) -> StageFailed:
         """The exception that stands for this failed run."""
-        from tasks.errors import GateError
+        from tasks.infra.errors import GateError
 
         if self.stage_exit == GateError.exit_code:
             return GateFailed(self.error or f"{self.stage}: a gate failed")

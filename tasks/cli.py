@@ -15,7 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from tasks.errors import UserError
+from tasks.infra.errors import UserError
 
 log = logging.getLogger("kd")
 
@@ -42,21 +42,21 @@ HELP = {
 
 # Operations on the production model, outside `run`: name -> (module, function, help).
 OPERATIONS = {
-    "score": ("tasks.score", "score", "label the new files in data/incoming/ with the production model; append "
+    "score": ("tasks.production.score", "score", "label the new files in data/incoming/ with the production model; append "
               "them to data/production/ (bad files go to data/incoming/quarantine/)"),
-    "drift": ("tasks.drift", "drift", "compare the latest window of data/production/ with the training data; "
+    "drift": ("tasks.production.drift", "drift", "compare the latest window of data/production/ with the training data; "
               "write reports/drift/<timestamp>/ and print the verdict"),
-    "api": ("tasks.api", "serve_api", "serve POST /predict, GET /health, GET /model on http://127.0.0.1:8000 "
+    "api": ("tasks.production.api", "run_api", "serve POST /predict, GET /health, GET /model on http://127.0.0.1:8000 "
             "(api.host, api.port)"),
     "summary": ("tasks.evaluate", "print_summary", "print the teacher-vs-student table of reports/metrics.json"),
-    "versions": ("tasks.registry", "list_versions", "list models/registry.json's versions (* = production)"),
+    "versions": ("tasks.lifecycle.registry", "list_versions", "list models/registry.json's versions (* = production)"),
 }
 
 
 def preflight(cfg) -> None:
     """Fail at once, before any stage runs, on a file or model folder the params name but lack."""
-    from tasks.errors import ConfigError
-    from tasks.models import resolve_model
+    from tasks.infra.errors import ConfigError
+    from tasks.infra.models import resolve_model
 
     if cfg.ingest.source == "files":
         for split, path in cfg.ingest.files.items():
@@ -78,8 +78,8 @@ def check_model_params(cfg) -> None:
     A hub id has no config.json on disk: its stages check it once they have loaded the model.
     """
     from tasks.core.student import check_layer_map
-    from tasks.errors import ConfigError
-    from tasks.models import check_max_length, saved_config
+    from tasks.infra.errors import ConfigError
+    from tasks.infra.models import check_max_length, saved_config
 
     dc, teacher = cfg.distill, saved_config(cfg.teacher.model, "teacher.model")
     layers = (teacher or {}).get("num_hidden_layers") or (teacher or {}).get("n_layers")
@@ -113,7 +113,7 @@ def predict_texts(model_dir: str, texts: list[str], max_length: int = 128, batch
         texts: the texts to label.
         max_length: tokens kept of each text.
         batch_size: texts per forward pass (texts of similar length are batched together).
-        variant: torch-fp32 | torch-int8 | onnx-fp32 | onnx-int8 (see tasks.export).
+        variant: torch-fp32 | torch-int8 | onnx-fp32 | onnx-int8 (see tasks.production.export).
         threads: intra-op threads; 0 keeps the library default.
         where: how an error names each text (default "text 1", "text 2", ...).
 
@@ -127,9 +127,9 @@ def predict_texts(model_dir: str, texts: list[str], max_length: int = 128, batch
     import torch
 
     from tasks.core.data import make_dataset
-    from tasks.errors import DataError
-    from tasks.export import load_predictor, predict_dataset
-    from tasks.models import load_tokenizer
+    from tasks.infra.errors import DataError
+    from tasks.production.export import load_predictor, predict_dataset
+    from tasks.infra.models import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir, key="--model")
     data = make_dataset(tokenizer, texts, None, max_length)
@@ -150,7 +150,7 @@ def _predict(args, cfg, paths) -> None:
     args.model = args.model or str(paths.student)
     texts = [(f"text {i}", text) for i, text in enumerate(args.texts, start=1)]
     if args.file:
-        from tasks.tables import read_table
+        from tasks.infra.tables import read_table
 
         frame = read_table(args.file, args.text_column, None)
         texts += [(f"{args.file}: row {row + 1}", text) for row, text in zip(frame.index, frame["text"])]
@@ -159,21 +159,21 @@ def _predict(args, cfg, paths) -> None:
     for where, text in texts:
         check_text(where, text)
     where, texts = [w for w, _ in texts], [text for _, text in texts]
-    from tasks.export import resolve_variant
-    from tasks.models import check_max_length
+    from tasks.production.export import resolve_variant
+    from tasks.infra.models import check_max_length
 
     check_max_length(cfg.base.max_length, args.model, "--model")
-    variant = resolve_variant(args.variant or cfg.serve.variant, args.model, paths.reports / "bench" / "serving.json")
-    log.info("predict: %s, variant %s, %d thread(s)", args.model, variant, cfg.serve.threads)
-    for row in predict_texts(args.model, texts, cfg.base.max_length, variant=variant, threads=cfg.serve.threads,
+    variant = resolve_variant(args.variant or cfg.inference.variant, args.model, paths.reports / "bench" / "serving.json")
+    log.info("predict: %s, variant %s, %d thread(s)", args.model, variant, cfg.inference.threads)
+    for row in predict_texts(args.model, texts, cfg.base.max_length, variant=variant, threads=cfg.inference.threads,
                              where=where):
         print(json.dumps(row, ensure_ascii=False))
 
 
 def check_text(where: str, text: object) -> None:
     """The rules the API applies to a text: a string, not blank, valid Unicode; else one line naming it."""
-    from tasks.errors import DataError
-    from tasks.tables import is_blank, lone_surrogate
+    from tasks.infra.errors import DataError
+    from tasks.infra.tables import is_blank, lone_surrogate
 
     if not isinstance(text, str) or is_blank(text):
         raise DataError(f"predict: {where} is empty or blank (whitespace or invisible characters only); "
@@ -185,7 +185,7 @@ def check_text(where: str, text: object) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (kept separate so tests and docs can inspect it)."""
-    from tasks.config import CHOICES
+    from tasks.infra.config import CHOICES
 
     parser = argparse.ArgumentParser(prog="kdistill", description="Distil a BERT-family teacher into a small, "
                                      "fast student: one subcommand per pipeline stage.")
@@ -217,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model folder (default: models/student under --root)")
     p.add_argument("--file", help="a CSV/TSV/JSONL/Parquet file of texts")
     p.add_argument("--text-column", default="text")
-    p.add_argument("--variant", choices=sorted(CHOICES["serve.variant"]),
-                   help="serving variant (default: serve.variant in params.yaml)")
+    p.add_argument("--variant", choices=sorted(CHOICES["inference.variant"]),
+                   help="serving variant (default: inference.variant in params.yaml)")
     return parser
 
 
@@ -241,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `kdistill` console script."""
     args = build_parser().parse_args(argv)
     setup_logging(args.quiet)
-    from tasks.config import load_config
-    from tasks.storage import Paths
+    from tasks.infra.config import load_config
+    from tasks.infra.storage import Paths
 
     try:
         cfg = load_config(args.params, args.set)
@@ -256,13 +256,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "predict":
             _predict(args, cfg, paths)
         elif args.command == "retrain":
-            from tasks.retrain import cycle_table, retrain
+            from tasks.lifecycle.retrain import cycle_table, retrain
 
             report = retrain(cfg, paths, args.trigger, args.detail)
             print(cycle_table(report) if "scores" in report else report["reason"], file=sys.stderr)
             print(json.dumps({k: report.get(k) for k in ("version", "status", "promoted", "reason")}, indent=2))
         elif args.command == "rollback":
-            from tasks.registry import rollback
+            from tasks.lifecycle.registry import rollback
 
             print(json.dumps(rollback(cfg, paths, args.version, args.data), indent=2, default=str))
         elif args.command in OPERATIONS:

@@ -18,19 +18,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.common import encode_split, load_labels, load_split, loop_config
-from tasks.config import Config, DistillConfig
+from tasks.infra.common import encode_split, load_labels, load_split, loop_config
+from tasks.infra.config import Config, DistillConfig
 from tasks.core.cache import LogitCache, TeacherOutputs, cache_key, fingerprint_tokens, teacher_forward
 from tasks.core.data import IGNORE_LABEL, TokenDataset, make_dataset
 from tasks.core.dist import dist_info, is_main
 from tasks.core.loop import StepFn, resolve_device, train
 from tasks.core.loss import LossWeights, distillation_loss, mean_pool
 from tasks.core.student import build_student, default_layer_map, num_layers
-from tasks.errors import ConfigError
+from tasks.infra.errors import ConfigError
 from tasks.ingest import read_embedded, read_table
-from tasks.metrics import write_curve_csv
-from tasks.models import count_params, load_classifier, load_tokenizer, save_model, prepare_torch
-from tasks.storage import Paths, hash_dir, stage_log, write_json
+from tasks.infra.metrics import write_curve_csv
+from tasks.infra.models import count_params, load_classifier, load_tokenizer, save_model, prepare_torch
+from tasks.infra.storage import Paths, hash_dir, stage_log, write_json
 
 log = logging.getLogger("kd")
 ExtraLoss = Callable[[torch.Tensor, dict[str, torch.Tensor]], tuple[torch.Tensor, dict]]

@@ -10,15 +10,15 @@ import time
 import numpy as np
 import torch
 
-from tasks.common import encode_split, load_labels, load_split
-from tasks.config import Config
+from tasks.infra.common import encode_split, load_labels, load_split
+from tasks.infra.config import Config
 from tasks.core.data import Collator, TokenDataset
 from tasks.core.loop import resolve_device
 from tasks.core.predict import predict_logits
-from tasks.errors import DataError, GateError
-from tasks.metrics import classification_metrics, write_confusion_csv
-from tasks.models import count_params, load_classifier, load_tokenizer
-from tasks.storage import Paths, dir_size_mb, read_json, stage_log, write_json
+from tasks.infra.errors import DataError, GateError
+from tasks.infra.metrics import classification_metrics, write_confusion_csv
+from tasks.infra.models import count_params, load_classifier, load_tokenizer
+from tasks.infra.storage import Paths, dir_size_mb, read_json, stage_log, write_json
 
 log = logging.getLogger("kd")
 

@@ -11,14 +11,14 @@ import logging
 
 import torch
 
-from tasks.common import encode_split, load_labels, load_split, loop_config, supervised_step
-from tasks.config import Config, FinetuneConfig
+from tasks.infra.common import encode_split, load_labels, load_split, loop_config, supervised_step
+from tasks.infra.config import Config, FinetuneConfig
 from tasks.core.dist import is_main
 from tasks.core.loop import train
-from tasks.errors import ConfigError
-from tasks.metrics import write_curve_csv
-from tasks.models import copy_model, load_classifier, load_tokenizer, prepare_torch
-from tasks.storage import Paths, atomic_path, stage_log, write_json
+from tasks.infra.errors import ConfigError
+from tasks.infra.metrics import write_curve_csv
+from tasks.infra.models import copy_model, load_classifier, load_tokenizer, prepare_torch
+from tasks.infra.storage import Paths, atomic_path, stage_log, write_json
 
 log = logging.getLogger("kd")
 

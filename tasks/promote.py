@@ -4,10 +4,10 @@ A candidate (models/student/) replaces models/production/ when it passed the eva
 no worse than the current production model, both scored on the *current* test split: production
 is re-scored here rather than trusted from the day it was promoted, because the data may have
 changed since. The comparison is paired (same rows) and carries its confidence interval
-(tasks/stats.py); where a gain is demanded, it must be significant. Every decision, promoted or not, is appended to models/registry.json with its
+(tasks/infra/stats.py); where a gain is demanded, it must be significant. Every decision, promoted or not, is appended to models/registry.json with its
 reason; a refused candidate leaves production untouched.
 
-This module decides (`decide`, `check_learned`, `recheck`); tasks/registry.py writes the registry,
+This module decides (`decide`, `check_learned`, `recheck`); tasks/lifecycle/registry.py writes the registry,
 production and the archive, and allocates the version number when it writes.
 """
 
@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.common import load_split, predict_labels
-from tasks.config import Config
+from tasks.infra.common import load_split, predict_labels
+from tasks.infra.config import Config
 from tasks.core.loop import resolve_device
-from tasks.errors import DataError
-from tasks.models import load_classifier, load_tokenizer
-from tasks.registry import (
+from tasks.infra.errors import DataError
+from tasks.infra.models import load_classifier, load_tokenizer
+from tasks.lifecycle.registry import (
     STAMP,
     Transaction,
     lineage,
@@ -36,8 +36,8 @@ from tasks.registry import (
     run_source,
     transaction,
 )
-from tasks.stats import Comparison, paired_comparison
-from tasks.storage import Paths, hash_dir, read_json, stage_log, write_json
+from tasks.infra.stats import Comparison, paired_comparison
+from tasks.infra.storage import Paths, hash_dir, read_json, stage_log, write_json
 
 log = logging.getLogger("kd")
 

@@ -7,15 +7,15 @@ import logging
 
 import numpy as np
 
-from tasks.common import encode_split, load_labels, load_split, loop_config, supervised_step
-from tasks.config import Config
+from tasks.infra.common import encode_split, load_labels, load_split, loop_config, supervised_step
+from tasks.infra.config import Config
 from tasks.core.dist import is_main
 from tasks.core.loop import resolve_device, train
 from tasks.core.predict import predict_logits
-from tasks.errors import GateError
-from tasks.metrics import classification_metrics, write_curve_csv
-from tasks.models import count_params, load_classifier, load_tokenizer, save_model, prepare_torch
-from tasks.storage import Paths, stage_log, write_json
+from tasks.infra.errors import GateError
+from tasks.infra.metrics import classification_metrics, write_curve_csv
+from tasks.infra.models import count_params, load_classifier, load_tokenizer, save_model, prepare_torch
+from tasks.infra.storage import Paths, stage_log, write_json
 
 log = logging.getLogger("kd")
 

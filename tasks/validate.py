@@ -1,6 +1,6 @@
 """validate: the guard at every door where data enters, with Great Expectations as the engine.
 
-Three suites (rules in `tasks/suites.py`, engine in `tasks/checks.py`):
+Three suites (rules in `tasks/infra/suites.py`, engine in `tasks/infra/checks.py`):
 
 - raw input (`validate_raw`, `scan_file`), run by ingest before it writes anything;
 - processed splits (`validate`, the DVC stage), before any model sees them;
@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.checks import (
+from tasks.infra.checks import (
     SITE,
     RuleResult,
     SuiteResult,
@@ -33,10 +33,10 @@ from tasks.checks import (
     scan_chunks,
     suite_body,
 )
-from tasks.config import Config
-from tasks.errors import ConfigError, DataError
-from tasks.storage import Paths, atomic_path, read_json, stage_log, write_json
-from tasks.suites import (
+from tasks.infra.config import Config
+from tasks.infra.errors import ConfigError, DataError
+from tasks.infra.storage import Paths, atomic_path, read_json, stage_log, write_json
+from tasks.infra.suites import (
     Rule,
     add_processed_columns,
     add_raw_columns,
@@ -47,7 +47,7 @@ from tasks.suites import (
     processed_rules,
     raw_rules,
 )
-from tasks.tables import iter_table, no_rows_error
+from tasks.infra.tables import iter_table, no_rows_error
 
 log = logging.getLogger("kd")
 
@@ -174,7 +174,7 @@ def validate_batch(frame: pd.DataFrame, cfg: Config, labels: list[str] | None, s
 
     Contract:
         - `frame` has a `text` column and, when `labels` is given, a `label` column, with values
-          as read: `tasks.tables.read_table(path, text_col, label_col)` returns exactly that.
+          as read: `tasks.infra.tables.read_table(path, text_col, label_col)` returns exactly that.
           Other columns are ignored; the frame is not modified; its index numbers the rows
           in messages (index 0 is "row 1").
         - Rules: the raw schema and row rules (`suites.batch_rules`): columns present, at least one
@@ -293,7 +293,7 @@ def validate(cfg: Config, paths: Paths) -> dict:
         DataError: one line naming the split file, the first failed error rule and example rows;
             raised only after both reports are written, so the user can read why.
     """
-    from tasks.models import load_tokenizer  # imported here: torch and transformers are slow to import
+    from tasks.infra.models import load_tokenizer  # imported here: torch and transformers are slow to import
 
     check_thresholds(cfg)
     docs_dir, report_path = paths.reports / "validation", paths.reports / "validation.json"

@@ -162,10 +162,10 @@ def retrain_ws(tmp_path, tiny_tokenizer, tiny_teacher_dir) -> Path:
     import numpy as np
 
     from tasks.core.student import build_student
-    from tasks.models import load_classifier
-    from tasks.registry import transaction
-    from tasks.score import ProductionModel, log_rows, write_part
-    from tasks.storage import Paths, write_json
+    from tasks.infra.models import load_classifier
+    from tasks.lifecycle.registry import transaction
+    from tasks.production.score import ProductionModel, log_rows, write_part
+    from tasks.infra.storage import Paths, write_json
 
     root = tmp_path / "ws"
     paths = Paths(root)
@@ -203,6 +203,6 @@ def tiny_retrain_params() -> dict:
 
 @pytest.fixture
 def retrain_cfg(retrain_ws):
-    from tasks.config import load_config
+    from tasks.infra.config import load_config
 
     return load_config(retrain_ws / "params.yaml", TINY_RETRAIN)

@@ -45,7 +45,7 @@ def cache_key(teacher_fp: str, data_fp: str, layer_map: list[int] | None, precis
     """The cache entry's name: 24 hex characters of sha256 over everything the outputs depend on.
 
     Args:
-        teacher_fp: a hash of the teacher's saved folder (the pipeline uses tasks.storage.hash_dir).
+        teacher_fp: a hash of the teacher's saved folder (the pipeline uses tasks.infra.storage.hash_dir).
         data_fp: the transfer set's `fingerprint_tokens`.
         layer_map: the teacher layers whose pooled states are stored; None for logits only.
         precision: "fp32" or "bf16": bf16 logits from a GPU are not a CPU run's.

@@ -63,7 +63,7 @@ class Collator:
 
     # Not transformers.DataCollatorWithPadding, although it pads the same and carries `labels`
     # (IGNORE_LABEL included) and `index` through unchanged (checked): it needs a tokenizer
-    # object where the core, the ONNX predictor (tasks/export.py) and the speed benchmark pass
+    # object where the core, the ONNX predictor (tasks/production/export.py) and the speed benchmark pass
     # only a pad id; it takes dict rows, not TokenDataset's (ids, label, index) tuples; and its
     # tokenizer.pad turns every row into Python lists, about 3x slower for a batch of 64 rows.
 

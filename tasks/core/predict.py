@@ -1,7 +1,7 @@
 """Inference with a classifier: logits for a whole tokenised dataset, and the probabilities they give.
 
 Scoring rows with a PyTorch model comes here (validation in the training loop, the teacher and
-evaluate stages, promote and retrain through tasks.common), so batching, padding and bf16 autocast
+evaluate stages, promote and retrain through tasks.infra.common), so batching, padding and bf16 autocast
 are written once; so is the softmax, which the drift monitor (its own forward pass, for hidden
 states) takes from here too.
 """

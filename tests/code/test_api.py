@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import load_config
-from tasks.storage import Paths, write_json
+from tasks.infra.config import load_config
+from tasks.infra.storage import Paths, write_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,7 @@ def install(root: Path, model_dir: Path, version: int) -> None:
     write_json(root / "models" / "registry.json", {"production": version, "versions": [entry]})
 
 
-BASE = ["serve.variant=torch-fp32", "serve.threads=0", "api.max_texts=8", "api.max_chars=200", "api.flush_rows=5"]
+BASE = ["inference.variant=torch-fp32", "inference.threads=0", "api.max_texts=8", "api.max_chars=200", "api.flush_rows=5"]
 
 
 @contextlib.contextmanager
@@ -38,7 +38,7 @@ def serving(root: Path, model_dir: Path, *overrides: str, raise_server_exception
     """A TestClient on the API of a workspace at `root` whose production model is `model_dir`."""
     from fastapi.testclient import TestClient
 
-    from tasks.api import create_app
+    from tasks.production.api import create_app
 
     install(root, model_dir, 1)
     cfg = load_config(REPO / "params.yaml", [*BASE, *overrides])
@@ -54,7 +54,7 @@ def client(tmp_path, tiny_teacher_dir):
 
 
 def log_rows(root: Path) -> int:
-    from tasks.score import read_log
+    from tasks.production.score import read_log
 
     return len(read_log(Paths(root)))
 
@@ -104,10 +104,10 @@ def test_concurrent_requests_are_answered_and_logged(tmp_path, tiny_teacher_dir)
 def test_log_is_flushed_at_shutdown(tmp_path, tiny_teacher_dir):
     from fastapi.testclient import TestClient
 
-    from tasks.api import create_app
+    from tasks.production.api import create_app
 
     install(tmp_path, tiny_teacher_dir, 1)
-    cfg = load_config(REPO / "params.yaml", ["serve.variant=torch-fp32", "serve.threads=0"])
+    cfg = load_config(REPO / "params.yaml", ["inference.variant=torch-fp32", "inference.threads=0"])
     with TestClient(create_app(cfg, Paths(tmp_path))) as c:
         assert c.post("/predict", json={"texts": ["good", "bad"]}).status_code == 200
         assert log_rows(tmp_path) == 0  # buffered
@@ -181,7 +181,7 @@ def test_version_and_probabilities_come_from_the_same_model(client):
 
 
 def test_the_log_is_written_off_the_event_loop(tmp_path, tiny_teacher_dir, monkeypatch):
-    from tasks import api
+    from tasks.production import api
 
     on_loop = []
     real = api.write_part
@@ -217,7 +217,7 @@ def test_a_body_that_cannot_be_parsed_gets_a_400_that_says_why(client, body, wor
 def test_a_body_larger_than_any_valid_request_is_refused_before_it_is_read(tmp_path, tiny_teacher_dir):
     # Every body was read and parsed whole before any limit was checked (a padding field of any size
     # was even answered): gigabytes from one client would take the memory every request needs.
-    from tasks.api import max_body_bytes
+    from tasks.production.api import max_body_bytes
 
     limit = max_body_bytes(8, 200)  # BASE: api.max_texts=8, api.max_chars=200
     padded = json.dumps({"text": "a great film", "padding": "x" * limit}).encode()  # an unknown field, ignored

@@ -11,12 +11,12 @@ import torch
 from transformers import BertForSequenceClassification
 
 from tests.conftest import CORPUS, make_tiny_bert, save_model_dir
-from tasks.config import Config
+from tasks.infra.config import Config
 from tasks.core.cache import LogitCache, cache_key, fingerprint_tokens
 from tasks.core.data import TokenDataset, make_dataset
 from tasks.core.loss import mean_pool
 from tasks.distill import teacher_outputs
-from tasks.storage import Paths, hash_dir
+from tasks.infra.storage import Paths, hash_dir
 
 LAYER_MAP = [0, 2]
 CPU = torch.device("cpu")

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from tests.conftest import CORPUS, make_tiny_bert
-from tasks.common import loop_config, predict_labels, predict_probs, text_logits
-from tasks.config import BaseConfig, Config, DistillConfig, TrainConfig
+from tasks.infra.common import loop_config, predict_labels, predict_probs, text_logits
+from tasks.infra.config import BaseConfig, Config, DistillConfig, TrainConfig
 from tasks.core.loop import LoopConfig
 from tasks.core.predict import softmax
-from tasks.retrain import loop as retrain_loop
+from tasks.lifecycle.retrain import loop as retrain_loop
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

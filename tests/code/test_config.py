@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from tasks.cli import main
-from tasks.config import Config, DistillConfig, load_config, to_dict
-from tasks.errors import ConfigError
+from tasks.infra.config import Config, DistillConfig, load_config, to_dict
+from tasks.infra.errors import ConfigError
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 

@@ -19,9 +19,9 @@ import pytest
 from tests.conftest import make_tiny_bert, save_model_dir
 from safetensors.torch import load_file
 
-from tasks.config import load_config
+from tasks.infra.config import load_config
 from tasks.ingest import ingest
-from tasks.storage import Paths
+from tasks.infra.storage import Paths
 
 REPO = Path(__file__).resolve().parents[2]
 SETTINGS = ["ingest.max_rows=240", "distill.epochs=2", "distill.batch_size=16", "distill.alpha_cos=0.1",

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from tests.conftest import make_tiny_bert
 
-from tasks.config import DistillConfig
+from tasks.infra.config import DistillConfig
 from tasks.distill import load_unlabeled, make_student
-from tasks.errors import ConfigError
+from tasks.infra.errors import ConfigError
 
 
 def test_student_from_teacher_layers_uses_the_default_map(tiny_tokenizer):

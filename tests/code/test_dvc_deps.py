@@ -6,12 +6,12 @@ dvc.yaml omits leaves a stale model behind after a code change. The import graph
 (the stages import lazily). A listed folder (tasks/core) covers every module below it.
 
 Where the graph starts: the stage's own module, the one `python -m tasks.cli STAGE` calls
-(tasks.cli.STAGES), plus tasks.config. Not tasks/cli.py itself: the CLI is a thin shell that parses
+(tasks.cli.STAGES), plus tasks.infra.config. Not tasks/cli.py itself: the CLI is a thin shell that parses
 arguments, builds the Config, checks that input files exist (it can stop a run, never change what a
 stage writes) and calls the stage function; and it imports every other command's module (retrain,
 the API, ...), so listing it would make every stage depend on every module and a help-text edit
 re-run the whole pipeline. A re-wiring of STAGES is still caught, because the roots are read from it.
-tasks.config is a root because the CLI builds the Config every stage receives: its defaults and
+tasks.infra.config is a root because the CLI builds the Config every stage receives: its defaults and
 checks feed every stage even if a stage module stopped importing it.
 """
 
@@ -26,7 +26,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("tasks", "flows")  # the project's own code; everything else is a library
-EXTRA_ROOTS = ("tasks.config",)
+EXTRA_ROOTS = ("tasks.infra.config",)
 
 
 def module_path(root: Path, name: str) -> Path | None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.embedded import TASKS, embedded_labels, read_embedded
-from tasks.errors import ConfigError
+from tasks.infra.embedded import TASKS, embedded_labels, read_embedded
+from tasks.infra.errors import ConfigError
 
 
 @pytest.mark.parametrize(("name", "classes", "low", "high"), [

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from tests.conftest import CORPUS, make_tiny_bert, save_model_dir
-from tasks.config import load_config
+from tasks.infra.config import load_config
 from tasks.core.data import Collator, make_dataset
-from tasks.errors import ConfigError
-from tasks.export import (VARIANTS, choose_variant, ensure_onnx, load_predictor, predict_dataset, resolve_variant,
+from tasks.infra.errors import ConfigError
+from tasks.production.export import (VARIANTS, choose_variant, ensure_onnx, load_predictor, predict_dataset, resolve_variant,
                           serving_cache, weights_hash)
-from tasks.storage import hash_dir, write_json
+from tasks.infra.storage import hash_dir, write_json
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = [1, 0, 0, 1, 1, 0, 1, 0, 1, 0]  # CORPUS's sentiment: 1 positive
@@ -97,8 +97,8 @@ def test_stale_export_is_redone(model_dir, logits, monkeypatch):
         Path(out).write_bytes(b"fake")
         return 0.0
 
-    monkeypatch.setattr("tasks.export.export_onnx", fake_export)
-    monkeypatch.setattr("tasks.export.quantize_onnx_int8", lambda src, out: Path(out).write_bytes(b"fake8"))
+    monkeypatch.setattr("tasks.production.export.export_onnx", fake_export)
+    monkeypatch.setattr("tasks.production.export.quantize_onnx_int8", lambda src, out: Path(out).write_bytes(b"fake8"))
     ensure_onnx(model_dir, "onnx-int8")
     assert calls == []  # up to date: nothing redone
     stale = model_dir.parent / "stale"
@@ -139,10 +139,10 @@ def test_resolve_variant_auto_trusts_only_a_benchmark_of_these_weights(model_dir
 
 
 def test_serve_variant_is_checked_at_load_time():
-    with pytest.raises(ConfigError, match="serve.variant"):
-        load_config(REPO / "params.yaml", ["serve.variant=onnx-int4"])
-    with pytest.raises(ConfigError, match="serve.threads"):
-        load_config(REPO / "params.yaml", ["serve.threads=-1"])
+    with pytest.raises(ConfigError, match="inference.variant"):
+        load_config(REPO / "params.yaml", ["inference.variant=onnx-int4"])
+    with pytest.raises(ConfigError, match="inference.threads"):
+        load_config(REPO / "params.yaml", ["inference.threads=-1"])
 
 
 def _predict(capsys, model_dir, variant: str) -> list[dict]:
@@ -171,15 +171,15 @@ def test_serving_onnx_never_writes_into_the_production_folder(tmp_path, model_di
     # models/production/ is a DVC-tracked output and may be read-only: the export goes to a cache beside it.
     from fastapi.testclient import TestClient
 
-    from tasks.api import create_app
+    from tasks.production.api import create_app
     from tasks.cli import main
-    from tasks.storage import Paths
+    from tasks.infra.storage import Paths
 
     production = tmp_path / "models" / "production"
     shutil.copytree(model_dir, production)
     write_json(tmp_path / "models" / "registry.json", {"production": 1, "versions": [{"version": 1}]})
     before = hash_dir(production)
-    cfg = load_config(REPO / "params.yaml", ["serve.variant=onnx-fp32", "serve.threads=1"])
+    cfg = load_config(REPO / "params.yaml", ["inference.variant=onnx-fp32", "inference.threads=1"])
     with TestClient(create_app(cfg, Paths(tmp_path))) as client:
         answer = client.post("/predict", json={"text": "a great film"})
         assert answer.status_code == 200 and client.get("/model").json()["variant"] == "onnx-fp32"

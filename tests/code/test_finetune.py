@@ -9,11 +9,11 @@ import pytest
 from tests.conftest import make_tiny_bert, save_model_dir
 from safetensors.torch import load_file
 
-from tasks.config import load_config
+from tasks.infra.config import load_config
 from tasks.finetune import finetune
 from tasks.ingest import ingest
-from tasks.models import load_classifier
-from tasks.storage import Paths
+from tasks.infra.models import load_classifier
+from tasks.infra.storage import Paths
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from tasks.config import load_config
+from tasks.infra.config import load_config
 from tasks.ingest import ingest, read_embedded
-from tasks.storage import Paths
+from tasks.infra.storage import Paths
 
 from pathlib import Path
 
@@ -103,7 +103,7 @@ def test_max_rows_subsamples_stratified(tmp_path):
 
 @pytest.mark.parametrize("bad", ["only one class", "mixed"])
 def test_label_problems_are_one_line_errors(tmp_path, bad):
-    from tasks.errors import DataError
+    from tasks.infra.errors import DataError
 
     frame = _frame({"a": 30}) if bad == "only one class" else pd.DataFrame(
         {"body": [f"t{i}" for i in range(40)], "queue": ["x", 1] * 20})

@@ -1,4 +1,4 @@
-"""tasks.registry: concurrent writers, the two locks, and what a transaction writes."""
+"""tasks.lifecycle.registry: concurrent writers, the two locks, and what a transaction writes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import registry as R
-from tasks.storage import Paths, hash_dir
+from tasks.lifecycle import registry as R
+from tasks.infra.storage import Paths, hash_dir
 
 # spawn, not fork: the children start clean (no torch threads or pytest state copied mid-flight).
 CTX = multiprocessing.get_context("spawn")

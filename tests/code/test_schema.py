@@ -1,4 +1,4 @@
-"""Code tests of the parameter schema (tasks/config.py) as the one home of every key: params.yaml
+"""Code tests of the parameter schema (tasks/infra/config.py) as the one home of every key: params.yaml
 carries exactly its keys, its defaults obey its own bounds, and every key's type and bounds reject
 a bad value in one line that names the key."""
 
@@ -11,8 +11,8 @@ import annotated_types
 import pytest
 import yaml
 
-from tasks.config import CHOICES, SECTIONS, Config, bounds, choices, load_config, schema_field
-from tasks.errors import ConfigError
+from tasks.infra.config import CHOICES, SECTIONS, Config, bounds, choices, load_config, schema_field
+from tasks.infra.errors import ConfigError
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 KEYS = [f"{section}.{name}" for section, model in SECTIONS.items() for name in model.model_fields]
@@ -39,7 +39,7 @@ def test_the_defaults_obey_their_own_bounds():
 
 
 def test_choices_are_read_from_the_schema():
-    assert CHOICES["serve.variant"] == {"auto", "torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"}
+    assert CHOICES["inference.variant"] == {"auto", "torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"}
     assert CHOICES["drift.strong"] == set(choices(schema_field("drift.strong")))
     assert "distill.temperature" not in CHOICES and choices(schema_field("distill.temperature")) is None
     assert bounds(schema_field("api.port")) == "a value in [1, 65535]"

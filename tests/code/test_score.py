@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.config import load_config
-from tasks.storage import Paths, write_json
+from tasks.infra.config import load_config
+from tasks.infra.storage import Paths, write_json
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["a great film with a wonderful cast", "an awful boring movie", "the plot is dull and slow",
@@ -37,7 +37,7 @@ def ws(tmp_path, tiny_teacher_dir):
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_config(REPO / "params.yaml", ["serve.variant=torch-fp32", "serve.threads=0", "score.settle_seconds=0"])
+    return load_config(REPO / "params.yaml", ["inference.variant=torch-fp32", "inference.threads=0", "score.settle_seconds=0"])
 
 
 def incoming(paths: Paths) -> Path:
@@ -45,13 +45,13 @@ def incoming(paths: Paths) -> Path:
 
 
 def log_frame(paths: Paths) -> pd.DataFrame:
-    from tasks.score import read_log
+    from tasks.production.score import read_log
 
     return read_log(paths)
 
 
 def test_scores_each_file_once_with_all_columns(ws, cfg):
-    from tasks.score import score, scored_path
+    from tasks.production.score import score, scored_path
 
     pd.DataFrame({"text": TEXTS, "label": ["positive", "negative", 0, 1]}).to_csv(  # names or class ids
         incoming(ws) / "a.csv", index=False)
@@ -74,7 +74,7 @@ def test_scores_each_file_once_with_all_columns(ws, cfg):
 
 
 def test_crash_after_part_before_record_is_not_reappended(ws, cfg, monkeypatch):
-    import tasks.score as score_mod
+    import tasks.production.score as score_mod
 
     pd.DataFrame({"text": TEXTS}).to_parquet(incoming(ws) / "c.parquet")
     real = score_mod.write_json
@@ -93,7 +93,7 @@ def test_crash_after_part_before_record_is_not_reappended(ws, cfg, monkeypatch):
 
 
 def test_crash_before_part_is_written_scores_on_restart(ws, cfg, monkeypatch):
-    import tasks.score as score_mod
+    import tasks.production.score as score_mod
 
     pd.DataFrame({"text": TEXTS}).to_csv(incoming(ws) / "d.tsv", sep="\t", index=False)
     real = pd.DataFrame.to_parquet
@@ -112,7 +112,7 @@ def test_crash_before_part_is_written_scores_on_restart(ws, cfg, monkeypatch):
 
 
 def test_bad_batch_is_quarantined_and_others_scored(ws, cfg):
-    from tasks.score import score
+    from tasks.production.score import score
 
     pd.DataFrame({"text": TEXTS}).to_csv(incoming(ws) / "good.csv", index=False)
     pd.DataFrame({"text": ["fine", "bad"], "label": ["positive", "maybe"]}).to_csv(incoming(ws) / "badlabel.csv",
@@ -132,7 +132,7 @@ def test_cli_score(ws, cfg):
     from tasks.cli import main
 
     pd.DataFrame({"text": TEXTS}).to_csv(incoming(ws) / "e.csv", index=False)
-    assert main(["--params", str(REPO / "params.yaml"), "--root", str(ws.root), "-S", "serve.variant=torch-fp32",
+    assert main(["--params", str(REPO / "params.yaml"), "--root", str(ws.root), "-S", "inference.variant=torch-fp32",
                  "-S", "score.settle_seconds=0.2", "score"]) == 0
     assert len(log_frame(ws)) == 4
 
@@ -143,7 +143,7 @@ def jsonl(texts: list[str]) -> str:
 
 def test_a_file_still_being_written_waits_and_a_changed_one_is_never_scored_twice(ws):
     from tasks.cli import main
-    from tasks.score import scored_path
+    from tasks.production.score import scored_path
 
     growing = incoming(ws) / "stream.jsonl"
     growing.write_text(jsonl(TEXTS[:1]))
@@ -155,7 +155,7 @@ def test_a_file_still_being_written_waits_and_a_changed_one_is_never_scored_twic
                 fh.write(jsonl(TEXTS[1:2]))
     thread = threading.Thread(target=writer)
     thread.start()
-    args = ["--params", str(REPO / "params.yaml"), "--root", str(ws.root), "-q", "-S", "serve.variant=torch-fp32",
+    args = ["--params", str(REPO / "params.yaml"), "--root", str(ws.root), "-q", "-S", "inference.variant=torch-fp32",
             "-S", "score.settle_seconds=0.3", "score"]
     try:
         assert main(args) == 0
@@ -178,7 +178,7 @@ def test_a_file_still_being_written_waits_and_a_changed_one_is_never_scored_twic
 
 
 def test_a_file_that_changes_while_it_is_read_is_left_for_the_next_run(ws, cfg, monkeypatch):
-    import tasks.score as score_mod
+    import tasks.production.score as score_mod
 
     path = incoming(ws) / "f.csv"
     pd.DataFrame({"text": TEXTS[:2]}).to_csv(path, index=False)
@@ -197,7 +197,7 @@ def test_a_file_that_changes_while_it_is_read_is_left_for_the_next_run(ws, cfg, 
 
 
 def test_files_being_written_by_name_are_ignored(ws, cfg):
-    from tasks.score import score
+    from tasks.production.score import score
 
     for name in ("a.csv.part", "b.tmp", ".c.csv"):
         pd.DataFrame({"text": TEXTS}).to_csv(incoming(ws) / name, index=False)
@@ -207,7 +207,7 @@ def test_files_being_written_by_name_are_ignored(ws, cfg):
 
 
 def test_a_second_bad_file_of_the_same_name_keeps_the_first(ws, cfg):
-    from tasks.score import score
+    from tasks.production.score import score
 
     bad = incoming(ws) / "batch.csv"
     bad.write_text("review\nfirst bad file\n")

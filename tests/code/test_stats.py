@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from tasks.stats import mcnemar_p, metric_value, paired_comparison, seed_summary
+from tasks.infra.stats import mcnemar_p, metric_value, paired_comparison, seed_summary
 
 
 def _pair(rows: int, both_right: int, a_only: int, b_only: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.storage import Paths, write_json
+from tasks.infra.storage import Paths, write_json
 
 
 @pytest.fixture

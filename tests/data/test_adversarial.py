@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from tasks.cli import main
-from tasks.storage import Paths
+from tasks.infra.storage import Paths
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["a great film with a wonderful cast", "an awful boring movie", "the plot is dull and slow"]
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def score(ws: Paths, capsys) -> tuple[int, dict | None, list[str]]:
     """`kdistill score` (no settle wait): exit code, the printed summary, and stderr's lines."""
     capsys.readouterr()
-    code = main(["--params", str(REPO / "params.yaml"), "--root", str(ws.root), "-q", "-S", "serve.variant=torch-fp32",
+    code = main(["--params", str(REPO / "params.yaml"), "--root", str(ws.root), "-q", "-S", "inference.variant=torch-fp32",
                  "-S", "score.settle_seconds=0", "score"])
     out = capsys.readouterr()
     assert "Traceback" not in out.err, out.err
@@ -38,7 +38,7 @@ def incoming(ws: Paths) -> Path:
 
 
 def logged(ws: Paths) -> list[str]:
-    from tasks.score import read_log
+    from tasks.production.score import read_log
 
     return read_log(ws)["text"].tolist()
 
@@ -95,7 +95,7 @@ def test_a_broken_scored_json_stops_the_run_and_is_kept(ws, capsys, content, why
 def during_model_load(monkeypatch, action) -> None:
     """Run `action` while the production model loads, i.e. after the folder was listed and settled,
     while the first file is being scored (as another process would, at any moment)."""
-    import tasks.score as score_mod
+    import tasks.production.score as score_mod
 
     real = score_mod.load_production
 
@@ -140,7 +140,7 @@ def test_a_file_written_to_after_the_settle_check_waits_for_the_next_run(ws, cap
 def test_a_second_score_run_at_the_same_time_stops_in_one_line(ws, capsys):
     # Two runs at once (an overlapping cron): one quarantined a file the other was reading
     # (FileNotFoundError) and each rewrote scored.json without the other's records.
-    from tasks.score import score_lock
+    from tasks.production.score import score_lock
 
     pd.DataFrame({"text": TEXTS}).to_csv(incoming(ws) / "a.csv", index=False)
     lock = ws.root / "data" / "production" / ".score.lock"

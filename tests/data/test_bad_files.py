@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from tasks.cli import main
-from tasks.storage import hash_dir, hash_file
+from tasks.infra.storage import hash_dir, hash_file
 
 REPO = Path(__file__).resolve().parents[2]
 BAD = Path(__file__).resolve().parent / "bad"

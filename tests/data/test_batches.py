@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.config import Config
+from tasks.infra.config import Config
 from tasks.validate import BatchResult, validate_batch
 
 LABELS = ["negative", "positive"]

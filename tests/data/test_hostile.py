@@ -12,8 +12,8 @@ from pathlib import Path
 
 
 from tasks.cli import main
-from tasks.config import load_config
-from tasks.storage import Paths
+from tasks.infra.config import load_config
+from tasks.infra.storage import Paths
 
 REPO = Path(__file__).resolve().parents[2]
 BAD = Path(__file__).resolve().parent / "bad"
@@ -32,7 +32,7 @@ def reason(folder: Path, name: str) -> str:
 def test_extra_commas_in_every_row_quarantine_a_scored_batch(ws: Paths, capsys) -> None:
     incoming = ws.root / "data" / "incoming"
     shutil.copy(BAD / "extra_commas.csv", incoming / "batch.csv")
-    assert cli(ws.root, "-S", "score.settle_seconds=0", "-S", "serve.variant=torch-fp32", "score") == 0
+    assert cli(ws.root, "-S", "score.settle_seconds=0", "-S", "inference.variant=torch-fp32", "score") == 0
     assert json.loads(capsys.readouterr().out)["quarantined"] == ["batch.csv"]
     assert reason(incoming, "batch.csv") == f"{incoming / 'batch.csv'}: {ROW_FIELDS}"
     assert not (ws.root / "data" / "production").exists() or not list((ws.root / "data" / "production").rglob("*.parquet"))
@@ -42,14 +42,14 @@ def test_a_lone_surrogate_quarantines_its_file_and_the_others_are_scored(ws: Pat
     incoming = ws.root / "data" / "incoming"
     shutil.copy(BAD / "lone_surrogate.jsonl", incoming / "poisoned.jsonl")
     (incoming / "fine.csv").write_text("text\na good film\n")
-    assert cli(ws.root, "-S", "score.settle_seconds=0", "-S", "serve.variant=torch-fp32", "score") == 0
+    assert cli(ws.root, "-S", "score.settle_seconds=0", "-S", "inference.variant=torch-fp32", "score") == 0
     result = json.loads(capsys.readouterr().out)
     assert result["scored"] == ["fine.csv"] and result["quarantined"] == ["poisoned.jsonl"]
     assert "rule text_unicode failed: 1 row" in reason(incoming, "poisoned.jsonl")
 
 
 def test_extra_commas_in_every_row_quarantine_a_labelled_batch(ws: Paths, tiny_tokenizer) -> None:
-    from tasks.retrain import gather_labelled
+    from tasks.lifecycle.retrain import gather_labelled
 
     labelled = ws.root / "data" / "incoming" / "labelled"
     shutil.copy(BAD / "extra_commas.csv", labelled / "batch.csv")
@@ -61,10 +61,10 @@ def test_extra_commas_in_every_row_quarantine_a_labelled_batch(ws: Paths, tiny_t
 
 def test_a_wide_row_that_opens_a_later_chunk_is_caught(tmp_path: Path, tiny_teacher_dir: Path, capsys,
                                                         monkeypatch) -> None:
-    import tasks.tables
+    import tasks.infra.tables
 
     # pandas keeps a wide row's first fields without a word when the row opens a chunk after the first.
-    monkeypatch.setattr(tasks.tables, "CHUNK_ROWS", 10)
+    monkeypatch.setattr(tasks.infra.tables, "CHUNK_ROWS", 10)
     texts = [f"review number {i} of a {'good' if i % 2 else 'bad'} film" for i in range(40)]
     labels = ["positive" if i % 2 else "negative" for i in range(40)]
     lines = [f"{t},{lab}" for t, lab in zip(texts, labels)]
@@ -81,7 +81,7 @@ def test_a_wide_row_that_opens_a_later_chunk_is_caught(tmp_path: Path, tiny_teac
 
 
 def test_rows_with_fewer_fields_are_read_as_missing_values(tmp_path: Path) -> None:
-    from tasks.tables import read_table
+    from tasks.infra.tables import read_table
 
     path = tmp_path / "short.csv"
     path.write_text("text,label\na fine film,positive\nno label here\n")

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import tables
-from tasks.config import Config
-from tasks.errors import DataError
-from tasks.suites import add_raw_columns, rare_spellings, raw_rules
-from tasks.tables import label_kind, normalise_label
+from tasks.infra import tables
+from tasks.infra.config import Config
+from tasks.infra.errors import DataError
+from tasks.infra.suites import add_raw_columns, rare_spellings, raw_rules
+from tasks.infra.tables import label_kind, normalise_label
 from tasks.validate import new_context, run_suite, scan_file, validate_raw
 
 SOURCE = "data/raw/reviews.csv"

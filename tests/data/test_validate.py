@@ -13,9 +13,9 @@ import great_expectations.expectations as gxe
 import pandas as pd
 import pytest
 
-from tasks.config import Config
-from tasks.errors import ConfigError, DataError
-from tasks.storage import Paths, hash_dir, read_json, write_json, write_parquet
+from tasks.infra.config import Config
+from tasks.infra.errors import ConfigError, DataError
+from tasks.infra.storage import Paths, hash_dir, read_json, write_json, write_parquet
 from tasks.validate import Rule, new_context, run_suite, validate
 
 LABELS = ["negative", "positive"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tasks.storage import Paths
+from tasks.infra.storage import Paths
 
 WINDOW = 100
 OVERRIDES = [f"drift.min_window={WINDOW}", f"drift.window_rows={WINDOW}", "drift.max_reference_rows=600",
-             "drift.embedder=student", "serve.variant=torch-fp32", "serve.threads=0"]
+             "drift.embedder=student", "inference.variant=torch-fp32", "inference.threads=0"]
 TRAIN, VAL, HELD_OUT = slice(0, 600), slice(600, 850), slice(850, None)  # rows of the shuffled movie snippets
 
 
@@ -21,14 +21,14 @@ def foreign_texts(n: int, seed: int = 0) -> list[str]:
 
 def verdict_for(monitor, texts: list[str], cfg, labels: list | None = None) -> dict:
     """The monitor's verdict on a window of `texts`, scored by the model as the production log would be."""
-    from tasks.drift import check_window, predictions_frame
+    from tasks.production.drift import check_window, predictions_frame
 
     return check_window(monitor, predictions_frame(monitor, texts, labels), cfg.drift)
 
 
 def write_log(ws: Paths, texts: list[str], monitor, labels: list | None = None, name: str = "test") -> None:
     """Append `texts` to the workspace's production log (a fixed 0.3/0.7 prediction each)."""
-    from tasks.score import ProductionModel, log_rows, write_part
+    from tasks.production.score import ProductionModel, log_rows, write_part
 
     model = ProductionModel(monitor.tokenizer, None, monitor.labels, 3, "tinyhash", 64)
     probs = np.tile([0.3, 0.7], (len(texts), 1)).astype("float32")

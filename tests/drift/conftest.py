@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import load_config
-from tasks.storage import Paths, write_json
+from tasks.infra.config import load_config
+from tasks.infra.storage import Paths, write_json
 from tests.drift._support import OVERRIDES, TRAIN, VAL
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +44,6 @@ def ws(tmp_path_factory, tiny_teacher_dir, movies) -> Paths:
 
 @pytest.fixture(scope="package")
 def monitor(ws, cfg):
-    from tasks.drift import load_monitor
+    from tasks.production.drift import load_monitor
 
     return load_monitor(cfg, ws)

@@ -24,7 +24,7 @@ from tests.drift._support import HELD_OUT, WINDOW, verdict_for, write_log
 
 
 def test_descriptors(monitor):
-    from tasks.drift import add_descriptors
+    from tasks.production.drift import add_descriptors
 
     frame = add_descriptors(pd.DataFrame({"text": ["the film", "zzqx 123!", ""]}), {"the", "film"})
     assert frame["length"].tolist() == [8, 9, 0] and frame["words"].tolist() == [2, 2, 0]
@@ -54,7 +54,7 @@ def test_other_domains_are_flagged(monitor, domain, cfg):
 
 
 def test_drift_writes_report_and_verdict(ws, cfg, monitor, movies):
-    from tasks.drift import drift
+    from tasks.production.drift import drift
 
     shutil.rmtree(ws.root / "data" / "production", ignore_errors=True)
     write_log(ws, movies.iloc[850:890]["text"].tolist(), monitor, movies.iloc[850:890]["label"].tolist())

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_two_runs_in_the_same_second_keep_two_reports(tmp_path, monkeypatch, capsys):
-    import tasks.drift
+    import tasks.production.drift
 
     moment = datetime.datetime(2026, 1, 30, 10, 15, 0, tzinfo=datetime.UTC)
 
@@ -22,7 +22,7 @@ def test_two_runs_in_the_same_second_keep_two_reports(tmp_path, monkeypatch, cap
         def now(cls, tz=None):
             return moment
 
-    monkeypatch.setattr(tasks.drift, "datetime", types.SimpleNamespace(
+    monkeypatch.setattr(tasks.production.drift, "datetime", types.SimpleNamespace(
         datetime=Frozen, timezone=datetime.timezone, timedelta=datetime.timedelta))
     args = ["--params", str(REPO / "params.yaml"), "--root", str(tmp_path), "-q", "drift"]
     verdicts = []

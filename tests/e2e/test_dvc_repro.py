@@ -69,7 +69,7 @@ def test_retrain_cycle_is_versioned_by_dvc_and_rollback_restores_from_the_cache(
     import json
 
     from tasks.ingest import read_embedded
-    from tasks.storage import hash_dir
+    from tasks.infra.storage import hash_dir
 
     sh([DVC, "repro"], repo_copy)
     sh(["git", "add", "-A"], repo_copy)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tasks.cli import STAGES, main, run_stage
-from tasks.config import load_config
-from tasks.storage import Paths
+from tasks.infra.config import load_config
+from tasks.infra.storage import Paths
 
 REPO = Path(__file__).resolve().parents[2]
 METRIC_KEYS = {"accuracy", "f1_macro", "params", "size_mb", "latency_ms_b1", "throughput_b32"}

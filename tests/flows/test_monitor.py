@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from flows.serve import build_deployments
-from tasks.storage import Paths, write_json
+from tasks.infra.storage import Paths, write_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 def monitored(tmp_path, tiny_teacher_dir, monkeypatch) -> Paths:
     """A workspace with the tiny model in production, 300 training rows, 60 val rows and a 60-row production log."""
     from tasks.ingest import read_embedded
-    from tasks.models import load_tokenizer
-    from tasks.score import ProductionModel, log_rows, write_part
+    from tasks.infra.models import load_tokenizer
+    from tasks.production.score import ProductionModel, log_rows, write_part
 
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     params = yaml.safe_load((REPO / "params.yaml").read_text())

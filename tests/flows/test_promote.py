@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from tasks import promote as P
-from tasks import registry as R
-from tasks.config import Config
-from tasks.stats import Comparison, paired_comparison
-from tasks.storage import Paths, hash_dir
+from tasks.lifecycle import registry as R
+from tasks.infra.config import Config
+from tasks.infra.stats import Comparison, paired_comparison
+from tasks.infra.storage import Paths, hash_dir
 
 GATES = P.Gates(min_retention=0.9, tolerance=0.0)
 

@@ -7,15 +7,15 @@ import os
 import pytest
 import yaml
 
-from tasks.registry import SOURCE_ENV, read_registry
-from tasks.storage import Paths
+from tasks.lifecycle.registry import SOURCE_ENV, read_registry
+from tasks.infra.storage import Paths
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
 def ws(retrain_ws, tiny_retrain_params, monkeypatch):
-    from tasks.config import merge
+    from tasks.infra.config import merge
 
     params = merge(yaml.safe_load((retrain_ws / "params.yaml").read_text()), tiny_retrain_params)
     (retrain_ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -49,7 +49,7 @@ def test_retrain_flow_promotes_publishes_the_cycle_and_rollback_flow_restores(pr
 
 def test_a_second_trigger_while_a_cycle_runs_is_skipped_with_a_log_line(prefect_api, ws, caplog):
     from flows.retrain import retrain
-    from tasks.registry import cycle_lock
+    from tasks.lifecycle.registry import cycle_lock
 
     with cycle_lock(Paths(ws), "retraining (drift)"):
         state = retrain(trigger="schedule", return_state=True)
@@ -61,21 +61,21 @@ def test_a_second_trigger_while_a_cycle_runs_is_skipped_with_a_log_line(prefect_
 
 
 def test_only_a_cycle_lock_conflict_makes_a_skip_whatever_the_wording(prefect_api, ws, monkeypatch):
-    import tasks.retrain
+    import tasks.lifecycle.retrain
     from flows.retrain import retrain
-    from tasks.errors import DataError
-    from tasks.registry import CycleRunning
+    from tasks.infra.errors import DataError
+    from tasks.lifecycle.registry import CycleRunning
 
     def busy(*args, **kwargs):
         raise CycleRunning("models/.retrain.lock: held by pid 1 (rollback to version 1)")
 
-    monkeypatch.setattr(tasks.retrain, "retrain", busy)
+    monkeypatch.setattr(tasks.lifecycle.retrain, "retrain", busy)
     state = retrain(trigger="schedule", return_state=True)
     assert state.is_completed() and state.result()["status"] == "skipped" and "held by pid 1" in state.message
 
     def bad_batch(*args, **kwargs):  # a user's text that happens to quote the lock message is no lock conflict
         raise DataError("data/incoming/labelled/a.csv: row 3: 'another retraining or rollback is running' is no label")
 
-    monkeypatch.setattr(tasks.retrain, "retrain", bad_batch)
+    monkeypatch.setattr(tasks.lifecycle.retrain, "retrain", bad_batch)
     state = retrain(trigger="schedule", return_state=True)
     assert state.is_failed() and isinstance(state.result(raise_on_failure=False), DataError)

@@ -11,7 +11,7 @@ from tests.flows._support import RELAXED, dvc, ran
 
 from flows.training import PIPELINE
 from flows.workspace import apply_overrides
-from tasks.storage import hash_dir
+from tasks.infra.storage import hash_dir
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ import yaml
 from flows import parameters as fp
 from flows import workspace as ws
 from flows.reports import failure_markdown, metrics_table, promotion_markdown
-from tasks import config as tc
-from tasks.errors import ConfigError
+from tasks.infra import config as tc
+from tasks.infra.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 SECTIONS = {"base": fp.BaseParams, "ingest": fp.IngestParams, "teacher": fp.TeacherParams,
@@ -200,7 +200,7 @@ def test_reports_read_like_the_ui_should_show_them():
     assert "Stopped by the evaluate gate" in stopped and "> evaluate gate: x" in stopped
     assert "not promoted" in promotion_markdown({"promoted": False, "version": 2, "production_version": 1,
                                                  "reason": "worse"}, None)
-    from tasks.stats import paired_comparison
+    from tasks.infra.stats import paired_comparison
 
     labels = [0] * 125
     noisy = paired_comparison(labels, [0] * 80 + [1] * 45, [0] * 85 + [1] * 40).to_dict()

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.errors import UserError
-from tasks.registry import production_dir, read_registry, registry_path
-from tasks.storage import Paths, hash_dir, hash_file
+from tasks.infra.errors import UserError
+from tasks.lifecycle.registry import production_dir, read_registry, registry_path
+from tasks.infra.storage import Paths, hash_dir, hash_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -21,7 +21,7 @@ def production_state(root) -> tuple[str, str]:
 
 
 def test_cycle_promotes_and_versions_everything(retrain_ws, retrain_cfg):
-    from tasks.retrain import cycle_table, retrain
+    from tasks.lifecycle.retrain import cycle_table, retrain
 
     paths = Paths(retrain_ws)
     report = retrain(retrain_cfg, paths, "drift", "reports/drift/x")
@@ -54,8 +54,8 @@ def test_cycle_promotes_and_versions_everything(retrain_ws, retrain_cfg):
 
 
 def test_worse_challenger_is_not_promoted(retrain_ws, retrain_cfg):
-    from tasks.config import with_overrides
-    from tasks.retrain import retrain
+    from tasks.infra.config import with_overrides
+    from tasks.lifecycle.retrain import retrain
 
     before = hash_dir(production_dir(Paths(retrain_ws)))
     strict = with_overrides(retrain_cfg, {"retrain": {"min_gain": 0.5}})  # no tiny model gains 50 points
@@ -72,7 +72,7 @@ def test_worse_challenger_is_not_promoted(retrain_ws, retrain_cfg):
 
 
 def test_crash_mid_cycle_leaves_production_and_registry_untouched(retrain_ws, retrain_cfg, monkeypatch):
-    import tasks.retrain as rt
+    import tasks.lifecycle.retrain as rt
 
     before = production_state(retrain_ws)
 
@@ -88,7 +88,7 @@ def test_crash_mid_cycle_leaves_production_and_registry_untouched(retrain_ws, re
 
 
 def test_replay_sample_is_deterministic_by_seed():
-    from tasks.retrain import replay_sample
+    from tasks.lifecycle.retrain import replay_sample
 
     old = pd.DataFrame({"text": [f"t{i}" for i in range(500)], "label": [i % 2 for i in range(500)]})
     first, again, other = replay_sample(old, 100, 7), replay_sample(old, 100, 7), replay_sample(old, 100, 8)
@@ -98,8 +98,8 @@ def test_replay_sample_is_deterministic_by_seed():
 
 
 def test_rollback_restores_exact_files(retrain_ws, retrain_cfg):
-    from tasks.retrain import retrain
-    from tasks.registry import rollback
+    from tasks.lifecycle.retrain import retrain
+    from tasks.lifecycle.registry import rollback
 
     paths = Paths(retrain_ws)
     v1 = hash_dir(production_dir(paths), "*.safetensors")
@@ -115,16 +115,16 @@ def test_rollback_restores_exact_files(retrain_ws, retrain_cfg):
     assert read_registry(paths)["events"][-1] == {**read_registry(paths)["events"][-1], "action": "rollback",
                                                   "from": 2, "to": 1}
     # the lineage follows production: version 1's memory no longer includes cycle 2's data
-    from tasks.registry import lineage
+    from tasks.lifecycle.registry import lineage
 
     assert [e["version"] for e in lineage(read_registry(paths), 1)] == [1]
 
 
 def test_rollback_refuses_unknown_or_tampered_versions(retrain_ws, retrain_cfg):
-    from tasks.errors import DataError
-    from tasks.registry import rollback
+    from tasks.infra.errors import DataError
+    from tasks.lifecycle.registry import rollback
 
-    from tasks.registry import transaction
+    from tasks.lifecycle.registry import transaction
 
     with pytest.raises(UserError, match="no version 9"):
         rollback(retrain_cfg, Paths(retrain_ws), 9)
@@ -138,7 +138,7 @@ def test_rollback_refuses_unknown_or_tampered_versions(retrain_ws, retrain_cfg):
 
 
 def test_two_triggers_at_once_one_runs_the_other_is_skipped(retrain_ws, retrain_cfg, monkeypatch):
-    import tasks.retrain as rt
+    import tasks.lifecycle.retrain as rt
 
     started, release, results = threading.Event(), threading.Event(), {}
     real = rt.run_cycle
@@ -162,7 +162,7 @@ def test_two_triggers_at_once_one_runs_the_other_is_skipped(retrain_ws, retrain_
 
 
 def test_bad_batch_is_quarantined_and_the_others_go_on(retrain_ws, retrain_cfg):
-    from tasks.retrain import retrain
+    from tasks.lifecycle.retrain import retrain
 
     incoming = retrain_ws / "data" / "incoming" / "labelled"
     (incoming / "broken.csv").write_text("text,label\nfine text,positive\nanother,not-a-label\n")
@@ -177,7 +177,7 @@ def test_bad_batch_is_quarantined_and_the_others_go_on(retrain_ws, retrain_cfg):
 def _versus(champion: float, challenger: float, rows: int):
     """Champion against challenger on `rows` constructed binary rows with the given accuracies,
     disagreeing on as few rows as possible: the right answer is known."""
-    from tasks.stats import paired_comparison
+    from tasks.infra.stats import paired_comparison
 
     labels = np.zeros(rows, dtype=int)
     a, b = np.ones(rows, dtype=int), np.ones(rows, dtype=int)
@@ -186,7 +186,7 @@ def _versus(champion: float, challenger: float, rows: int):
 
 
 def test_decide_cycle_names_the_gate():
-    from tasks.retrain import CycleGates, decide_cycle, teacher_gate
+    from tasks.lifecycle.retrain import CycleGates, decide_cycle, teacher_gate
 
     gates = CycleGates(min_gain=0.01, max_forgetting=0.02, min_retention=0.9)
     old_ok = _versus(0.85, 0.84, 1000)
@@ -199,7 +199,7 @@ def test_decide_cycle_names_the_gate():
 
 def test_a_gain_inside_the_noise_waits_for_more_labels():
     """The cycle of the issue: +4 points on a 125-row new test split is 5 rows, inside the noise."""
-    from tasks.retrain import CycleGates, decide_cycle
+    from tasks.lifecycle.retrain import CycleGates, decide_cycle
 
     gates = CycleGates(min_gain=0.01, max_forgetting=0.02, min_retention=0.9)
     small = _versus(0.60, 0.64, 125)
@@ -216,7 +216,7 @@ def test_a_gain_inside_the_noise_waits_for_more_labels():
 
 
 def test_teacher_gate():
-    from tasks.retrain import teacher_gate
+    from tasks.lifecycle.retrain import teacher_gate
 
     assert not teacher_gate({"old": 0.85, "new": 0.7}, {"old": 0.85, "new": 0.65}, 0.03).promote
     assert not teacher_gate({"old": 0.85, "new": 0.7}, {"old": 0.80, "new": 0.75}, 0.03).promote
@@ -244,13 +244,13 @@ def test_the_api_serves_the_promoted_then_the_rolled_back_model_without_restart(
 
     from fastapi.testclient import TestClient
 
-    from tasks.api import create_app
-    from tasks.config import with_overrides
-    from tasks.retrain import retrain
-    from tasks.registry import rollback
+    from tasks.production.api import create_app
+    from tasks.infra.config import with_overrides
+    from tasks.lifecycle.retrain import retrain
+    from tasks.lifecycle.registry import rollback
 
     paths = Paths(retrain_ws)
-    serving = with_overrides(retrain_cfg, {"serve": {"variant": "torch-fp32", "threads": 0}})
+    serving = with_overrides(retrain_cfg, {"inference": {"variant": "torch-fp32", "threads": 0}})
 
     def touch_registry():  # a coarse-mtime filesystem still sees the change
         os.utime(registry_path(paths), ns=(time.time_ns(), time.time_ns() + 10**9))
@@ -268,7 +268,7 @@ def test_the_api_serves_the_promoted_then_the_rolled_back_model_without_restart(
 
 def _better_candidate():
     """A pipeline candidate clearly better than production on the current test split (0.5 -> 1.0 on 40 rows)."""
-    from tasks.stats import paired_comparison
+    from tasks.infra.stats import paired_comparison
 
     labels = np.zeros(40, dtype=int)
     return paired_comparison(labels, np.arange(40) % 2, labels)
@@ -277,8 +277,8 @@ def _better_candidate():
 def test_the_pipeline_cannot_promote_a_student_that_forgot_what_retraining_taught(retrain_ws, retrain_cfg,
                                                                                   monkeypatch):
     import tasks.promote as pm
-    from tasks.retrain import retrain
-    from tasks.storage import write_json
+    from tasks.lifecycle.retrain import retrain
+    from tasks.infra.storage import write_json
 
     paths = Paths(retrain_ws)
     assert retrain(retrain_cfg, paths)["promoted"]
@@ -304,10 +304,10 @@ def test_the_pipeline_cannot_promote_a_student_that_forgot_what_retraining_taugh
 def test_a_pipeline_promote_during_a_cycle_gets_its_own_version_and_wins(retrain_ws, retrain_cfg, monkeypatch,
                                                                           tiny_tokenizer):
     import tasks.promote as pm
-    import tasks.retrain as rt
+    import tasks.lifecycle.retrain as rt
     from tasks.core.student import build_student
-    from tasks.models import load_classifier
-    from tasks.storage import write_json
+    from tasks.infra.models import load_classifier
+    from tasks.infra.storage import write_json
 
     paths = Paths(retrain_ws)
     teacher, _ = load_classifier(str(paths.teacher), ["negative", "positive"])
@@ -359,7 +359,7 @@ def test_cli_rollback_to_the_production_version_changes_nothing(retrain_ws, caps
 
 def test_cli_failed_rollbacks_leave_no_lock_behind(retrain_ws, capsys):
     from tasks.cli import main
-    from tasks.registry import transaction
+    from tasks.lifecycle.registry import transaction
 
     paths = Paths(retrain_ws)
     args = ["--root", str(retrain_ws), "--params", str(retrain_ws / "params.yaml"), "rollback"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.errors import ConfigError
+from tasks.infra.errors import ConfigError
 
 log = logging.getLogger("kd")
 

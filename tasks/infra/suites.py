@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.config import Config, ValidateConfig
-from tasks.tables import BLANK_REGEX, is_blank, label_kind, lone_surrogate, normalise_label
+from tasks.infra.config import Config, ValidateConfig
+from tasks.infra.tables import BLANK_REGEX, is_blank, label_kind, lone_surrogate, normalise_label
 
 KIND_WORDS = {"int": "an integer", "str": "a string"}
 

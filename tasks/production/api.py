@@ -39,10 +39,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from tasks.config import Config
-from tasks.score import ProductionModel, load_production, log_rows, write_part
-from tasks.storage import Paths
-from tasks.tables import is_blank, lone_surrogate, shorten
+from tasks.infra.config import Config
+from tasks.production.score import ProductionModel, load_production, log_rows, write_part
+from tasks.infra.storage import Paths
+from tasks.infra.tables import is_blank, lone_surrogate, shorten
 
 log = logging.getLogger("kd")
 
@@ -199,7 +199,7 @@ class Batcher:
     """Collects concurrent requests into batches; reloads the model when it is promoted."""
 
     def __init__(self, cfg: Config, paths: Paths):
-        from tasks.registry import registry_path
+        from tasks.lifecycle.registry import registry_path
 
         self.cfg, self.paths, self.registry = cfg, paths, registry_path(paths)
         self.model: ProductionModel | None = None
@@ -347,7 +347,7 @@ def create_app(cfg: Config, paths: Paths) -> FastAPI:
 
     @app.get("/model")
     async def model_info() -> dict:
-        from tasks.registry import read_registry
+        from tasks.lifecycle.registry import read_registry
 
         model = await batcher.current()
         registry = read_registry(paths)
@@ -358,12 +358,12 @@ def create_app(cfg: Config, paths: Paths) -> FastAPI:
     return app
 
 
-def serve_api(cfg: Config, paths: Paths) -> None:
+def run_api(cfg: Config, paths: Paths) -> None:
     """Run the API with uvicorn on `api.host`:`api.port` (127.0.0.1:8000 by default) until interrupted."""
     import uvicorn
 
-    from tasks.models import check_max_length
-    from tasks.registry import production_dir
+    from tasks.infra.models import check_max_length
+    from tasks.lifecycle.registry import production_dir
 
     if (production_dir(paths) / "config.json").is_file():  # none yet: the API answers 503 until a promotion
         check_max_length(cfg.base.max_length, str(production_dir(paths)), "models/production")

@@ -24,10 +24,10 @@ and replaces production only when it is measurably better.
    crashed cycle never touches production or the registry's `production`.
 
 Every cycle is version N of the registry, promoted or not. N is allocated when the cycle is written
-(tasks/registry.py, under the registry's write lock), so a pipeline promote landing meanwhile gets its
+(tasks/lifecycle/registry.py, under the registry's write lock), so a pipeline promote landing meanwhile gets its
 own number: the cycle trains in temporary folders, which become its data snapshot (`data/cycles/vN/`)
 and its models, checkpoints and report (`models/cycles/vN/`) under that lock. Then DVC records them
-(tasks/versions.py): `dvc add`, `dvc commit promote`, `dvc push`. This module decides; the registry writes.
+(tasks/lifecycle/versions.py): `dvc add`, `dvc commit promote`, `dvc push`. This module decides; the registry writes.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.common import (
+from tasks.infra.common import (
     encode_split,
     load_labels,
     load_split,
@@ -56,16 +56,16 @@ from tasks.common import (
     predict_probs,
     supervised_step,
 )
-from tasks.config import Config, TrainConfig
+from tasks.infra.config import Config, TrainConfig
 from tasks.core.loop import LoopConfig, resolve_device, train
 from tasks.core.loss import LossWeights, soft_target_kl
 from tasks.core.predict import predict_logits
 from tasks.core.student import build_student, num_layers
 from tasks.distill import make_step, student_layer_map, teacher_outputs, transfer_set
-from tasks.errors import DataError
-from tasks.models import load_classifier, load_tokenizer, prepare_torch, save_model
+from tasks.infra.errors import DataError
+from tasks.infra.models import load_classifier, load_tokenizer, prepare_torch, save_model
 from tasks.promote import Decision
-from tasks.registry import (
+from tasks.lifecycle.registry import (
     Transaction,
     cycle_lock,
     ensure_archived,
@@ -77,8 +77,8 @@ from tasks.registry import (
     run_source,
     transaction,
 )
-from tasks.stats import Comparison, metric_value, paired_comparison
-from tasks.storage import (
+from tasks.infra.stats import Comparison, metric_value, paired_comparison
+from tasks.infra.storage import (
     Paths,
     atomic_path,
     hash_dir,
@@ -87,7 +87,7 @@ from tasks.storage import (
     write_json,
     write_parquet,
 )
-from tasks.versions import record
+from tasks.lifecycle.versions import record
 
 log = logging.getLogger("kd")
 
@@ -107,8 +107,8 @@ def gather_labelled(cfg: Config, paths: Paths, names: list[str], tokenizer, lear
     Returns:
         (rows: text, label (class id), source file; one record per file: file, sha256, rows, status).
     """
-    from tasks.score import _label_name, new_files, quarantine
-    from tasks.tables import read_table
+    from tasks.production.score import _label_name, new_files, quarantine
+    from tasks.infra.tables import read_table
     from tasks.validate import validate_batch
 
     folder = paths.root / cfg.retrain.labelled
@@ -177,11 +177,11 @@ def unlabelled_texts(paths: Paths, since: str | None, exclude: set[str], limit: 
                      cfg: Config | None = None) -> list[str]:
     """Production-log texts logged after `since`, minus any labelled text (no test leakage).
 
-    With `cfg`, after a partial drift (a new segment of the traffic, tasks.drift.drifted_segment)
+    With `cfg`, after a partial drift (a new segment of the traffic, tasks.production.drift.drifted_segment)
     only the segment's texts among them: the cycle learns the new segment, not the whole log.
     """
-    from tasks.drift import drifted_segment
-    from tasks.score import read_log
+    from tasks.production.drift import drifted_segment
+    from tasks.production.score import read_log
 
     logged = read_log(paths)
     if since and len(logged):

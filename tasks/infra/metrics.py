@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from tasks.storage import atomic_path
+from tasks.infra.storage import atomic_path
 
 
 def classification_metrics(labels: np.ndarray, preds: np.ndarray, names: list[str]) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.errors import DataError
+from tasks.infra.errors import DataError
 
 CHUNK_ROWS = 20_000
 # Values a CSV writer uses for "nothing here": read as missing, never as the text "NaN".

@@ -5,7 +5,7 @@ After a retraining cycle or a rollback changes production outside `dvc repro`, `
 so a later `dvc repro` does not undo it), `dvc add`s the cycle's data snapshot and models, pushes to
 the default remote, and optionally makes a git commit (and `model-v<N>` tag).
 
-The registry, production and the version archive themselves are written by tasks/registry.py; this
+The registry, production and the version archive themselves are written by tasks/lifecycle/registry.py; this
 module only records them, and imports nothing of the lifecycle.
 """
 
@@ -15,7 +15,7 @@ import logging
 import subprocess
 from pathlib import Path
 
-from tasks.storage import Paths, dvc_command
+from tasks.infra.storage import Paths, dvc_command
 
 log = logging.getLogger("kd")
 

@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from tasks.errors import DataError, UserError
-from tasks.storage import Paths, atomic_path, dvc_command, hash_dir, read_json, write_json
-from tasks.versions import record, run_tool
+from tasks.infra.errors import DataError, UserError
+from tasks.infra.storage import Paths, atomic_path, dvc_command, hash_dir, read_json, write_json
+from tasks.lifecycle.versions import record, run_tool
 
 log = logging.getLogger("kd")
 

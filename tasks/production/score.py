@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.config import Config
-from tasks.errors import DataError, UserError
-from tasks.storage import Paths, atomic_path, hash_file, read_json, remove_stale_temps, stage_log, write_json
-from tasks.tables import read_table, shorten
+from tasks.infra.config import Config
+from tasks.infra.errors import DataError, UserError
+from tasks.infra.storage import Paths, atomic_path, hash_file, read_json, remove_stale_temps, stage_log, write_json
+from tasks.infra.tables import read_table, shorten
 
 log = logging.getLogger("kd")
 
@@ -69,7 +69,7 @@ def score_lock(paths: Paths) -> Iterator[None]:
     Raises:
         ScoreRunning: another run holds it (the message names its pid and start).
     """
-    from tasks.registry import _file_lock  # the workspace's one flock helper (registry and cycle locks)
+    from tasks.lifecycle.registry import _file_lock  # the workspace's one flock helper (registry and cycle locks)
 
     path = production_log_dir(paths) / ".score.lock"
     with _file_lock(path, "kdistill score", 0.0) as holder:
@@ -124,7 +124,7 @@ class ProductionModel:
     def predict_ids(self, ids: list[list[int]], batch_size: int = 64) -> np.ndarray:
         """Class probabilities float32 [N, C] for texts already encoded by `encode`, in order."""
         from tasks.core.data import TokenDataset
-        from tasks.export import predict_dataset
+        from tasks.production.export import predict_dataset
 
         if not ids:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
@@ -135,21 +135,21 @@ class ProductionModel:
 
 
 def load_production(cfg: Config, paths: Paths) -> ProductionModel:
-    """Load models/production/ with the serving variant of `serve.variant`.
+    """Load models/production/ with the serving variant of `inference.variant`.
 
     Raises:
         DataError: there is no production model yet.
     """
-    from tasks.export import load_predictor, resolve_variant, weights_hash
-    from tasks.models import check_max_length, load_tokenizer
-    from tasks.registry import STAMP, production_dir, read_registry
+    from tasks.production.export import load_predictor, resolve_variant, weights_hash
+    from tasks.infra.models import check_max_length, load_tokenizer
+    from tasks.lifecycle.registry import STAMP, production_dir, read_registry
 
     folder = production_dir(paths)
     if not (folder / "config.json").is_file():
         raise DataError(f"{folder}: no production model; run the promote stage first")
     check_max_length(cfg.base.max_length, str(folder), "models/production")
-    variant = resolve_variant(cfg.serve.variant, folder, paths.reports / "bench" / "serving.json")
-    predictor = load_predictor(folder, variant, cfg.serve.threads)
+    variant = resolve_variant(cfg.inference.variant, folder, paths.reports / "bench" / "serving.json")
+    predictor = load_predictor(folder, variant, cfg.inference.threads)
     stamp = read_json(folder / STAMP) if (folder / STAMP).is_file() else {}
     return ProductionModel(load_tokenizer(str(folder), key="models/production"), predictor, list(predictor.labels),
                            read_registry(paths).get("production"), stamp.get("model_hash") or weights_hash(folder),
@@ -283,7 +283,7 @@ def _set_aside(path: Path, reasons: list[str], report: dict | None = None) -> di
 
 def _label_name(labels: list[str]):
     """Map a raw label (a name, or a class id as 1, 1.0 or "1") to the label name."""
-    from tasks.tables import normalise_label
+    from tasks.infra.tables import normalise_label
 
     def name(value: object) -> object:
         norm = normalise_label(value)

@@ -8,12 +8,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from tasks.config import BaseConfig, TrainConfig
+from tasks.infra.config import BaseConfig, TrainConfig
 from tasks.core.data import TokenDataset, make_dataset
 from tasks.core.loop import LoopConfig
 from tasks.core.predict import predict_logits, softmax
-from tasks.errors import DataError
-from tasks.storage import Paths, read_json
+from tasks.infra.errors import DataError
+from tasks.infra.storage import Paths, read_json
 
 
 def load_split(paths: Paths, split: str) -> pd.DataFrame:
@@ -55,11 +55,11 @@ def loop_config(section: TrainConfig, base: BaseConfig, desc: str, metric: str =
     """The training-loop settings of a params section: the one place a section becomes a `LoopConfig`.
 
     The core keeps its own `LoopConfig`, since it must run with torch and transformers alone and so
-    cannot import tasks.config. Every `TrainConfig` field is copied by name (the teacher, distill and
+    cannot import tasks.infra.config. Every `TrainConfig` field is copied by name (the teacher, distill and
     finetune sections are `TrainConfig`s), so a loop setting added to both reaches every
     stage without a change here; tests/code/test_common.py checks that the two agree on names and
     defaults. Retrain, whose section names its settings per model (`teacher_epochs`, `student_lr`),
-    passes a `TrainConfig` view of them (tasks/retrain.py `loop`).
+    passes a `TrainConfig` view of them (tasks/lifecycle/retrain.py `loop`).
 
     Args:
         section: a `TrainConfig` (or subclass) with the run's settings.

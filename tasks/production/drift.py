@@ -52,9 +52,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.config import Config, DriftConfig
-from tasks.errors import DataError
-from tasks.storage import Paths, atomic_path, stage_log, write_json, write_parquet
+from tasks.infra.config import Config, DriftConfig
+from tasks.infra.errors import DataError
+from tasks.infra.storage import Paths, atomic_path, stage_log, write_json, write_parquet
 
 log = logging.getLogger("kd")
 
@@ -231,8 +231,8 @@ def load_embedder(name: str, model, tokenizer) -> tuple[object, object]:
         return model, tokenizer
     from transformers import AutoModel
 
-    from tasks.errors import ConfigError
-    from tasks.models import load_tokenizer, resolve_model
+    from tasks.infra.errors import ConfigError
+    from tasks.infra.models import load_tokenizer, resolve_model
 
     path = resolve_model(name, "drift.embedder")
     try:
@@ -265,9 +265,9 @@ def _scored_split(monitor: Monitor, frame: pd.DataFrame, cache: Path, what: str,
 
 def load_monitor(cfg: Config, paths: Paths) -> Monitor:
     """Load the production model, the embedder, the reference and the held-out split (cached per model)."""
-    from tasks.models import load_classifier, load_tokenizer
-    from tasks.registry import STAMP, production_dir, read_registry
-    from tasks.storage import hash_dir, read_json
+    from tasks.infra.models import load_classifier, load_tokenizer
+    from tasks.lifecycle.registry import STAMP, production_dir, read_registry
+    from tasks.infra.storage import hash_dir, read_json
 
     folder = production_dir(paths)
     if not (folder / "config.json").is_file():
@@ -464,7 +464,7 @@ def write_reports(out_dir: Path, verdict: dict, inputs, outputs) -> None:
 
 def latest_verdict(paths: Paths, since: str | None = None) -> dict | None:
     """The newest verdict with status "ok" written after `since` (an ISO time), or None."""
-    from tasks.storage import read_json
+    from tasks.infra.storage import read_json
 
     limit = _utc(since) if since else None
     for path in sorted(drift_dir(paths).glob("*/verdict.json"), reverse=True):  # names are UTC times
@@ -506,7 +506,7 @@ def drift(cfg: Config, paths: Paths) -> dict:
         The verdict (also verdict.json): status "ok" with drift_detected, fired, signals, partial and
         summary, or status "not enough data" when the window has fewer than `drift.min_window` rows.
     """
-    from tasks.score import read_log
+    from tasks.production.score import read_log
 
     d = cfg.drift
     now = datetime.datetime.now(datetime.timezone.utc)

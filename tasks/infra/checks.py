@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from tasks.errors import DataError
-from tasks.suites import Rule
-from tasks.tables import shorten
+from tasks.infra.errors import DataError
+from tasks.infra.suites import Rule
+from tasks.infra.tables import shorten
 
 if TYPE_CHECKING:
     import great_expectations as gx

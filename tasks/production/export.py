@@ -24,9 +24,9 @@ import torch
 from transformers import AutoConfig
 
 from tasks.core.data import Collator, TokenDataset
-from tasks.errors import ConfigError
-from tasks.models import load_classifier, resolve_model
-from tasks.storage import atomic_path, hash_file, read_json, write_json
+from tasks.infra.errors import ConfigError
+from tasks.infra.models import load_classifier, resolve_model
+from tasks.infra.storage import atomic_path, hash_file, read_json, write_json
 
 log = logging.getLogger("kd")
 
@@ -283,7 +283,7 @@ def load_predictor(model_dir: str | Path, variant: str, threads: int = 1) -> Pre
         A `Predictor`; ONNX variants are exported into the model's serving cache on first use.
     """
     if variant not in VARIANTS:
-        raise ConfigError(f"serve.variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
+        raise ConfigError(f"inference.variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
     if variant.startswith("onnx"):
         folder = Path(resolve_model(str(model_dir), "--model"))
         if not (folder / "config.json").is_file():
@@ -348,7 +348,7 @@ def resolve_variant(setting: str, model_dir: str | Path, bench_json: str | Path)
     report = read_json(bench_json)
     chosen = report.get("chosen", {}).get("variant", "torch-fp32")
     if report.get("student_weights_sha256") != weights_hash(model_dir):
-        log.warning("serve.variant=auto: %s measured other weights than %s; serving torch-fp32",
+        log.warning("inference.variant=auto: %s measured other weights than %s; serving torch-fp32",
                     bench_json, model_dir)
         return "torch-fp32"
     return chosen
