@@ -124,9 +124,9 @@ def predict_texts(model_dir: str, texts: list[str], max_length: int = 128, batch
         DataError: a text has no tokens once tokenised (bidi marks or lone accents only), as the API refuses it.
     """
     import numpy as np
-    import torch
 
     from tasks.core.data import make_dataset
+    from tasks.core.predict import softmax
     from tasks.infra.errors import DataError
     from tasks.production.export import load_predictor, predict_dataset
     from tasks.infra.models import load_tokenizer
@@ -141,7 +141,7 @@ def predict_texts(model_dir: str, texts: list[str], max_length: int = 128, batch
     predictor = load_predictor(model_dir, variant, threads)
     names = predictor.labels
     logits = predict_dataset(predictor, data, tokenizer.pad_token_id, batch_size)
-    probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
+    probs = softmax(logits)
     return [{"text": t, "label": names[int(p.argmax())], "confidence": round(float(p.max()), 6),
              "probabilities": {n: round(float(v), 6) for n, v in zip(names, p)}} for t, p in zip(texts, probs)]
 

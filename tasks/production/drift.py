@@ -120,6 +120,8 @@ def encode(model, tokenizer, texts: list[str], max_length: int, batch_size: int 
     hidden states [N, H] of `texts`."""
     import torch
 
+    from tasks.core.predict import softmax
+
     probs, embs = [], []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
@@ -129,7 +131,7 @@ def encode(model, tokenizer, texts: list[str], max_length: int, batch_size: int 
             mask = batch["attention_mask"].unsqueeze(-1).float()
             embs.append(((out.hidden_states[-1] * mask).sum(1) / mask.sum(1)).float().numpy())
             if getattr(out, "logits", None) is not None:
-                probs.append(torch.softmax(out.logits.float(), -1).numpy())
+                probs.append(softmax(out.logits.float().numpy()))
     return (np.concatenate(probs) if probs else None), np.concatenate(embs)
 
 

@@ -124,14 +124,12 @@ class ProductionModel:
     def predict_ids(self, ids: list[list[int]], batch_size: int = 64) -> np.ndarray:
         """Class probabilities float32 [N, C] for texts already encoded by `encode`, in order."""
         from tasks.core.data import TokenDataset
+        from tasks.core.predict import softmax
         from tasks.production.export import predict_dataset
 
         if not ids:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        logits = predict_dataset(self.predictor, TokenDataset(ids), self.tokenizer.pad_token_id, batch_size)
-        logits = logits - logits.max(-1, keepdims=True)
-        probs = np.exp(logits)
-        return (probs / probs.sum(-1, keepdims=True)).astype(np.float32)
+        return softmax(predict_dataset(self.predictor, TokenDataset(ids), self.tokenizer.pad_token_id, batch_size))
 
 
 def load_production(cfg: Config, paths: Paths) -> ProductionModel:

@@ -1,0 +1,26 @@
+"""One home per concern (issue 15): helpers that exist once are not written again elsewhere in tasks/.
+
+A source scan, since the duplicates it guards against were copies that behaved the same until one of
+them changed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+TASKS = Path(__file__).resolve().parents[2] / "tasks"
+
+
+def sources() -> dict[str, str]:
+    """tasks/ module path (relative, posix) -> source text."""
+    return {p.relative_to(TASKS.parent).as_posix(): p.read_text(encoding="utf-8") for p in TASKS.rglob("*.py")}
+
+
+def test_softmax_lives_in_predict():
+    """Class probabilities come from tasks.core.predict.softmax (log_softmax in the loss is another thing)."""
+    # torch.softmax, F.softmax, tensor.softmax, a second def, or exp of logits normalised by hand
+    written = re.compile(r"\.softmax\(|def softmax\(|np\.exp\([^)]*logits")
+    elsewhere = [path for path, text in sources().items()
+                 if path != "tasks/core/predict.py" and written.search(text)]
+    assert elsewhere == []
