@@ -120,6 +120,7 @@ def encode(model, tokenizer, texts: list[str], max_length: int, batch_size: int 
     hidden states [N, H] of `texts`."""
     import torch
 
+    from tasks.core.loss import mean_pool
     from tasks.core.predict import softmax
 
     probs, embs = [], []
@@ -128,8 +129,7 @@ def encode(model, tokenizer, texts: list[str], max_length: int, batch_size: int 
             batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
                               padding=True, return_tensors="pt")
             out = model(**batch, output_hidden_states=True)
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            embs.append(((out.hidden_states[-1] * mask).sum(1) / mask.sum(1)).float().numpy())
+            embs.append(mean_pool(out.hidden_states[-1].float(), batch["attention_mask"]).numpy())
             if getattr(out, "logits", None) is not None:
                 probs.append(softmax(out.logits.float().numpy()))
     return (np.concatenate(probs) if probs else None), np.concatenate(embs)

@@ -24,3 +24,10 @@ def test_softmax_lives_in_predict():
     elsewhere = [path for path, text in sources().items()
                  if path != "tasks/core/predict.py" and written.search(text)]
     assert elsewhere == []
+
+
+def test_mean_pooling_lives_in_the_loss_module():
+    """Mean pooling over real tokens is tasks.core.loss.mean_pool (the cache, distill and drift all pool)."""
+    written = re.compile(r"\*\s*mask\)\.sum\(|mask\.sum\(")
+    elsewhere = [path for path, text in sources().items() if path != "tasks/core/loss.py" and written.search(text)]
+    assert elsewhere == []
