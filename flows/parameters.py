@@ -28,7 +28,7 @@ _KEEP = "empty: keep params.yaml's value"
 FORM: dict[str, tuple[str, ...]] = {
     "base": ("seed", "max_length"),
     "ingest": ("source", "embedded", "hf_name", "max_rows"),
-    "teacher": ("model", "epochs", "lr", "min_accuracy"),
+    "teacher": ("model", "epochs", "lr", "min_accuracy", "zero_shot"),
     "distill": ("temperature", "alpha_kd", "alpha_ce", "alpha_cos", "student_layers", "epochs", "lr"),
     "finetune": ("method", "epochs"),
     "evaluate": ("min_retention", "metric", "latency_runs"),

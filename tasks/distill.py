@@ -71,6 +71,19 @@ def load_unlabeled(dc: DistillConfig, exclude: set[str], seed: int) -> list[str]
 
 
 def transfer_set(tokenizer, train: pd.DataFrame, unlabeled: list[str], max_length: int) -> TokenDataset:
+def check_zero_shot_text(cfg: Config, unlabelled_rows: int) -> None:
+    """A zero-shot teacher needs text without labels to teach from: train rows without a label, or
+    `distill.unlabeled`. With neither, zero-shot mode is a mistake (the labels were there all along).
+
+    Raises:
+        ConfigError: one line naming `teacher.zero_shot` and where unlabelled text would come from.
+    """
+    if cfg.teacher.zero_shot is not None and unlabelled_rows == 0:
+        raise ConfigError("teacher.zero_shot: no unlabelled text for the zero-shot teacher to label: every train row "
+                          "has a label and distill.unlabeled.source is null; expected a train file without labels "
+                          "(ingest.files.train) or distill.unlabeled text, or teacher.zero_shot: null")
+
+
     """The labelled training rows followed by the unlabelled texts (label IGNORE_LABEL)."""
     texts = train["text"].tolist() + unlabeled
     labels = np.concatenate([train["label"].to_numpy(), np.full(len(unlabeled), IGNORE_LABEL)])
@@ -201,6 +214,9 @@ def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         cache_seconds = time.perf_counter() - start
         weights = LossWeights(dc.temperature, dc.alpha_kd, dc.alpha_ce, dc.alpha_cos)
         step = make_step(teacher, cached, weights, layer_map, dc.hidden_loss)
+        # Train rows without a label (zero-shot mode) are transfer text too: IGNORE_LABEL, soft targets only.
+        train_unlabelled = int((frames["train"]["label"] == IGNORE_LABEL).sum())
+        check_zero_shot_text(cfg, train_unlabelled + len(unlabeled))
         result = train(student, data, val, step, loop_config(dc, cfg.base, "distill", cfg.evaluate.metric), tokenizer.pad_token_id,
                        paths.checkpoints("distill"), resume=resume)
         if is_main():  # under DDP every rank holds the same weights; one writes
@@ -209,7 +225,8 @@ def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         report = {
             "teacher_layers": n_teacher, "student_layers": num_layers(student), "layer_map": layer_map,
             "params": count_params(student), "teacher_params": count_params(teacher),
-            "transfer_rows": {"labelled": len(frames["train"]), "unlabelled": len(unlabeled)},
+            "transfer_rows": {"labelled": len(frames["train"]) - train_unlabelled,
+                              "unlabelled": len(unlabeled) + train_unlabelled},
             "transfer_tokens": data.real_tokens,
             "cache": cache_state, "cache_key": key, "cache_seconds": round(cache_seconds, 2),
             f"best_val_{cfg.evaluate.metric}": result.best_score, "stopped_early": result.stopped_early,

@@ -20,7 +20,8 @@ from tasks.infra.config import Config, IngestConfig
 from tasks.infra.embedded import embedded_labels, read_embedded  # read_embedded: re-exported for distill and the benches
 from tasks.infra.errors import ConfigError, DataError
 from tasks.infra.storage import Paths, atomic_path, remove_stale_temps, stage_log, write_json
-from tasks.infra.tables import label_kind, normalise_label, read_table  # read_table: tasks.distill imports it from here
+from tasks.infra.suites import UNLABELLED, labels_optional
+from tasks.infra.tables import iter_table, label_kind, normalise_label, read_table  # read_table: tasks.distill imports it from here
 from tasks.validate import scan_file, validate_raw
 
 log = logging.getLogger("kd")
@@ -28,14 +29,32 @@ log = logging.getLogger("kd")
 SPLITS = ("train", "val", "test")
 
 
-def load_source(cfg: IngestConfig) -> dict[str, pd.DataFrame]:
-    """The configured source as frames with text and raw labels, keyed by the splits it provides."""
+def load_source(cfg: IngestConfig, unlabelled: frozenset[str] = frozenset()) -> dict[str, pd.DataFrame]:
+    """The configured source as frames with text and raw labels, keyed by the splits it provides.
+
+    Files of the splits in `unlabelled` have no label column: their labels are read as missing.
+    """
     if cfg.source == "embedded":
         return {"train": read_embedded(cfg.embedded)}
     if cfg.source == "files":
-        return {split: read_table(path, cfg.text_column, cfg.label_column)
+        return {split: read_table(path, cfg.text_column, cfg.label_column) if split not in unlabelled
+                else read_table(path, cfg.text_column, None).assign(label=None)
                 for split, path in cfg.files.items() if path}
     return _load_hf(cfg)
+
+
+def has_label_column(path: str, cfg: IngestConfig) -> bool:
+    """Whether a raw file has the label column, read from its first chunk only.
+
+    Raises:
+        DataError: the file cannot be read even without its label column (the error of that read).
+    """
+    try:
+        next(iter_table(path, cfg.text_column, cfg.label_column), None)
+        return True
+    except DataError:
+        next(iter_table(path, cfg.text_column, None), None)  # a problem other than the label column raises again
+        return False
 
 
 def _load_hf(cfg: IngestConfig) -> dict[str, pd.DataFrame]:
@@ -58,12 +77,16 @@ def _load_hf(cfg: IngestConfig) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def label_names_for(frames: dict[str, pd.DataFrame], given: list[str] | None, where: str) -> list[str]:
-    """The ordered label names: `given`, else the sorted labels seen (numerically when all ints)."""
-    values = pd.concat([f["label"] for f in frames.values()])
-    if values.isna().any():
-        split, row = next((s, int(f["label"].isna().idxmax())) for s, f in frames.items() if f["label"].isna().any())
-        raise DataError(f"{where} ({split}): row {row + 1}: label is missing")
+def label_names_for(frames: dict[str, pd.DataFrame], given: list[str] | None, where: str,
+                    optional: frozenset[str] = frozenset()) -> list[str]:
+    """The ordered label names: `given`, else the sorted labels seen (numerically when all ints).
+
+    Labels may be missing in the splits named in `optional` (train in zero-shot mode) only.
+    """
+    for split, f in frames.items():
+        if split not in optional and f["label"].isna().any():
+            raise DataError(f"{where} ({split}): row {int(f['label'].isna().idxmax()) + 1}: label is missing")
+    values = pd.concat([f["label"] for f in frames.values()]).dropna()
     kinds = {label_kind(v) for v in values.unique()}
     if len(kinds) > 1:
         raise DataError(f"{where}: label column mixes numbers and strings ({sorted(map(str, values.unique()))[:6]}); "
@@ -81,9 +104,9 @@ def label_names_for(frames: dict[str, pd.DataFrame], given: list[str] | None, wh
 
 
 def encode(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """Replace raw labels by their index in `names`."""
+    """Replace raw labels by their index in `names`; a missing label becomes UNLABELLED."""
     index = {name: i for i, name in enumerate(names)}
-    labels = frame["label"].map(lambda v: index[str(normalise_label(v))])
+    labels = frame["label"].map(lambda v: UNLABELLED if pd.isna(v) else index[str(normalise_label(v))])
     return pd.DataFrame({"text": frame["text"].astype(str), "label": labels.astype("int64")})
 
 
@@ -104,6 +127,11 @@ def make_splits(frames: dict[str, pd.DataFrame], cfg: IngestConfig, seed: int) -
     out = dict(frames)
     train = frames["train"]
     total = len(train)
+    if (train["label"] == UNLABELLED).any():
+        missing = [s for s in ("val", "test") if s not in out]
+        if missing:
+            raise ConfigError(f"ingest.files.{missing[0]}: required when the train split has unlabelled rows "
+                              f"(zero-shot mode): a labelled {missing[0]} split cannot be cut out of them")
     if "test" not in out:
         train, out["test"] = stratified_split(train, round(cfg.test_size * total), seed)
     if "val" not in out:
@@ -118,7 +146,8 @@ def summarise(splits: dict[str, pd.DataFrame], names: list[str], extra: dict) ->
     return {
         "labels": names,
         "label_to_id": {n: i for i, n in enumerate(names)},
-        "splits": {s: {"rows": len(f), "counts": {names[i]: int((f["label"] == i).sum()) for i in range(len(names))}}
+        "splits": {s: {"rows": len(f), "counts": {names[i]: int((f["label"] == i).sum()) for i in range(len(names))},
+                       **({"unlabelled": n} if (n := int((f["label"] == UNLABELLED).sum())) else {})}
                    for s, f in splits.items()},
         "data_hash": f"{int(data_hash) & (2**64 - 1):016x}",
         **extra,
@@ -137,9 +166,12 @@ def ingest(cfg: Config, paths: Paths) -> dict:
         where = _describe(ing)
         given = ing.label_names or (embedded_labels(ing.embedded) if ing.source == "embedded" else None)
         files = {split: path for split, path in ing.files.items() if path} if ing.source == "files" else {}
+        optional = frozenset(s for s in SPLITS if labels_optional(cfg, s))  # zero-shot: train may be unlabelled
+        unlabelled = frozenset(s for s in optional & set(files) if not has_label_column(files[s], ing))
         for split, path in files.items():
-            scan_file(path, split, cfg, given)  # pass 1: row rules, streamed, before loading anything
-        frames = load_source(ing)
+            # pass 1: row rules, streamed, before loading anything
+            scan_file(path, split, cfg, given, labelled=split not in unlabelled)
+        frames = load_source(ing, unlabelled)
         if "train" not in frames:
             raise ConfigError(f"{where}: no train split configured")
         info["read"] += list(files.values()) or [where]
@@ -147,7 +179,7 @@ def ingest(cfg: Config, paths: Paths) -> dict:
         raw = validate_raw(frames, cfg, _sources(ing, frames), given, _columns(ing))
         if leaked is not None:
             raw["suite"]["leakage_dropped"] = leaked  # validation.json shows it under suites.raw
-        names = label_names_for(frames, given, where)
+        names = label_names_for(frames, given, where, optional)
         frames = {s: encode(f, names) for s, f in frames.items()}
         conflicts = _drop_conflicts(frames)
         dropped = _drop_duplicates(frames)
@@ -211,7 +243,8 @@ def _drop_conflicts(frames: dict[str, pd.DataFrame]) -> int:
     # A text given two labels has no right one; the raw suite warned about it (label_conflicts).
     dropped = 0
     for split, frame in frames.items():
-        conflicting = frame.groupby("text")["label"].transform("nunique") > 1
+        # A text without a label (zero-shot train) conflicts with none; nunique skips the NaN.
+        conflicting = frame["label"].where(frame["label"] != UNLABELLED).groupby(frame["text"]).transform("nunique") > 1
         dropped += int(conflicting.sum())
         frames[split] = frame[~conflicting].reset_index(drop=True)
     return dropped

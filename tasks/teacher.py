@@ -1,5 +1,6 @@
-"""teacher: load the teacher, fine-tune it when it is not yet trained for the task, evaluate it
-on val and test, and stop the pipeline when it is below `teacher.min_accuracy`."""
+"""teacher: load the teacher, fine-tune it when it is not yet trained for the task (or, with
+`teacher.zero_shot`, make it a zero-shot classifier of the label descriptions: tasks/infra/zero_shot.py),
+evaluate it on val and test, and stop the pipeline when it is below `teacher.min_accuracy`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tasks.infra.errors import GateError
 from tasks.infra.metrics import classification_metrics, write_curve_csv
 from tasks.infra.models import count_params, load_classifier, load_tokenizer, save_model, prepare_torch
 from tasks.infra.storage import Paths, stage_log, write_json
+from tasks.infra.zero_shot import zero_shot_classifier
 
 log = logging.getLogger("kd")
 
@@ -48,9 +50,14 @@ def teacher(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         model, head_ready = load_classifier(tc.model, names)
         data = {s: encode_split(tokenizer, f, cfg.base.max_length) for s, f in frames.items()}
         device = resolve_device(cfg.base.device)
-        finetuned = should_finetune(tc.finetune, head_ready)
+        finetuned = tc.zero_shot is None and should_finetune(tc.finetune, head_ready)
         history: list[dict] = []
-        if finetuned:
+        if tc.zero_shot is not None:
+            log.info("[teacher] zero-shot: %s classifies by similarity to %d label descriptions (no fine-tuning)",
+                     tc.model, len(names))
+            model = zero_shot_classifier(model.base_model, tokenizer, names, tc.zero_shot, cfg.base.max_length)
+            paths.checkpoints("teacher").mkdir(parents=True, exist_ok=True)  # a declared (empty) output
+        elif finetuned:
             log.info("[teacher] fine-tuning %s on %d rows (%s)", tc.model, len(data["train"]),
                      "head untrained for these labels" if not head_ready else "teacher.finetune=true")
             result = train(model, data["train"], data["val"], supervised_step, loop_config(tc, cfg.base, "teacher", cfg.evaluate.metric),
@@ -61,6 +68,8 @@ def teacher(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             paths.checkpoints("teacher").mkdir(parents=True, exist_ok=True)  # a declared (empty) output
         model.to(device).eval()
         report = {"model": tc.model, "finetuned": finetuned, "params": count_params(model), "history": history}
+        if tc.zero_shot is not None:
+            report["zero_shot"] = {"descriptions": model.config.descriptions, "scale": model.config.scale}
         for split in ("val", "test"):
             report[split], _ = score(model, data[split], names, tokenizer.pad_token_id, tc.eval_batch_size,
                                      device, f"teacher {split}")

@@ -43,6 +43,7 @@ from tasks.infra.suites import (
     add_row_columns,
     add_token_columns,
     batch_rules,
+    labels_optional,
     majority_kind,
     processed_rules,
     raw_rules,
@@ -69,7 +70,7 @@ def check_thresholds(cfg: Config) -> None:
         raise ConfigError("validate.min_text_chars >= 0 and validate.max_text_chars >= 1 are required")
 
 
-def scan_file(path: str | Path, split: str, cfg: Config, labels: list[str] | None) -> int:
+def scan_file(path: str | Path, split: str, cfg: Config, labels: list[str] | None, labelled: bool = True) -> int:
     """Pass 1 over a raw file: stream it in chunks through the raw row rules, in bounded memory.
 
     Args:
@@ -77,6 +78,8 @@ def scan_file(path: str | Path, split: str, cfg: Config, labels: list[str] | Non
         split: train | val | test.
         cfg: the config.
         labels: the configured label names, or None.
+        labelled: False for a file without the label column (only a zero-shot run's train file, which
+            ingest checks): its rows are read as unlabelled.
 
     Returns:
         The number of rows.
@@ -93,7 +96,8 @@ def scan_file(path: str | Path, split: str, cfg: Config, labels: list[str] | Non
             kind.append(majority_kind(chunk["label"]))
         return raw_rules(cfg, split, labels, kind[0], columns)
 
-    chunks = (add_row_columns(c) for c in iter_table(path, ing.text_column, ing.label_column))
+    chunks = (add_row_columns(c if labelled else c.assign(label=None))
+              for c in iter_table(path, ing.text_column, ing.label_column if labelled else None))
     rows = scan_chunks(chunks, rules_for, str(path))
     if rows == 0:
         raise no_rows_error(path)
@@ -310,7 +314,8 @@ def validate(cfg: Config, paths: Paths) -> dict:
             if raw:
                 add_stored_results(ctx, raw.get("results", {}))
             results = {s: explain_truncation(run_suite(ctx, f"processed.{s}",
-                                                       processed_rules(cfg.validate, labels, s, cfg.base.max_length),
+                                                       processed_rules(cfg.validate, labels, s, cfg.base.max_length,
+                                                                       labels_optional(cfg, s)),
                                                        frames[s]), frames[s])
                        for s in SPLITS}
             ctx.build_data_docs(site_names=[SITE])

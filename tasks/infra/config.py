@@ -161,6 +161,24 @@ class TeacherConfig(TrainConfig):
     finetune: _choice("auto", "true", "false") = Field(
         "auto", description="fine-tune on the task; auto: when the classifier head is untrained")
     min_accuracy: Share = Field(0.80, description="gate: the teacher's test score (evaluate.metric) at least")
+    zero_shot: dict[Text, Text] | None = Field(
+        None, description="label -> description, e.g. {positive: 'a positive review', negative: 'a negative "
+                          "review'}: no fine-tuning, the teacher classifies by embedding similarity to the "
+                          "descriptions (tasks/infra/zero_shot.py); the train split may then be unlabelled")
+
+    @model_validator(mode="after")
+    def _rules(self) -> TeacherConfig:
+        if self.zero_shot is not None:
+            for name, text in self.zero_shot.items():
+                if not text.strip():
+                    _fail(f"zero_shot.{name}", "the description is empty; expected a phrase such as "
+                                               f"'a text about {name}'")
+            if len(self.zero_shot) < 2:
+                _fail("zero_shot", f"expected a description for each of at least 2 labels, got {len(self.zero_shot)}")
+            if self.finetune == "true":
+                _fail("finetune", "true contradicts teacher.zero_shot (a zero-shot teacher is not fine-tuned); "
+                                  "expected auto or false, or zero_shot: null")
+        return self
 
 
 class DistillConfig(TrainConfig):

@@ -21,6 +21,15 @@ from tasks.infra.config import Config, ValidateConfig
 from tasks.infra.tables import BLANK_REGEX, is_blank, label_kind, lone_surrogate, normalise_label
 
 KIND_WORDS = {"int": "an integer", "str": "a string"}
+# A processed row without a label: only the train split of a zero-shot run (`teacher.zero_shot`) may hold
+# one. The same value as tasks.core.data.IGNORE_LABEL, which the distillation loss skips (not imported
+# from there: that pulls in torch, and ingest's streaming scan must stay light); a test checks they agree.
+UNLABELLED = -100
+
+
+def labels_optional(cfg: Config, split: str) -> bool:
+    """Whether `split` may hold rows without a label: the train split in zero-shot mode, and nothing else."""
+    return split == "train" and cfg.teacher.zero_shot is not None
 
 
 @dataclass(frozen=True)
@@ -83,13 +92,13 @@ def _text_check(test: Callable[[str], bool]) -> Callable[[pd.DataFrame], pd.Seri
     return lambda frame: frame["text"].map(lambda t: isinstance(t, str) and test(t)).astype(bool)
 
 
-def label_rules(column: str, labels: list[str] | None, kind: str | None) -> list[Rule]:
-    """Row rules on a raw label column: present, of one kind, and in the label set when one is given."""
+def label_rules(column: str, labels: list[str] | None, kind: str | None, required: bool = True) -> list[Rule]:
+    """Row rules on a raw label column: present (when `required`), of one kind, and in the label set when one is given."""
     col = _q(column)
     rules = [Rule("label_not_null", "error", "ExpectColumnValuesToNotBeNull", {"column": "label"},
                   f"{{rows}} with no label in column {col}", "a label in every row",
-                  row_check=lambda f: f["label"].isna()),
-             # A column of 0.5s and 0.25s is a score, never a class: one "class" per distinct value.
+                  row_check=lambda f: f["label"].isna())] if required else []
+    rules += [  # A column of 0.5s and 0.25s is a score, never a class: one "class" per distinct value.
              Rule("label_not_fraction", "error", "ExpectColumnValuesToNotBeInSet",
                   {"column": "label_kind", "value_set": ["fraction"]},
                   f"{{rows}} whose {col} is a fractional number (a score, not a class)",
@@ -114,8 +123,9 @@ def raw_rules(cfg: Config, split: str, labels: list[str] | None, kind: str | Non
     """The raw-input suite: what a labelled file must meet before ingest writes anything.
 
     Args:
-        cfg: the whole config (`validate` thresholds, `ingest.min_rows`).
-        split: train | val | test; `min_classes` and `min_rows` apply to train only.
+        cfg: the whole config (`validate` thresholds, `ingest.min_rows`, `teacher.zero_shot`).
+        split: train | val | test; `min_classes` and `min_rows` apply to train only. In zero-shot mode
+            the train split's labels are optional (`labels_optional`): no `label_not_null`, no `min_classes`.
         labels: the configured label names, or None when any labels are accepted.
         kind: the labels' majority kind ('int' or 'str'), which every label must share.
         columns: the source's names for text and label, for messages only (the frame uses text, label).
@@ -125,11 +135,11 @@ def raw_rules(cfg: Config, split: str, labels: list[str] | None, kind: str | Non
         Schema and row rules first, so the first failing error is the most basic one.
     """
     vcfg, (text, label) = cfg.validate, columns
-    share = vcfg.max_duplicate_share
+    share, optional = vcfg.max_duplicate_share, labels_optional(cfg, split)
     rules = [Rule("schema_columns", "error", "ExpectTableColumnsToMatchSet",
                   {"column_set": ["text", "label"], "exact_match": False},
                   "columns {missing} are missing", f"columns {text!r} and {label!r}")]
-    rules += text_rules(vcfg, text) + label_rules(label, labels, kind)
+    rules += text_rules(vcfg, text) + label_rules(label, labels, kind, required=not optional)
     rules += [
         Rule("label_spelling", "error", "ExpectColumnValuesToBeInSet",
              {"column": "label_clash", "value_set": [False]},
@@ -146,9 +156,10 @@ def raw_rules(cfg: Config, split: str, labels: list[str] | None, kind: str | Non
              "one label per text (ingest drops such texts)", example_column="text"),
     ]
     if split == "train":
+        rules.append(Rule("min_rows", "error", "ExpectTableRowCountToBeBetween", {"min_value": cfg.ingest.min_rows},
+                          "{observed} rows", f"at least ingest.min_rows={cfg.ingest.min_rows}"))
+    if split == "train" and not optional:
         rules += [
-            Rule("min_rows", "error", "ExpectTableRowCountToBeBetween", {"min_value": cfg.ingest.min_rows},
-                 "{observed} rows", f"at least ingest.min_rows={cfg.ingest.min_rows}"),
             Rule("min_classes", "error", "ExpectColumnUniqueValueCountToBeBetween",
                  {"column": "label_name", "min_value": 2}, f"{{observed}} distinct label(s) in {_q(label)}",
                  "at least 2 classes"),
@@ -200,7 +211,8 @@ def token_rules(vcfg: ValidateConfig, max_length: int) -> list[Rule]:
     ]
 
 
-def processed_rules(cfg: ValidateConfig, labels: list[str], split: str, max_length: int | None = None) -> list[Rule]:
+def processed_rules(cfg: ValidateConfig, labels: list[str], split: str, max_length: int | None = None,
+                    unlabelled_ok: bool = False) -> list[Rule]:
     """The rules every processed split must meet; `no_leakage` applies to val and test only.
 
     Args:
@@ -209,12 +221,15 @@ def processed_rules(cfg: ValidateConfig, labels: list[str], split: str, max_leng
         split: train | val | test.
         max_length: `base.max_length`; when given, the token rules are added (the frame needs
             `add_token_columns`).
+        unlabelled_ok: rows may be UNLABELLED (`labels_optional`: train in zero-shot mode); the
+            class rules (`labels_all_present`, `class_rows`) then do not apply.
 
     Returns:
         The rules, schema first, so the first failing error is the most basic one.
     """
     ids = list(range(len(labels)))
     names = ", ".join(f"{i} ({name})" for i, name in enumerate(labels))
+    allowed, allowed_words = (ids + [UNLABELLED], f"{names} or {UNLABELLED} (no label)") if unlabelled_ok else (ids, names)
     lo, hi = cfg.min_text_chars, cfg.max_text_chars
     rules = [
         Rule("schema_columns", "error", "ExpectTableColumnsToMatchSet",
@@ -228,8 +243,8 @@ def processed_rules(cfg: ValidateConfig, labels: list[str], split: str, max_leng
              "{rows} without text", "a text in every row"),
         Rule("text_not_blank", "error", "ExpectColumnValuesToNotMatchRegex", {"column": "text", "regex": r"^\s*$"},
              "{rows} with an empty or whitespace-only text", "non-blank text"),
-        Rule("label_in_set", "error", "ExpectColumnValuesToBeInSet", {"column": "label", "value_set": ids},
-             "{rows} with a label outside the label set", f"labels among {names}"),
+        Rule("label_in_set", "error", "ExpectColumnValuesToBeInSet", {"column": "label", "value_set": allowed},
+             "{rows} with a label outside the label set", f"labels among {allowed_words}"),
         # Every class must be learnable, so train must hold each; in val and test a rare class of a
         # many-class task (trec50 has classes of 3 rows) may be absent: its scores are then unmeasured.
         Rule("labels_all_present", "error" if split == "train" else "warning",
@@ -252,6 +267,8 @@ def processed_rules(cfg: ValidateConfig, labels: list[str], split: str, max_leng
              "{rows} whose text occurs more than once",
              f"at most validate.max_duplicate_share={cfg.max_duplicate_share} of rows"),
     ]
+    if unlabelled_ok:  # a zero-shot teacher learns no class from train: its labels may be few, or none
+        rules = [r for r in rules if r.name not in ("labels_all_present", "class_rows")]
     if max_length:
         rules += token_rules(cfg, max_length)
     if split != "train":
