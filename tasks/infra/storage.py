@@ -161,10 +161,17 @@ def hash_file(path: str | Path, h: Any = None) -> str:
     return h.hexdigest()
 
 
-def hash_dir(path: str | Path, pattern: str = "*") -> str:
-    """sha256 over a folder's file names and contents, in sorted order."""
+def hash_dir(path: str | Path, pattern: str = "*", exclude: tuple[str, ...] = ()) -> str:
+    """sha256 over a folder's file names and contents, in sorted order: the project's one folder hash.
+
+    Args:
+        path: the folder.
+        pattern: which files, searched recursively (e.g. "*.safetensors" for a model's weights).
+        exclude: names of top-level entries to leave out (e.g. a stamp written into the folder).
+    """
     h = hashlib.sha256()
-    for file in sorted(p for p in Path(path).rglob(pattern) if p.is_file()):
+    files = (p for p in Path(path).rglob(pattern) if p.is_file() and p.relative_to(path).parts[0] not in exclude)
+    for file in sorted(files):
         h.update(str(file.relative_to(path)).encode())
         hash_file(file, h)
     return h.hexdigest()

@@ -122,6 +122,17 @@ def production_version(paths: Paths) -> int | None:
     return read_json(stamp).get("version") if stamp.is_file() else None
 
 
+def model_hash(folder: Path) -> str:
+    """Which model a folder holds: the key of the prediction log, the drift caches and the API's answer.
+
+    The `model_hash` its stamp recorded, else the folder's hash without the stamp: the same value, since
+    promote records `hash_dir` of the student folder that it copies here.
+    """
+    stamp = folder / STAMP
+    recorded = read_json(stamp).get("model_hash") if stamp.is_file() else None
+    return recorded or hash_dir(folder, exclude=(STAMP,))
+
+
 def new_entry(version: int, promoted: bool, reason: str, *, trigger: str, source: str, parent: int | None,
               **fields) -> dict:
     """A registry entry: the fields every writer records, then the writer's own (`fields` may set `time`)."""

@@ -268,8 +268,8 @@ def _scored_split(monitor: Monitor, frame: pd.DataFrame, cache: Path, what: str,
 def load_monitor(cfg: Config, paths: Paths) -> Monitor:
     """Load the production model, the embedder, the reference and the held-out split (cached per model)."""
     from tasks.infra.models import load_classifier, load_tokenizer
-    from tasks.lifecycle.registry import STAMP, production_dir, read_registry
-    from tasks.infra.storage import hash_dir, read_json
+    from tasks.infra.storage import read_json
+    from tasks.lifecycle.registry import STAMP, model_hash, production_dir, read_registry
 
     folder = production_dir(paths)
     if not (folder / "config.json").is_file():
@@ -279,7 +279,7 @@ def load_monitor(cfg: Config, paths: Paths) -> Monitor:
         if not paths.split(split).is_file():
             raise DataError(f"{paths.split(split)}: not found; {role}")
     stamp = read_json(folder / STAMP) if (folder / STAMP).is_file() else {}
-    model_hash = stamp.get("model_hash") or hash_dir(folder)
+    key = model_hash(folder)  # the prediction log's model_hash too
     model, _ = load_classifier(str(folder), None, key="models/production")
     model = model.cpu().eval()
     tokenizer = load_tokenizer(str(folder), key="models/production")
@@ -292,17 +292,17 @@ def load_monitor(cfg: Config, paths: Paths) -> Monitor:
     embedder, embedder_tokenizer = load_embedder(cfg.drift.embedder, model, tokenizer)
     monitor = Monitor(model=model, tokenizer=tokenizer,
                       labels=[model.config.id2label[i] for i in range(model.config.num_labels)],
-                      model_hash=model_hash, version=registry.get("production"),
+                      model_hash=key, version=registry.get("production"),
                       baseline_accuracy=(entry.get("metrics") or {}).get("accuracy"), vocab=vocab,
                       max_length=cfg.base.max_length, embedder=embedder, embedder_tokenizer=embedder_tokenizer,
                       outlier_k=cfg.drift.outlier_k)
     n = min(len(train), cfg.drift.max_reference_rows)
     sample = train.sample(n, random_state=cfg.base.seed) if n < len(train) else train
     # The reference needs no predictions: the prediction signals compare with the held-out split.
-    reference = _scored_split(monitor, sample, drift_dir(paths) / _cache_name("reference", model_hash, cfg),
+    reference = _scored_split(monitor, sample, drift_dir(paths) / _cache_name("reference", key, cfg),
                               "reference", predict=False)
     monitor.reference = add_descriptors(reference, vocab)
-    monitor.heldout = _scored_split(monitor, val, drift_dir(paths) / _cache_name("heldout", model_hash, cfg),
+    monitor.heldout = _scored_split(monitor, val, drift_dir(paths) / _cache_name("heldout", key, cfg),
                                     "held-out", predict=True)
     monitor.ref_unit = unit_rows(np.stack(monitor.reference["emb"]))
     monitor.heldout["distance"] = knn_distance(monitor.ref_unit, np.stack(monitor.heldout["emb"]), monitor.outlier_k)

@@ -26,7 +26,7 @@ from transformers import AutoConfig
 from tasks.core.data import Collator, TokenDataset
 from tasks.infra.errors import ConfigError
 from tasks.infra.models import load_classifier, resolve_model
-from tasks.infra.storage import atomic_path, hash_file, read_json, write_json
+from tasks.infra.storage import atomic_path, hash_dir, read_json, write_json
 
 log = logging.getLogger("kd")
 
@@ -247,11 +247,16 @@ def ensure_onnx(model_dir: str | Path, variant: str) -> Path:
 
 
 def weights_hash(model_dir: str | Path) -> str:
-    """sha256 of a model folder's weights file: what ONNX exports and benchmark choices are keyed by."""
-    files = sorted(Path(model_dir).glob("*.safetensors")) or sorted(Path(model_dir).glob("*.bin"))
-    if not files:
-        raise ConfigError(f"--model={model_dir}: no model weights (*.safetensors) in the folder")
-    return hash_file(files[0])
+    """The folder hash (tasks.infra.storage.hash_dir) of a model's weights files: what ONNX exports and
+    benchmark choices are keyed by, so that a new tokenizer file or registry stamp does not re-export them.
+
+    Raises:
+        ConfigError: the folder holds no weights.
+    """
+    for pattern in ("*.safetensors", "*.bin"):
+        if any(Path(model_dir).glob(pattern)):
+            return hash_dir(model_dir, pattern)
+    raise ConfigError(f"--model={model_dir}: no model weights (*.safetensors) in the folder")
 
 
 def load_trained(model_dir: str | Path) -> torch.nn.Module:

@@ -108,7 +108,7 @@ class ProductionModel:
     predictor: object
     labels: list[str]
     version: int | None  # models/registry.json's `production`
-    model_hash: str  # models/production/production.json's `model_hash` (else the weights' sha256)
+    model_hash: str  # tasks.lifecycle.registry.model_hash of models/production/
     max_length: int
 
     def encode(self, texts: list[str]) -> list[list[int]]:
@@ -138,9 +138,9 @@ def load_production(cfg: Config, paths: Paths) -> ProductionModel:
     Raises:
         DataError: there is no production model yet.
     """
-    from tasks.production.export import load_predictor, resolve_variant, weights_hash
+    from tasks.production.export import load_predictor, resolve_variant
     from tasks.infra.models import check_max_length, load_tokenizer
-    from tasks.lifecycle.registry import STAMP, production_dir, read_registry
+    from tasks.lifecycle.registry import model_hash, production_dir, read_registry
 
     folder = production_dir(paths)
     if not (folder / "config.json").is_file():
@@ -148,9 +148,8 @@ def load_production(cfg: Config, paths: Paths) -> ProductionModel:
     check_max_length(cfg.base.max_length, str(folder), "models/production")
     variant = resolve_variant(cfg.inference.variant, folder, paths.reports / "bench" / "serving.json")
     predictor = load_predictor(folder, variant, cfg.inference.threads)
-    stamp = read_json(folder / STAMP) if (folder / STAMP).is_file() else {}
     return ProductionModel(load_tokenizer(str(folder), key="models/production"), predictor, list(predictor.labels),
-                           read_registry(paths).get("production"), stamp.get("model_hash") or weights_hash(folder),
+                           read_registry(paths).get("production"), model_hash(folder),
                            cfg.base.max_length)
 
 
