@@ -6,7 +6,8 @@ or Evidently), so it runs on a bare GPU machine:
     python bench/gpu_distill.py                       # CUDA, BERT-base shape, 4096 rows, 2 epochs
     python bench/gpu_distill.py --tiny --device cpu   # a seconds-long smoke run anywhere
 
-Variants, all with bf16 autocast and fused AdamW on CUDA:
+Variants, all in the precision of --precision (base.precision's switch, tasks.core.precision: auto is
+bf16 autocast on CUDA with bf16 and on CPUs with hardware bf16), with fused AdamW on CUDA:
   baseline         transformers Trainer, teacher online each step, static padding (the recipe
                    of bench/distill_vs_trainer.py)
   ours             tasks.core loop, teacher online (no cache)
@@ -41,6 +42,7 @@ from tasks.core.cache import LogitCache  # noqa: E402
 from tasks.core.data import TokenDataset  # noqa: E402
 from tasks.core.loop import LoopConfig, resolve_device, train  # noqa: E402
 from tasks.core.loss import LossWeights, distillation_loss, mean_pool  # noqa: E402
+from tasks.core.precision import PRECISIONS, precision_name, resolve_precision  # noqa: E402
 from tasks.core.student import build_student, default_layer_map  # noqa: E402
 
 # Dense bf16 peak, TFLOP/s (no sparsity), by device-name substring.
@@ -97,7 +99,7 @@ def run_ours(teacher, data, val, args, cache: bool, compile_: bool, device) -> d
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as folder:
             entry = LogitCache(folder, "bench")
-            out = entry.build(teacher, data, 0, 256, device, layer_map, autocast=device.type == "cuda")
+            out = entry.build(teacher, data, 0, 256, device, layer_map, resolve_precision(args.precision, device))
             # Copy into memory: the temporary folder goes away; real runs keep the memmap.
             cached = type(out)([np.array(s) for s in out.logit_shards], [np.array(s) for s in out.pooled_shards])
         cache_seconds = time.perf_counter() - start
@@ -106,7 +108,7 @@ def run_ours(teacher, data, val, args, cache: bool, compile_: bool, device) -> d
         mask = batch["attention_mask"]
         out = model(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=True)
         if cached is None:
-            with torch.no_grad():
+            with torch.no_grad():  # inside the loop's autocast: the teacher runs in the same precision
                 t = teacher(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=True)
             t_logits = t.logits
             t_pooled = torch.stack([mean_pool(t.hidden_states[i + 1], mask) for i in layer_map], 1)
@@ -116,7 +118,7 @@ def run_ours(teacher, data, val, args, cache: bool, compile_: bool, device) -> d
         return distillation_loss(out.logits, t_logits, batch["labels"], weights, s_pooled, t_pooled)
 
     cfg = LoopConfig(epochs=args.epochs, batch_size=args.batch_size, lr=1e-4, patience=99, device=str(device.type),
-                     compile=compile_, desc="ours")
+                     precision=args.precision, compile=compile_, desc="ours")
     with tempfile.TemporaryDirectory() as ckpt:
         result = train(student, data, val, step, cfg, 0, ckpt)
     last = result.history[-1]
@@ -170,7 +172,8 @@ def run_baseline(teacher, data, args, device) -> dict:
     with tempfile.TemporaryDirectory() as out_dir:
         targs = TrainingArguments(output_dir=out_dir, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
                                   learning_rate=1e-4, save_strategy="no", eval_strategy="no", report_to=[],
-                                  bf16=device.type == "cuda", use_cpu=device.type == "cpu", disable_tqdm=True,
+                                  bf16=resolve_precision(args.precision, device) is not None,
+                                  use_cpu=device.type == "cpu", disable_tqdm=True,
                                   dataloader_num_workers=0, logging_steps=10**9)
         OnlineKDTrainer(model=student, args=targs, train_dataset=rows, callbacks=[EpochTimer()]).train()
     seconds = timings[-1]
@@ -189,6 +192,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--fixed-length", action="store_true", help="every row exactly --seq tokens")
     parser.add_argument("--tiny", action="store_true", help="a tiny model, for a smoke run")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="base.precision's values")
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--variants", default="baseline,ours,ours+cache,ours+compile,ours+cache+compile")
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench" / "gpu_distill.json"))
@@ -219,7 +223,8 @@ def main() -> None:
         print(f"{name:<22}{r['samples_per_s']:>11.1f}{r['tokens_per_s']:>12.0f}{r['flops_per_s'] / 1e12:>9.1f}"
               f"{mfu:>7}{rel:>9}")
     machine = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "peak_bf16_tflops": peak,
-               "torch": torch.__version__, "rows": args.rows, "seq": args.seq, "batch_size": args.batch_size,
+               "torch": torch.__version__, "precision": args.precision,
+               "resolved_precision": precision_name(resolve_precision(args.precision, device)), "rows": args.rows, "seq": args.seq, "batch_size": args.batch_size,
                "epochs": args.epochs, "tiny": args.tiny, "fixed_length": args.fixed_length}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")

@@ -24,6 +24,7 @@ from tasks.core.cache import LogitCache, TeacherOutputs, cache_key, fingerprint_
 from tasks.core.data import IGNORE_LABEL, TokenDataset, make_dataset
 from tasks.core.dist import dist_info, is_main
 from tasks.core.loop import StepFn, resolve_device, train
+from tasks.core.precision import precision_name, resolve_precision
 from tasks.core.loss import LossWeights, distillation_loss, mean_pool
 from tasks.core.student import build_student, default_layer_map, num_layers
 from tasks.infra.errors import ConfigError
@@ -70,7 +71,6 @@ def load_unlabeled(dc: DistillConfig, exclude: set[str], seed: int) -> list[str]
     return texts.tolist()
 
 
-def transfer_set(tokenizer, train: pd.DataFrame, unlabeled: list[str], max_length: int) -> TokenDataset:
 def check_zero_shot_text(cfg: Config, unlabelled_rows: int) -> None:
     """A zero-shot teacher needs text without labels to teach from: train rows without a label, or
     `distill.unlabeled`. With neither, zero-shot mode is a mistake (the labels were there all along).
@@ -84,6 +84,7 @@ def check_zero_shot_text(cfg: Config, unlabelled_rows: int) -> None:
                           "(ingest.files.train) or distill.unlabeled text, or teacher.zero_shot: null")
 
 
+def transfer_set(tokenizer, train: pd.DataFrame, unlabeled: list[str], max_length: int) -> TokenDataset:
     """The labelled training rows followed by the unlabelled texts (label IGNORE_LABEL)."""
     texts = train["text"].tolist() + unlabeled
     labels = np.concatenate([train["label"].to_numpy(), np.full(len(unlabeled), IGNORE_LABEL)])
@@ -130,7 +131,7 @@ def make_step(teacher: torch.nn.Module, cached: TeacherOutputs | None, weights: 
 
 def teacher_outputs(dc: DistillConfig, teacher_dir: Path, cache_root: Path, teacher: torch.nn.Module,
                     data: TokenDataset, pad_id: int, layer_map: list[int], device: torch.device,
-                    stage: str = "distill") -> tuple[TeacherOutputs | None, str, str | None]:
+                    stage: str = "distill", precision: str = "auto") -> tuple[TeacherOutputs | None, str, str | None]:
     """The teacher's outputs for the transfer set, from the cache or built into it once.
 
     The distill stage and each retraining cycle (its own cache inside the cycle's folder) both
@@ -144,8 +145,9 @@ def teacher_outputs(dc: DistillConfig, teacher_dir: Path, cache_root: Path, teac
         data: the transfer set.
         pad_id: the tokenizer's pad id.
         layer_map: the student's layer map.
-        device: where the teacher runs (bf16 on CUDA, which the key records).
+        device: where the teacher runs.
         stage: the name in log lines.
+        precision: base.precision; the resolved one is part of the key.
 
     Returns:
         (outputs, 'hit' | 'miss' | 'off', key); (None, 'off', None) when `dc.cache` is off.
@@ -153,15 +155,14 @@ def teacher_outputs(dc: DistillConfig, teacher_dir: Path, cache_root: Path, teac
     if not dc.cache:
         return None, "off", None
     pooled_layers = layer_map if dc.alpha_cos > 0 and dc.hidden_loss == "pooled" else None
-    precision = "bf16" if device.type == "cuda" else "fp32"
-    key = cache_key(hash_dir(teacher_dir), fingerprint_tokens(data), pooled_layers, precision)
+    dtype = resolve_precision(precision, device)
+    key = cache_key(hash_dir(teacher_dir), fingerprint_tokens(data), pooled_layers, precision_name(dtype))
     cache = LogitCache(cache_root, key)
     if cache.exists():
         log.info("[%s] teacher-output cache hit: %s", stage, key)
         return cache.load(), "hit", key
     log.info("[%s] teacher-output cache miss: %s; running the teacher once over %d rows", stage, key, len(data))
-    outputs = cache.build(teacher, data, pad_id, dc.eval_batch_size, device, pooled_layers,
-                          autocast=device.type == "cuda")
+    outputs = cache.build(teacher, data, pad_id, dc.eval_batch_size, device, pooled_layers, dtype)
     return outputs, "miss", key
 
 
@@ -210,7 +211,7 @@ def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         val = encode_split(tokenizer, frames["val"], cfg.base.max_length)
         start = time.perf_counter()
         cached, cache_state, key = teacher_outputs(dc, paths.teacher, paths.cache, teacher, data, tokenizer.pad_token_id,
-                                                   layer_map, device)
+                                                   layer_map, device, precision=cfg.base.precision)
         cache_seconds = time.perf_counter() - start
         weights = LossWeights(dc.temperature, dc.alpha_kd, dc.alpha_ce, dc.alpha_cos)
         step = make_step(teacher, cached, weights, layer_map, dc.hidden_loss)

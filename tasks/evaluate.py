@@ -77,7 +77,8 @@ def evaluate(cfg: Config, paths: Paths) -> dict:
             tokenizer = load_tokenizer(str(folder), key=f"models/{folder.name}")
             model, _ = load_classifier(str(folder), names, key=f"models/{folder.name}")
             data = encode_split(tokenizer, test, cfg.base.max_length)
-            logits = predict_logits(model.to(device), data, tokenizer.pad_token_id, 128, device, progress=f"{role} test")
+            logits = predict_logits(model.to(device), data, tokenizer.pad_token_id, 128, device, progress=f"{role} test",
+                                    precision=cfg.base.precision)
             preds[role] = logits.argmax(-1)
             quality = classification_metrics(data.labels, preds[role], names)
             speed = measure_speed(model, data, tokenizer.pad_token_id, ec.threads, ec.latency_runs,

@@ -114,7 +114,8 @@ def production_predictions(cfg: Config, paths: Paths, names: list[str], frame) -
 def _predictions(cfg: Config, folder: Path, names: list[str], frame) -> np.ndarray:
     model, _ = load_classifier(str(folder), names, key=str(folder))
     tokenizer = load_tokenizer(str(folder), key=str(folder))
-    return predict_labels(model.to(resolve_device(cfg.base.device)), tokenizer, frame, cfg.base.max_length)
+    return predict_labels(model.to(resolve_device(cfg.base.device)), tokenizer, frame, cfg.base.max_length,
+                          cfg.base.precision)
 
 
 def production_comparison(cfg: Config, paths: Paths, names: list[str]) -> Comparison | None:

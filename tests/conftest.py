@@ -23,6 +23,13 @@ CORPUS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def auto_precision_is_fp32(monkeypatch):
+    """base.precision `auto` resolves as on a CPU without hardware bf16, whatever this one has: tests
+    compare logits at fp32 tolerances and must not depend on the machine. Tests of bf16 ask for it."""
+    monkeypatch.setattr("tasks.core.precision.cpu_has_bf16", lambda: False)
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory):
     """A WordPiece BERT tokenizer trained on a few sentences (vocab ~100)."""

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from tasks.core.data import TokenDataset, make_loader
 from tasks.core.dist import barrier, dist_info
 from tasks.core.loss import mean_pool
+from tasks.core.precision import autocast, precision_name
 
 log = logging.getLogger("kd")
 
@@ -48,7 +49,8 @@ def cache_key(teacher_fp: str, data_fp: str, layer_map: list[int] | None, precis
         teacher_fp: a hash of the teacher's saved folder (the pipeline uses tasks.infra.storage.hash_dir).
         data_fp: the transfer set's `fingerprint_tokens`.
         layer_map: the teacher layers whose pooled states are stored; None for logits only.
-        precision: "fp32" or "bf16": bf16 logits from a GPU are not a CPU run's.
+        precision: the resolved compute precision, "fp32" or "bf16" (tasks.core.precision.precision_name):
+            a bf16 run's logits must never serve an fp32 run, nor the other way round.
     """
     spec = json.dumps({"teacher": teacher_fp, "data": data_fp, "pooled_layers": layer_map,
                        "precision": precision}, sort_keys=True)
@@ -155,7 +157,7 @@ class LogitCache:
         return TeacherOutputs(logits, pooled)
 
     def build(self, teacher: torch.nn.Module, data: TokenDataset, pad_id: int, batch_size: int,
-              device: torch.device, layer_map: list[int] | None, autocast: bool = False) -> TeacherOutputs:
+              device: torch.device, layer_map: list[int] | None, dtype: torch.dtype | None = None) -> TeacherOutputs:
         """Run the teacher over `data` once and write the entry atomically.
 
         Under several processes each rank computes rows rank, rank + world, ... into its own
@@ -168,7 +170,8 @@ class LogitCache:
             batch_size: inference batch size.
             device: where the teacher runs.
             layer_map: teacher layers whose pooled states are stored; None stores logits only.
-            autocast: bf16 autocast (CUDA).
+            dtype: the autocast dtype (tasks.core.precision.resolve_precision), None for fp32; the
+                entry's key must name the same precision.
         """
         rank, world = dist_info()
         # One temporary folder all ranks agree on (a random suffix would differ between them).
@@ -180,10 +183,11 @@ class LogitCache:
         try:
             rows = range(rank, len(data), world)
             shard = data if world == 1 else TokenDataset([data.ids[i] for i in rows], data.labels[list(rows)])
-            self._fill(tmp, rank, world, teacher, shard, pad_id, batch_size, device, layer_map, autocast)
+            self._fill(tmp, rank, world, teacher, shard, pad_id, batch_size, device, layer_map, dtype)
             barrier()
             if rank == 0:
-                (tmp / "meta.json").write_text(json.dumps({"rows": len(data), "world": world, "layer_map": layer_map}))
+                (tmp / "meta.json").write_text(json.dumps({"rows": len(data), "world": world, "layer_map": layer_map,
+                                                           "precision": precision_name(dtype)}))
                 if self.path.exists():
                     shutil.rmtree(self.path)
                 os.replace(tmp, self.path)
@@ -195,13 +199,13 @@ class LogitCache:
 
     @staticmethod
     def _fill(folder: Path, rank: int, world: int, teacher: torch.nn.Module, data: TokenDataset, pad_id: int,
-              batch_size: int, device: torch.device, layer_map: list[int] | None, autocast: bool) -> None:
+              batch_size: int, device: torch.device, layer_map: list[int] | None, dtype: torch.dtype | None) -> None:
         loader = make_loader(data, batch_size, pad_id, seed=0, shuffle=False, device=device)
         logits_mm = pooled_mm = None
         teacher.eval()
         for batch in tqdm(loader, desc="teacher logits", unit="batch", mininterval=2, disable=rank != 0):
             batch = {k: v.to(device) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            with autocast(device.type, dtype):
                 logits, pooled, _ = teacher_forward(teacher, batch, layer_map)
             if logits_mm is None:  # shapes are known after the first batch
                 logits_mm = np.lib.format.open_memmap(folder / _shard_file("logits", rank, world), "w+", np.float32,

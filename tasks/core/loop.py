@@ -1,8 +1,9 @@
 """One training loop for the teacher, the distilled student and the fine-tuned student.
 
 What differs between them is only the step function (how a batch becomes a loss); this loop
-owns the rest: optimiser and schedule, bf16 autocast on CUDA, checkpoints and `resume`, early
-stopping on validation accuracy, progress bars, and DDP when launched by torchrun/accelerate.
+owns the rest: optimiser and schedule, the compute precision (base.precision, through
+tasks.core.precision), checkpoints and `resume`, early stopping on validation accuracy, progress
+bars, and DDP when launched by torchrun/accelerate.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from tasks.core.data import TokenDataset, make_loader
 from tasks.core.dist import barrier, dist_info, init_distributed, reduce_mean  # noqa: F401 (re-exported)
+from tasks.core.precision import autocast, resolve_precision
 from tasks.core.predict import predict_logits
 
 log = logging.getLogger("kd")
@@ -43,6 +45,7 @@ class LoopConfig:
     save_every_steps: int = 0
     seed: int = 42
     device: str = "auto"
+    precision: str = "auto"  # base.precision: auto | fp32 | bf16 (autocast dtype of training and validation)
     compile: bool = False
     desc: str = "train"
     metric: str = "accuracy"  # accuracy | f1_macro: the validation figure that picks the best epoch
@@ -111,9 +114,9 @@ def macro_f1(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> flo
 
 
 def validation_metrics(model: torch.nn.Module, data: TokenDataset, pad_id: int, batch_size: int,
-                       device: torch.device) -> dict[str, float]:
-    """Accuracy, macro-F1 and cross-entropy on a labelled set."""
-    logits = torch.from_numpy(predict_logits(model, data, pad_id, batch_size, device))
+                       device: torch.device, precision: str = "auto") -> dict[str, float]:
+    """Accuracy, macro-F1 and cross-entropy on a labelled set (batches in `precision`, base.precision)."""
+    logits = torch.from_numpy(predict_logits(model, data, pad_id, batch_size, device, precision=precision))
     labels = torch.from_numpy(data.labels)
     loss = torch.nn.functional.cross_entropy(logits, labels).item()
     preds = logits.argmax(-1)
@@ -178,6 +181,7 @@ def train(model: torch.nn.Module, train_data: TokenDataset, val_data: TokenDatas
     """
     rank, world = dist_info()
     device = resolve_device(cfg.device)
+    dtype = resolve_precision(cfg.precision, device)  # None: fp32
     # Under DDP every rank starts from the same weights (DDP also broadcasts them from rank 0).
     torch.manual_seed(cfg.seed)
     model.to(device)
@@ -220,7 +224,7 @@ def train(model: torch.nn.Module, train_data: TokenDataset, val_data: TokenDatas
                    desc=f"{cfg.desc} {epoch + 1}/{cfg.epochs}", unit="step", mininterval=2)
         for batch in bar:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with autocast(device.type, dtype):
                 loss, parts = step_fn(forward, batch)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -247,7 +251,7 @@ def train(model: torch.nn.Module, train_data: TokenDataset, val_data: TokenDatas
         took = time.perf_counter() - epoch_start  # training only: validation is timed apart
         record.update(seconds=round(took, 2), samples_per_s=round(seen * world / max(took, 1e-9), 1))
         val_start = time.perf_counter()
-        record.update(validation_metrics(model, val_data, pad_id, cfg.eval_batch_size, device))
+        record.update(validation_metrics(model, val_data, pad_id, cfg.eval_batch_size, device, cfg.precision))
         record["val_seconds"] = round(time.perf_counter() - val_start, 2)
         state["history"].append(record)
         if record[f"val_{cfg.metric}"] > state["best"]:

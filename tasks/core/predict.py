@@ -1,9 +1,9 @@
 """Inference with a classifier: logits for a whole tokenised dataset, and the probabilities they give.
 
 Scoring rows with a PyTorch model comes here (validation in the training loop, the teacher and
-evaluate stages, promote and retrain through tasks.infra.common), so batching, padding and bf16 autocast
-are written once; so is the softmax, which the drift monitor (its own forward pass, for hidden
-states) takes from here too.
+evaluate stages, promote and retrain through tasks.infra.common), so batching, padding and the
+compute precision (base.precision, resolved by tasks.core.precision) are written once; so is the
+softmax, which the drift monitor (its own forward pass, for hidden states) takes from here too.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ import torch
 from tqdm.auto import tqdm
 
 from tasks.core.data import TokenDataset, make_loader
+from tasks.core.precision import autocast, resolve_precision
 
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, data: TokenDataset, pad_id: int, batch_size: int = 128,
-                   device: torch.device | None = None, progress: str | None = None) -> np.ndarray:
+                   device: torch.device | None = None, progress: str | None = None,
+                   precision: str = "auto") -> np.ndarray:
     """Logits for every row, in the dataset's order.
 
     Args:
@@ -27,6 +29,7 @@ def predict_logits(model: torch.nn.Module, data: TokenDataset, pad_id: int, batc
         batch_size: rows per forward pass (longest rows first).
         device: where the model runs; default: where its parameters are.
         progress: a progress-bar title, or None for no bar.
+        precision: base.precision (auto | fp32 | bf16); `auto` keeps a single row in fp32.
 
     Returns:
         float32 [N, C]; [0, C] for no rows (C from the model's config, 0 when it has none).
@@ -34,10 +37,11 @@ def predict_logits(model: torch.nn.Module, data: TokenDataset, pad_id: int, batc
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
+    dtype = resolve_precision(precision, device, rows=min(len(data), batch_size))
     loader = make_loader(data, batch_size, pad_id, 0, False, device)
     out: np.ndarray | None = None
     for batch in tqdm(loader, desc=progress or "predict", disable=progress is None, mininterval=2):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device.type, dtype):
             logits = model(input_ids=batch["input_ids"].to(device),
                            attention_mask=batch["attention_mask"].to(device)).logits
         if out is None:  # the class count is known after the first batch

@@ -36,19 +36,23 @@ def encode_split(tokenizer, frame: pd.DataFrame, max_length: int) -> TokenDatase
     return make_dataset(tokenizer, frame["text"].tolist(), frame["label"].to_numpy(), max_length)
 
 
-def text_logits(model: torch.nn.Module, tokenizer, texts: list[str], max_length: int) -> np.ndarray:
-    """Logits float32 [N, C] of a classifier for `texts`, on the model's device."""
-    return predict_logits(model, make_dataset(tokenizer, texts, None, max_length), tokenizer.pad_token_id, 128)
+def text_logits(model: torch.nn.Module, tokenizer, texts: list[str], max_length: int,
+                precision: str = "auto") -> np.ndarray:
+    """Logits float32 [N, C] of a classifier for `texts`, on the model's device, in `precision` (base.precision)."""
+    return predict_logits(model, make_dataset(tokenizer, texts, None, max_length), tokenizer.pad_token_id, 128,
+                          precision=precision)
 
 
-def predict_labels(model: torch.nn.Module, tokenizer, frame: pd.DataFrame, max_length: int) -> np.ndarray:
+def predict_labels(model: torch.nn.Module, tokenizer, frame: pd.DataFrame, max_length: int,
+                   precision: str = "auto") -> np.ndarray:
     """Predicted label ids [N] of a classifier on a frame with a `text` column, on the model's device."""
-    return text_logits(model, tokenizer, frame["text"].tolist(), max_length).argmax(-1)
+    return text_logits(model, tokenizer, frame["text"].tolist(), max_length, precision).argmax(-1)
 
 
-def predict_probs(model: torch.nn.Module, tokenizer, texts: list[str], max_length: int) -> np.ndarray:
+def predict_probs(model: torch.nn.Module, tokenizer, texts: list[str], max_length: int,
+                  precision: str = "auto") -> np.ndarray:
     """Class probabilities float32 [N, C] of a classifier for `texts`, on the model's device."""
-    return softmax(text_logits(model, tokenizer, texts, max_length))
+    return softmax(text_logits(model, tokenizer, texts, max_length, precision))
 
 
 def loop_config(section: TrainConfig, base: BaseConfig, desc: str, metric: str = "accuracy") -> LoopConfig:
@@ -63,12 +67,12 @@ def loop_config(section: TrainConfig, base: BaseConfig, desc: str, metric: str =
 
     Args:
         section: a `TrainConfig` (or subclass) with the run's settings.
-        base: seed and device.
+        base: seed, device and precision.
         desc: the run's name in logs and progress bars.
         metric: evaluate.metric, the validation figure that picks the best epoch.
     """
     values = {name: getattr(section, name) for name in TrainConfig.model_fields}
-    return LoopConfig(**values, seed=base.seed, device=base.device, desc=desc, metric=metric)
+    return LoopConfig(**values, seed=base.seed, device=base.device, precision=base.precision, desc=desc, metric=metric)
 
 
 def supervised_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:

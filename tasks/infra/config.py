@@ -25,6 +25,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
+from tasks.core.precision import PRECISIONS
 from tasks.infra.embedded import TASKS as EMBEDDED_TASKS
 from tasks.infra.errors import ConfigError
 
@@ -85,7 +86,10 @@ class BaseConfig(Section):
 
     seed: int = Field(42, ge=0, description="random seed of splits, new heads and batch order")
     max_length: int = Field(64, ge=1, description="tokens per text; longer texts are truncated")
-    device: _choice("auto", "cpu", "cuda") = Field("auto", description="auto: CUDA (bf16 autocast) when present")
+    device: _choice("auto", "cpu", "cuda") = Field("auto", description="auto: CUDA when present")
+    precision: _choice(*PRECISIONS) = Field(
+        "auto", description="training and batch-inference dtype; auto: bf16 autocast on CUDA and on CPUs with "
+                            "hardware bf16 (AVX512-BF16/AMX), fp32 elsewhere and for single rows")
     threads: int = Field(0, ge=0, description="torch intra-op threads for training; 0: torch's default")
 
 

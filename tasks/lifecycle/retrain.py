@@ -265,10 +265,11 @@ def fit_student(cfg: Config, teacher: torch.nn.Module, teacher_dir: Path, tokeni
     old_rows[len(parts["new"]):len(labelled)] = True
     teacher.to(device).eval().requires_grad_(False)
     cached, _, key = teacher_outputs(dc, teacher_dir, out / "cache", teacher, data, tokenizer.pad_token_id, layer_map,
-                                     device, stage="retrain")
+                                     device, stage="retrain", precision=cfg.base.precision)
     extra = None
     if rt.alpha_lwf > 0 and champion is not None and old_rows.any():
-        previous = torch.from_numpy(predict_logits(champion.to(device), data, tokenizer.pad_token_id, 128, device))
+        previous = torch.from_numpy(predict_logits(champion.to(device), data, tokenizer.pad_token_id, 128, device,
+                                                   precision=cfg.base.precision))
 
         def extra(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict]:
             index = batch["index"].cpu()
@@ -501,7 +502,7 @@ def run_cycle(cfg: Config, paths: Paths, base: dict, names: list[str], teacher_d
     report["scores"] = scores
     if not gate.promote:
         return {**report, "status": "not promoted", "promoted": False, "reason": gate.reason}
-    probs = predict_probs(teacher, tokenizer, pool, max_length)
+    probs = predict_probs(teacher, tokenizer, pool, max_length, cfg.base.precision)
     confident = probs.max(-1) >= rt.min_teacher_confidence
     write_parquet(data_out / "unlabelled.parquet", pd.DataFrame({
         "text": pool, "teacher_label": probs.argmax(-1), "confidence": probs.max(-1), "selected": confident}))
