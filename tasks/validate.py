@@ -33,8 +33,8 @@ from tasks.infra.checks import (
     scan_chunks,
     suite_body,
 )
-from tasks.infra.config import Config
-from tasks.infra.errors import ConfigError, DataError
+from tasks.infra.config import Config, config_from_dict, to_dict
+from tasks.infra.errors import DataError
 from tasks.infra.storage import Paths, atomic_path, read_json, stage_log, write_json
 from tasks.infra.suites import (
     Rule,
@@ -59,15 +59,15 @@ SPLITS = ("train", "val", "test")  # as in tasks.ingest, not imported from it: t
 
 
 def check_thresholds(cfg: Config) -> None:
-    """Shares in [0, 1) and positive lengths; a wrong one fails with the key's name."""
-    vcfg = cfg.validate
-    for key in ("max_duplicate_share", "max_truncated_share"):
-        if not 0 <= getattr(vcfg, key) < 1:
-            raise ConfigError(f"validate.{key}: expected a share in [0, 1), got {getattr(vcfg, key)}")
-    if vcfg.min_class_rows < 1:
-        raise ConfigError(f"validate.min_class_rows: expected >= 1, got {vcfg.min_class_rows}")
-    if vcfg.max_text_chars < 1 or vcfg.min_text_chars < 0:
-        raise ConfigError("validate.min_text_chars >= 0 and validate.max_text_chars >= 1 are required")
+    """The `validate:` thresholds checked again by the schema, which owns their bounds.
+
+    `load_config` has checked them once; this catches a key set after loading (pydantic does not
+    check assignments), with the same one line as params.yaml would give.
+
+    Raises:
+        ConfigError: a threshold out of its bounds, naming the key.
+    """
+    config_from_dict({"validate": to_dict(cfg.validate)})
 
 
 def scan_file(path: str | Path, split: str, cfg: Config, labels: list[str] | None, labelled: bool = True) -> int:

@@ -24,13 +24,15 @@ import torch
 from transformers import AutoConfig
 
 from tasks.core.data import Collator, TokenDataset
+from tasks.infra.config import choices, schema_field
 from tasks.infra.errors import ConfigError
 from tasks.infra.models import load_classifier, resolve_model
 from tasks.infra.storage import atomic_path, hash_dir, read_json, write_json
 
 log = logging.getLogger("kd")
 
-VARIANTS = ("torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8")
+# The serving variants: the schema's inference.variant choices but `auto` (which picks one of them), in its order.
+VARIANTS = tuple(v for v in choices(schema_field("inference.variant")) if v != "auto")
 OPSET = 18  # the dynamo exporter's native opset; ONNX Runtime 1.32 runs it
 ONNX_FILES = {"onnx-fp32": "model.onnx", "onnx-int8": "model.int8.onnx"}
 

@@ -31,3 +31,12 @@ def test_mean_pooling_lives_in_the_loss_module():
     written = re.compile(r"\*\s*mask\)\.sum\(|mask\.sum\(")
     elsewhere = [path for path, text in sources().items() if path != "tasks/core/loss.py" and written.search(text)]
     assert elsewhere == []
+
+
+def test_serving_variants_are_the_schemas():
+    """export.VARIANTS is asked of the schema (inference.variant's choices but auto), not written again."""
+    from tasks.infra.config import CHOICES
+    from tasks.production.export import VARIANTS
+
+    assert set(VARIANTS) == CHOICES["inference.variant"] - {"auto"} and VARIANTS[0] == "torch-fp32"
+    assert '"onnx-int8")' not in (TASKS / "production" / "export.py").read_text(encoding="utf-8")

@@ -234,11 +234,15 @@ def test_missing_split_names_the_file(paths: Paths, cfg: Config) -> None:
         validate(cfg, paths)
 
 
-@pytest.mark.parametrize(("key", "value"), [("max_duplicate_share", 1.5), ("max_truncated_share", -0.1)])
-def test_thresholds_out_of_range_name_the_key(paths: Paths, cfg: Config, key: str, value: float) -> None:
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("max_duplicate_share", 1.5, r"a value in \[0, 1\), got 1.5"), ("max_truncated_share", -0.1, r"a value in \[0, 1\)"),
+    ("min_class_rows", 0, r">= 1, got 0"), ("max_text_chars", 0, r">= 1, got 0")])
+def test_thresholds_out_of_range_name_the_key(paths: Paths, cfg: Config, key: str, value: float,
+                                               expected: str) -> None:
+    """A threshold set after loading (pydantic does not check assignments) is refused by the schema's bounds."""
     write_processed(paths, clean_frames())
     setattr(cfg.validate, key, value)
-    with pytest.raises(ConfigError, match=rf"^validate\.{key}: expected a share in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=rf"^validate\.{key}: expected {expected}"):
         validate(cfg, paths)
 
 
