@@ -165,7 +165,7 @@ def train_student(paths, cfg, task: str, depth: int, variant: str, seed: int, ar
     """Distil one student into `paths` and score it on the test split."""
     from tasks.infra.common import encode_split, load_labels, load_split
     from tasks.infra.config import config_from_dict, to_dict
-    from tasks.core.loop import predict_logits
+    from tasks.core.predict import predict_logits
     from tasks.distill import distill
     from tasks.infra.models import load_classifier, load_tokenizer
     from tasks.infra.stats import metric_value

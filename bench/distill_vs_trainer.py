@@ -53,7 +53,7 @@ def _train_frame(paths, rows: int | None):
 
 def _accuracy(model, tokenizer, paths, max_length: int) -> float:
     from tasks.infra.common import encode_split, load_split
-    from tasks.core.loop import predict_logits
+    from tasks.core.predict import predict_logits
 
     test = encode_split(tokenizer, load_split(paths, "test"), max_length)
     preds = predict_logits(model.cpu(), test, tokenizer.pad_token_id, 128).argmax(-1)

@@ -38,7 +38,7 @@ def main() -> None:
 
     from tasks.infra.common import encode_split, load_split
     from tasks.infra.config import load_config
-    from tasks.core.loop import predict_logits
+    from tasks.core.predict import predict_logits
     from tasks.distill import distill
     from tasks.infra.models import load_classifier, load_tokenizer
     from tasks.infra.storage import Paths
