@@ -49,53 +49,12 @@ def machine_info(threads: int) -> dict:
             "transformers": transformers.__version__}
 
 
-def _latencies(predictors: dict, singles: list, warmup: int, block: int) -> dict[str, list[float]]:
-    """Batch-1 latencies (ms) of every predictor on the same inputs, interleaved in blocks."""
-    times: dict[str, list[float]] = {key: [] for key in predictors}
-    for key, p in predictors.items():
-        for ids, mask in singles[:warmup]:
-            p.predict_logits(ids, mask)
-    for start in range(warmup, len(singles), block):
-        for key, p in predictors.items():
-            for ids, mask in singles[start:start + block]:
-                t0 = time.perf_counter()
-                p.predict_logits(ids, mask)
-                times[key].append((time.perf_counter() - t0) * 1000)
-    return times
-
-
-def _throughput_and_accuracy(predictor, batches: list, labels) -> tuple[float, float]:
-    """Rows/s over the whole split in batches (one warm-up batch first), and the accuracy."""
-    import numpy as np
-
-    predictor.predict_logits(*batches[0])
-    start = time.perf_counter()
-    logits = [predictor.predict_logits(ids, mask) for ids, mask in batches]
-    seconds = time.perf_counter() - start
-    preds = np.concatenate(logits).argmax(-1)
-    return len(labels) / seconds, float((preds == labels).mean())
-
-
-def _inputs(data, pad_id: int, runs: int, batch_size: int) -> tuple[list, list]:
-    """Batch-1 inputs (test rows in order, cycled) and in-order batches of `batch_size`, as numpy."""
-    from tasks.core.data import Collator
-
-    collate = Collator(pad_id)
-
-    def as_numpy(rows):
-        batch = collate([data[i] for i in rows])
-        return batch["input_ids"].numpy(), batch["attention_mask"].numpy()
-
-    singles = [as_numpy([i % len(data)]) for i in range(runs)]
-    batches = [as_numpy(range(s, min(s + batch_size, len(data)))) for s in range(0, len(data), batch_size)]
-    return singles, batches
-
-
 def run(args) -> dict:
     """Measure every row; returns the report written to reports/bench/serving.json."""
     from tasks.infra.common import encode_split, load_split
     from tasks.infra.config import load_config
-    from tasks.production.export import choose_variant, load_predictor, weights_hash
+    from tasks.production.export import (choose_variant, interleaved_latencies, load_predictor, serving_inputs,
+                                         throughput_and_accuracy, weights_hash)
     from tasks.infra.models import load_tokenizer
     from tasks.infra.storage import Paths
 
@@ -105,7 +64,7 @@ def run(args) -> dict:
     test = load_split(paths, "test")
     tokenizer = load_tokenizer(str(paths.student), key="models/student")  # the student keeps the teacher's
     data = encode_split(tokenizer, test, cfg.base.max_length)
-    singles, batches = _inputs(data, tokenizer.pad_token_id, args.warmup + args.runs, args.batch_size)
+    singles, batches = serving_inputs(data, tokenizer.pad_token_id, args.warmup + args.runs, args.batch_size)
     machine = machine_info(args.threads)
     predictors, load_s = {}, {}
     for role, folder, variants in (("teacher", paths.teacher, args.teacher_variants),
@@ -115,10 +74,10 @@ def run(args) -> dict:
             predictors[(role, variant)] = load_predictor(folder, variant, args.threads)
             load_s[(role, variant)] = time.perf_counter() - start
             print(f"loaded {role} {variant} in {load_s[(role, variant)]:.1f} s", file=sys.stderr, flush=True)
-    times = _latencies(predictors, singles, args.warmup, args.block)
+    times = interleaved_latencies(predictors, singles, args.warmup, args.block)
     rows = []
     for (role, variant), p in predictors.items():
-        throughput, accuracy = _throughput_and_accuracy(p, batches, data.labels)
+        throughput, accuracy = throughput_and_accuracy(p, batches, data.labels)
         ts = sorted(times[(role, variant)])
         rows.append({"model": role, "variant": variant, "latency_ms_b1": round(statistics.median(ts), 3),
                      "latency_ms_b1_p99": round(ts[min(len(ts) - 1, int(0.99 * len(ts)))], 3),

@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", default="text")
     p.add_argument("--variant", choices=sorted(CHOICES["inference.variant"]),
                    help="serving variant (default: inference.variant in params.yaml)")
+    p = sub.add_parser("sweep", help="compression sweep: students of params.yaml's sweep: space from the one teacher; "
+                       "the cheapest within the accuracy budget is written into params.yaml's distill: section")
+    p.add_argument("--no-apply", action="store_true", help="report the choice, leave params.yaml unchanged")
     return parser
 
 
@@ -261,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
             report = retrain(cfg, paths, args.trigger, args.detail)
             print(cycle_table(report) if "scores" in report else report["reason"], file=sys.stderr)
             print(json.dumps({k: report.get(k) for k in ("version", "status", "promoted", "reason")}, indent=2))
+        elif args.command == "sweep":
+            from tasks.sweep import sweep
+
+            sweep(cfg, paths, None if args.no_apply else Path(args.params))
         elif args.command == "rollback":
             from tasks.lifecycle.registry import rollback
 

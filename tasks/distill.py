@@ -135,7 +135,9 @@ def teacher_outputs(dc: DistillConfig, teacher_dir: Path, cache_root: Path, teac
     """The teacher's outputs for the transfer set, from the cache or built into it once.
 
     The distill stage and each retraining cycle (its own cache inside the cycle's folder) both
-    come here. Pooled hidden states are stored only when pooled alignment is on.
+    come here. Pooled hidden states are stored only when pooled alignment is on, then for every
+    teacher layer: the entry's key does not depend on the layer map, and `select` hands back the
+    mapped layers, so students of any depth and map share one teacher run.
 
     Args:
         dc: the distill section: `cache` (off: no cache), `alpha_cos`, `hidden_loss`, `eval_batch_size`.
@@ -154,16 +156,18 @@ def teacher_outputs(dc: DistillConfig, teacher_dir: Path, cache_root: Path, teac
     """
     if not dc.cache:
         return None, "off", None
-    pooled_layers = layer_map if dc.alpha_cos > 0 and dc.hidden_loss == "pooled" else None
+    pooled_layers = list(range(num_layers(teacher))) if dc.alpha_cos > 0 and dc.hidden_loss == "pooled" else None
     dtype = resolve_precision(precision, device)
     key = cache_key(hash_dir(teacher_dir), fingerprint_tokens(data), pooled_layers, precision_name(dtype))
     cache = LogitCache(cache_root, key)
     if cache.exists():
         log.info("[%s] teacher-output cache hit: %s", stage, key)
-        return cache.load(), "hit", key
-    log.info("[%s] teacher-output cache miss: %s; running the teacher once over %d rows", stage, key, len(data))
-    outputs = cache.build(teacher, data, pad_id, dc.eval_batch_size, device, pooled_layers, dtype)
-    return outputs, "miss", key
+        outputs, state = cache.load(), "hit"
+    else:
+        log.info("[%s] teacher-output cache miss: %s; running the teacher once over %d rows", stage, key, len(data))
+        outputs, state = cache.build(teacher, data, pad_id, dc.eval_batch_size, device, pooled_layers,
+                                     dtype), "miss"
+    return (outputs.select(layer_map) if pooled_layers else outputs), state, key
 
 
 def make_student(dc: DistillConfig, teacher: torch.nn.Module, names: list[str]) -> tuple[torch.nn.Module, list[int]]:
@@ -192,8 +196,11 @@ def make_student(dc: DistillConfig, teacher: torch.nn.Module, names: list[str]) 
     return student, layer_map
 
 
-def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
-    """Run the distill stage. Writes models/distilled/, reports/distill.json and its curve."""
+def distill(cfg: Config, paths: Paths, resume: bool = False, on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Run the distill stage. Writes models/distilled/, reports/distill.json and its curve.
+
+    `on_epoch` sees each epoch's record (tasks.core.loop.train); the sweep prunes trials with it.
+    """
     dc = cfg.distill
     prepare_torch(cfg.base.threads, cfg.base.seed)
     with stage_log("distill") as info:
@@ -219,7 +226,7 @@ def distill(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         train_unlabelled = int((frames["train"]["label"] == IGNORE_LABEL).sum())
         check_zero_shot_text(cfg, train_unlabelled + len(unlabeled))
         result = train(student, data, val, step, loop_config(dc, cfg.base, "distill", cfg.evaluate.metric), tokenizer.pad_token_id,
-                       paths.checkpoints("distill"), resume=resume)
+                       paths.checkpoints("distill"), resume=resume, on_epoch=on_epoch)
         if is_main():  # under DDP every rank holds the same weights; one writes
             save_model(student.cpu(), tokenizer, paths.distilled)
         epochs_run = max(1, len(result.history))

@@ -7,8 +7,11 @@ Per-token hidden states are not cached: at 64 tokens × 384 floats per layer the
 lazily, batch by batch, and never held in memory at once.
 
 The key hashes the teacher's saved folder (its weights, config and tokenizer files), the exact
-token ids of the transfer set (so the text, the tokenizer and max_length all count), the layer
-map and what is stored: a change to any of them misses, anything else hits.
+token ids of the transfer set (so the text, the tokenizer and max_length all count), the layers
+stored and the precision: a change to any of them misses, anything else hits. The distill stage
+stores the pooled states of *every* teacher layer and reads the mapped ones through
+`TeacherOutputs.select`, so one entry serves every student depth and layer map (a sweep runs the
+teacher once for all its trials).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +70,14 @@ class TeacherOutputs:
 
     logit_shards: list[np.ndarray]
     pooled_shards: list[np.ndarray] | None
+    layers: list[int] | None = None  # positions on the stored K axis that `pooled`/`take` return; None: all
+
+    def select(self, layers: list[int]) -> TeacherOutputs:
+        """The same entry seen through `layers`: positions on its stored layer axis (with every
+        teacher layer stored, position i is teacher layer i, so `layers` is the student's layer map)."""
+        if self.pooled_shards is not None and any(not 0 <= i < self.pooled_shards[0].shape[1] for i in layers):
+            raise ValueError(f"layers {layers}: the entry stores {self.pooled_shards[0].shape[1]} layers")
+        return replace(self, layers=list(layers))
 
     @property
     def logits(self) -> np.ndarray:
@@ -75,8 +86,11 @@ class TeacherOutputs:
 
     @property
     def pooled(self) -> np.ndarray | None:
-        """All pooled states [N, K, H] of a single-shard entry, or None when not cached."""
-        return None if self.pooled_shards is None else self._only(self.pooled_shards)
+        """All pooled states [N, K, H] of a single-shard entry (K: the selected layers), or None when not cached."""
+        if self.pooled_shards is None:
+            return None
+        pooled = self._only(self.pooled_shards)
+        return pooled if self.layers is None else pooled[:, self.layers]
 
     @staticmethod
     def _only(shards: list[np.ndarray]) -> np.ndarray:
@@ -109,7 +123,9 @@ class TeacherOutputs:
         logits = torch.from_numpy(self._gather(self.logit_shards, rows)).to(device, non_blocking=True)
         pooled = None
         if self.pooled_shards is not None:
-            pooled = torch.from_numpy(self._gather(self.pooled_shards, rows)).to(device, non_blocking=True)
+            states = self._gather(self.pooled_shards, rows)
+            states = states if self.layers is None else np.ascontiguousarray(states[:, self.layers])
+            pooled = torch.from_numpy(states).to(device, non_blocking=True)
         return logits, pooled
 
 

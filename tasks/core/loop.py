@@ -163,7 +163,8 @@ class Checkpointer:
 
 
 def train(model: torch.nn.Module, train_data: TokenDataset, val_data: TokenDataset, step_fn: StepFn,
-          cfg: LoopConfig, pad_id: int, ckpt_dir: str | Path, resume: bool = False) -> TrainResult:
+          cfg: LoopConfig, pad_id: int, ckpt_dir: str | Path, resume: bool = False,
+          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
     """Train `model` in place and leave it holding the best weights on validation accuracy.
 
     Args:
@@ -175,6 +176,8 @@ def train(model: torch.nn.Module, train_data: TokenDataset, val_data: TokenDatas
         pad_id: the tokenizer's pad token id.
         ckpt_dir: where `state.pt` / `best.pt` go; a resumed run continues from `state.pt`.
         resume: continue from the last checkpoint instead of starting over.
+        on_epoch: called with each epoch's record once it is checkpointed; an exception it raises
+            stops the run there (the sweep's pruning of a hopeless trial).
 
     Returns:
         The run's `TrainResult`.
@@ -266,6 +269,8 @@ def train(model: torch.nn.Module, train_data: TokenDataset, val_data: TokenDatas
                  took, record["samples_per_s"])
         state["epoch"], state["step_in_epoch"] = epoch + 1, 0
         checkpoint()
+        if on_epoch is not None:
+            on_epoch(record)
         if state["stopped_early"]:
             log.info("[%s] early stop: no val improvement for %d epochs", cfg.desc, cfg.patience)
     barrier()

@@ -239,6 +239,62 @@ class EvaluateConfig(Section):
                                         "a required gain counts only when its interval lies wholly above zero")
 
 
+SERVING_VARIANTS = ("torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8")  # tasks/production/export.py VARIANTS
+
+
+class SweepConfig(Section):
+    """sweep: the compression sweep (`kdistill sweep`, tasks/sweep.py): students searched against one teacher,
+    the cheapest by `objective` within the accuracy budget chosen and written into `distill:`."""
+
+    method: _choice("grid", "optuna") = Field("grid", description="grid: every combination | optuna: a budgeted "
+                                                                  "search (TPE), pruned on the val metric each epoch")
+    n_trials: int = Field(12, ge=1, description="optuna: trials in all, finished ones of an interrupted sweep included")
+    depths: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1, 2, 3, 4, 5], description="student depths (teacher layers kept), each < the teacher's")
+    layer_rule: _choice("spread", "bottom", "top") = Field(
+        "spread", description="layer map of each depth: spread (distill's default map) | bottom | top layers")
+    layer_maps: list[list[Annotated[int, Field(ge=0)]]] | None = Field(
+        None, description="explicit layer maps, e.g. [[0, 5], [0, 2, 5]]; set: replaces depths and layer_rule")
+    temperatures: list[Annotated[float, BeforeValidator(_yaml_number), Field(gt=0)]] = Field(
+        default_factory=lambda: [2.0, 4.0], description="distill.temperature values")
+    alphas: list[list[Annotated[float, BeforeValidator(_yaml_number), Field(ge=0)]]] = Field(
+        default_factory=lambda: [[0.5, 0.5]], description="[alpha_kd, alpha_ce] pairs")
+    learning_rates: list[Annotated[float, BeforeValidator(_yaml_number), Field(gt=0)]] = Field(
+        default_factory=lambda: [1e-4], description="distill.lr values")
+    epochs: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [4], description="distill.epochs values")
+    objective: _choice("latency", "size", "accuracy") = Field(
+        "latency", description="among trials within budget and not significantly below the best: the lowest "
+                               "batch-1 latency | the smallest | the most accurate")
+    max_drop: Share = Field(
+        0.01, description="val score (evaluate.metric) a trial may lose against the teacher: out of budget when "
+                          "its paired interval (evaluate.confidence) lies wholly below -max_drop")
+    max_latency_ms: Float | None = Field(None, gt=0, description="also out of budget above this batch-1 latency "
+                                                                "(served variant, evaluate.threads); null: no cap")
+    parallel: int = Field(1, ge=1, description="trials trained at once, as processes (one per 2 cores is sane)")
+    variants: list[_choice(*SERVING_VARIANTS)] = Field(
+        default_factory=lambda: list(SERVING_VARIANTS),
+        description="serving variants timed per trial; the fastest within inference.max_drop of torch-fp32 on val "
+                    "is the trial's served latency")
+
+    @model_validator(mode="after")
+    def _rules(self) -> SweepConfig:
+        space = {"temperatures": self.temperatures, "alphas": self.alphas, "learning_rates": self.learning_rates,
+                 "epochs": self.epochs, "variants": self.variants}
+        space["layer_maps" if self.layer_maps is not None else "depths"] = self.layer_maps or self.depths
+        for key, values in space.items():
+            if not values:
+                _fail(key, "empty search space: expected at least one value")
+        for i, pair in enumerate(self.alphas):
+            if len(pair) != 2 or sum(pair) == 0:
+                _fail(f"alphas[{i}]", f"expected [alpha_kd, alpha_ce], not both 0, got {pair}")
+        for i, layer_map in enumerate(self.layer_maps or []):
+            if not layer_map or any(b <= a for a, b in zip(layer_map, layer_map[1:])):
+                _fail(f"layer_maps[{i}]", f"expected strictly increasing teacher layers, got {layer_map}")
+        if "torch-fp32" not in self.variants:
+            _fail("variants", "expected torch-fp32 among them (the accuracy reference of the others)")
+        return self
+
+
 class PromoteConfig(Section):
     """promote: when a new student replaces the production model (models/production/)."""
 
@@ -394,6 +450,7 @@ class Config(Section):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
 
     @model_validator(mode="before")
     @classmethod

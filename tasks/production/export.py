@@ -359,3 +359,45 @@ def resolve_variant(setting: str, model_dir: str | Path, bench_json: str | Path)
                     bench_json, model_dir)
         return "torch-fp32"
     return chosen
+
+
+# Timing of serving variants: bench/serving.py's benchmark and the compression sweep (tasks/sweep.py) both
+# measure with these, so a sweep trial's latency means what the serving benchmark's does.
+
+def serving_inputs(data: TokenDataset, pad_id: int, runs: int, batch_size: int) -> tuple[list, list]:
+    """Batch-1 inputs (rows in order, cycled) and in-order batches of `batch_size`, as numpy (ids, mask) pairs."""
+    collate = Collator(pad_id)
+
+    def as_numpy(rows):
+        batch = collate([data[i] for i in rows])
+        return batch["input_ids"].numpy(), batch["attention_mask"].numpy()
+
+    singles = [as_numpy([i % len(data)]) for i in range(runs)]
+    batches = [as_numpy(range(s, min(s + batch_size, len(data)))) for s in range(0, len(data), batch_size)]
+    return singles, batches
+
+
+def interleaved_latencies(predictors: dict, singles: list, warmup: int, block: int) -> dict[str, list[float]]:
+    """Batch-1 latencies (ms) of every predictor on the same inputs, interleaved in blocks, so a load
+    spike on a shared machine lands on every predictor rather than on one."""
+    times: dict[str, list[float]] = {key: [] for key in predictors}
+    for key, p in predictors.items():
+        for ids, mask in singles[:warmup]:
+            p.predict_logits(ids, mask)
+    for start in range(warmup, len(singles), block):
+        for key, p in predictors.items():
+            for ids, mask in singles[start:start + block]:
+                t0 = time.perf_counter()
+                p.predict_logits(ids, mask)
+                times[key].append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def throughput_and_accuracy(predictor: Predictor, batches: list, labels: np.ndarray) -> tuple[float, float]:
+    """Rows/s over the whole split in batches (one warm-up batch first), and the accuracy."""
+    predictor.predict_logits(*batches[0])
+    start = time.perf_counter()
+    logits = [predictor.predict_logits(ids, mask) for ids, mask in batches]
+    seconds = time.perf_counter() - start
+    preds = np.concatenate(logits).argmax(-1)
+    return len(labels) / seconds, float((preds == labels).mean())

@@ -87,5 +87,5 @@ def test_every_bound_rejects_in_one_line_naming_the_key(key, value):
 def test_every_key_rejects_a_wrong_type_in_one_line_naming_it(key):
     section, name = key.split(".")
     with pytest.raises(ConfigError) as err:
-        load_config(REPO_PARAMS, {section: {name: [[1]]}})  # a list of lists fits no key
+        load_config(REPO_PARAMS, {section: {name: [[[1]]]}})  # a list of lists of lists fits no key (sweep.layer_maps takes [[1]])
     assert_one_line_naming(err, key)

@@ -1,0 +1,265 @@
+"""Code tests of the compression sweep (tasks/sweep.py) on a tiny teacher and 200 movie rows:
+the grid and the Optuna search, one teacher run for every layer map, resume, the choice rule, the
+params.yaml edit, and the user errors of `kdistill sweep`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import embedded_sample
+from tasks.infra.config import load_config
+from tasks.infra.storage import Paths, read_json, write_json
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+REPO = Path(__file__).resolve().parents[2]
+TINY = {  # seconds a trial: one epoch, few timing runs, two cheap variants; everything within budget
+    "base": {"max_length": 32},
+    "distill": {"epochs": 1, "batch_size": 16},
+    "evaluate": {"latency_runs": 3, "warmup_runs": 1},
+    "sweep": {"depths": [1, 2], "temperatures": [2.0, 4.0], "epochs": [1], "max_drop": 1.0,
+              "variants": ["torch-fp32", "torch-int8"]},
+}
+
+
+@pytest.fixture
+def ws(tmp_path, tiny_teacher_dir) -> Path:
+    """data/processed (120/40/40 movie rows), the tiny 4-layer teacher at models/teacher, params.yaml with TINY."""
+    root = tmp_path / "ws"
+    paths = Paths(root)
+    paths.processed.mkdir(parents=True)
+    movies = embedded_sample("movies", 200, 0).assign(label=lambda f: (f["label"] == "positive").astype("int64"))
+    for split, frame in (("train", movies.iloc[:120]), ("val", movies.iloc[120:160]), ("test", movies.iloc[160:])):
+        frame.reset_index(drop=True).to_parquet(paths.split(split))
+    write_json(paths.summary, {"labels": ["negative", "positive"], "data_hash": "movies-200"})
+    shutil.copytree(tiny_teacher_dir, paths.teacher)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    params["teacher"]["model"] = str(tiny_teacher_dir)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def cfg_of(ws: Path, *overrides: str):
+    return load_config(ws / "params.yaml", list(overrides))
+
+
+@pytest.fixture
+def builds(monkeypatch) -> list:
+    """Every run of the teacher over the transfer set (a cache build), recorded."""
+    from tasks.core.cache import LogitCache
+
+    calls, build = [], LogitCache.build
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.key)
+        return build(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogitCache, "build", counting)
+    return calls
+
+
+def test_grid_trains_every_combination_from_one_teacher_run(ws, builds):
+    from tasks.sweep import sweep
+
+    lines: list[str] = []
+    summary = sweep(cfg_of(ws), Paths(ws), ws / "params.yaml", echo=lines.append)
+    trials = read_json(ws / "reports" / "sweep" / "trials.json")["trials"]
+    assert len(trials) == 4 and {t["params"]["student_layers"] for t in trials} == {1, 2}
+    assert {tuple(t["params"]["layer_map"]) for t in trials} == {(0,), (0, 3)}  # 4 layers: distill's default maps
+    assert len(builds) == 1, "the teacher ran more than once over the transfer set"
+    assert [t["cache"] for t in trials] == ["miss", "hit", "hit", "hit"]
+    assert sum(line.startswith("trial ") and "/4 " in line for line in lines) == 4
+    assert all(("ms" in line and " s" in line) for line in lines if line.startswith("trial "))
+    for t in trials:
+        assert t["status"] == "done" and 0 <= t["val"]["accuracy"] <= 1 and t["torch_fp32"]["latency_ms_b1"] > 0
+        assert t["served"]["variant"] in ("torch-fp32", "torch-int8") and t["test"]["f1_macro"] >= 0
+    chosen = next(t for t in trials if t["id"] == summary["chosen"])
+    distill = load_config(ws / "params.yaml").distill
+    assert (distill.student_layers, distill.layer_map, distill.temperature) == (
+        chosen["params"]["student_layers"], chosen["params"]["layer_map"], chosen["params"]["temperature"])
+    for name in ("table.md", "pareto.png", "metrics.json", "trials.csv"):
+        assert (ws / "reports" / "sweep" / name).stat().st_size > 0
+    assert f"**{summary['chosen']}**" in (ws / "reports" / "sweep" / "table.md").read_text()
+
+
+def test_the_cache_serves_every_layer_map(ws, builds):
+    """Depth 1 after depth 3: the entry built for one map serves the other, with the mapped layers' states."""
+    from tasks.core.cache import LogitCache
+    from tasks.sweep import sweep
+
+    sweep(cfg_of(ws, "sweep.layer_maps=[[1, 2, 3], [3]]", "sweep.temperatures=[2.0]"), Paths(ws), echo=print)
+    assert len(builds) == 1
+    entry = LogitCache(Paths(ws).cache, builds[0]).load()
+    assert entry.pooled.shape[1] == 4  # every teacher layer stored
+    np.testing.assert_array_equal(entry.select([3]).pooled[:, 0], entry.pooled[:, 3])
+
+
+def test_resume_runs_only_unfinished_trials(ws, monkeypatch):
+    import tasks.distill
+    from tasks.sweep import sweep, sweep_dirs
+
+    ran = []
+    distill = tasks.distill.distill
+    monkeypatch.setattr(tasks.distill, "distill", lambda cfg, *a, **k: ran.append(cfg.distill.student_layers)
+                        or distill(cfg, *a, **k))
+    first = sweep(cfg_of(ws, "sweep.temperatures=[2.0]"), Paths(ws), echo=print)
+    assert sorted(ran) == [1, 2]
+    # An interrupted sweep: one trial never wrote its record.
+    trials = read_json(ws / "reports" / "sweep" / "trials.json")["trials"]
+    (sweep_dirs(Paths(ws))[1] / trials[1]["id"] / "trial.json").unlink()
+    ran.clear()
+    lines: list[str] = []
+    again = sweep(cfg_of(ws, "sweep.temperatures=[2.0]"), Paths(ws), echo=lines.append)
+    assert ran == [trials[1]["params"]["student_layers"]]
+    assert any("finished earlier, not rerun" in line and trials[0]["id"] in line for line in lines)
+    assert again["trials"] == first["trials"] == 2
+
+
+def test_optuna_search_finishes_n_trials_and_resumes(ws):
+    import optuna
+
+    from tasks.sweep import sweep, sweep_dirs
+
+    cfg = cfg_of(ws, "sweep.method=optuna", "sweep.n_trials=3", "sweep.depths=[1, 2, 3]")
+    lines: list[str] = []
+    sweep(cfg, Paths(ws), echo=lines.append)
+    storage = f"sqlite:///{sweep_dirs(Paths(ws))[1] / 'optuna.db'}"
+    (name,) = optuna.get_all_study_names(storage)
+    states = [t.state for t in optuna.load_study(study_name=name, storage=storage).trials]
+    finished = [s for s in states if s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == 3
+    ran_first = sum(line.startswith("trial ") for line in lines)
+    assert 1 <= ran_first <= 3  # a sampled repeat reuses its finished twin
+    lines.clear()
+    sweep(cfg, Paths(ws), echo=lines.append)  # resumed: n_trials already finished, nothing trains
+    assert not [line for line in lines if line.startswith("trial ") and "/3 " in line]
+
+
+def test_optuna_hook_prunes_after_an_epoch(ws, monkeypatch):
+    import optuna
+
+    import tasks.sweep as sw
+
+    monkeypatch.setattr(sw, "make_pruner", lambda: optuna.pruners.ThresholdPruner(lower=2.0))  # always below
+    storage = f"sqlite:///{ws / 'study.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    trial = study.ask()
+    params = sw.trial_params([0, 2], 2.0, [0.5, 0.5], 1e-4, 3)
+    record = sw.run_trial(cfg_of(ws), Paths(ws), {"id": "pruned1", "params": params,
+                                                  "pruning": {"storage": storage, "study": "s",
+                                                              "trial_id": trial._trial_id}})
+    assert record["status"] == "pruned" and "after epoch 1" in record["reason"]
+    assert len(record["history"]) == 1
+    assert study.trials[0].intermediate_values.keys() == {1}
+
+
+def rec(tid: str, preds: list[int], latency: float, depth: int = 1, size: float = 1.0) -> dict:
+    from tasks.sweep import trial_params
+
+    params = trial_params(list(range(depth)), 2.0, [0.5, 0.5], 1e-4, 1)
+    return {"id": tid, "status": "done", "params": params, "val_preds": np.array(preds),
+            "val": {"accuracy": 0.0}, "served": {"latency_ms_b1": latency, "size_mb": size}}
+
+
+def scored(records: list[dict], labels: np.ndarray) -> list[dict]:
+    for r in records:
+        r["val"]["accuracy"] = float(np.mean(r["val_preds"] == labels))
+    return records
+
+
+def test_choice_takes_the_cheapest_of_the_trials_not_significantly_below_the_best(ws):
+    from tasks.sweep import choose
+
+    labels = np.array([0, 1] * 100)
+    teacher = labels.copy()
+    near = labels.copy()
+    near[:4] = 1 - near[:4]  # 4 rows worse than the teacher: within the noise
+    far = labels.copy()
+    far[:60] = 1 - far[:60]  # 60 rows worse: significantly below the best
+    records = scored([rec("best", labels, 5.0, 3), rec("near", near, 2.0, 2), rec("far", far, 1.0, 1)], labels)
+    cfg = cfg_of(ws, "sweep.max_drop=1.0")
+    choice = choose(records, teacher, labels, cfg, 2)
+    assert choice["best"] == "best" and choice["chosen"] == "near"
+    assert choice["trials"]["far"]["budget"] and not choice["trials"]["far"]["contender"]
+    assert choose(records, teacher, labels, cfg_of(ws, "sweep.objective=accuracy"), 2)["chosen"] == "best"
+    # A latency cap leaves only the far one, then nothing.
+    assert choose(records, teacher, labels, cfg_of(ws, "sweep.max_drop=1.0", "sweep.max_latency_ms=1.5"), 2)["chosen"] == "far"
+    # max_drop 0.1: 'far' (-0.30, interval wholly below -0.1) is out of budget.
+    assert not choose(records, teacher, labels, cfg_of(ws, "sweep.max_drop=0.1"), 2)["trials"]["far"]["budget"]
+
+
+def test_choice_ties_break_deterministically(ws):
+    from tasks.sweep import choose
+
+    labels = np.array([0, 1] * 50)
+    records = scored([rec("b2", labels, 2.004, 2), rec("a1", labels, 2.001, 2), rec("c0", labels, 2.0, 3)], labels)
+    cfg = cfg_of(ws)
+    # Latencies equal at 3 significant digits and equal scores: the shallower, then the lower id.
+    assert choose(records, labels, labels, cfg, 2)["chosen"] == "a1"
+    assert choose(list(reversed(records)), labels, labels, cfg, 2)["chosen"] == "a1"
+    records.append({**rec("p", labels, 0.1), "status": "pruned"})
+    out = choose(records, labels, labels, cfg, 2)
+    assert out["chosen"] == "a1" and not out["trials"]["p"]["budget"]
+
+
+def test_pareto_front():
+    from tasks.sweep import pareto_front
+
+    def r(tid, latency, acc):
+        return {"id": tid, "status": "done", "served": {"latency_ms_b1": latency}, "val": {"accuracy": acc}}
+
+    records = [r("fast", 1.0, 0.7), r("slow", 3.0, 0.9), r("dominated", 3.5, 0.8), r("mid", 2.0, 0.85)]
+    assert pareto_front(records, "accuracy") == {"fast", "slow", "mid"}
+
+
+def test_apply_params_keeps_comments_and_other_keys(tmp_path):
+    from tasks.sweep import apply_params, trial_params
+
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    before = params.read_text().splitlines()
+    apply_params(params, trial_params([0, 3], 4.0, [0.7, 0.3], 3e-4, 2))
+    after = params.read_text().splitlines()
+    assert len(after) == len(before)
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert {b.split(":")[0].strip() for _, b in changed} <= {"student_layers", "layer_map", "temperature", "alpha_kd",
+                                                             "alpha_ce", "lr", "epochs"}
+    assert [line for line in after if "#" in line] == [line for line in after if "#" in line]
+    assert all(line.split("#", 1)[1] == a.split("#", 1)[1] for a, line in changed if "#" in a)
+    d = load_config(params).distill
+    assert (d.student_layers, d.layer_map, d.temperature, d.alpha_kd, d.alpha_ce, d.lr, d.epochs) == (
+        2, [0, 3], 4.0, 0.7, 0.3, 3e-4, 2)
+    assert load_config(params).teacher == load_config(REPO / "params.yaml").teacher
+
+
+@pytest.mark.parametrize("override, key", [
+    ("sweep.objective=speed", "sweep.objective"),
+    ("sweep.temperatures=[]", "sweep.temperatures"),
+    ("sweep.depths=[2, 4]", "sweep.depths"),  # the tiny teacher has 4 layers
+    ("sweep.layer_maps=[[0, 1, 2, 3]]", "sweep.layer_maps[0]"),
+])
+def test_user_errors_are_one_line_naming_the_key(ws, capsys, override, key):
+    from tasks.cli import main
+
+    code = main(["--params", str(ws / "params.yaml"), "--root", str(ws), "-S", override, "sweep"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and key in err[0] and "Traceback" not in err[0]
+
+
+def test_nothing_within_budget_exits_3_and_leaves_params(ws, capsys):
+    from tasks.cli import main
+
+    before = (ws / "params.yaml").read_text()
+    code = main(["--params", str(ws / "params.yaml"), "--root", str(ws), "-S", "sweep.max_latency_ms=0.000001",
+                 "-S", "sweep.temperatures=[2.0]", "-S", "sweep.depths=[1]", "sweep"])
+    captured = capsys.readouterr()
+    assert code == 3
+    assert captured.err.strip().splitlines()[-1].startswith("error: sweep: no trial within budget")
+    assert (ws / "params.yaml").read_text() == before
+    assert (ws / "reports" / "sweep" / "table.md").is_file()
