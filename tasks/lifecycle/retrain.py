@@ -58,10 +58,10 @@ from tasks.infra.common import (
 )
 from tasks.infra.config import Config, TrainConfig
 from tasks.core.loop import LoopConfig, resolve_device, train
-from tasks.core.loss import LossWeights, soft_target_kl
+from tasks.core.loss import soft_target_kl
 from tasks.core.predict import predict_logits
 from tasks.core.student import build_student, num_layers
-from tasks.distill import make_step, student_layer_map, teacher_outputs, transfer_set
+from tasks.distill import loss_weights, make_step, student_layer_map, teacher_outputs, transfer_set
 from tasks.infra.errors import DataError
 from tasks.infra.models import load_classifier, load_tokenizer, prepare_torch, save_model
 from tasks.promote import Decision
@@ -280,8 +280,7 @@ def fit_student(cfg: Config, teacher: torch.nn.Module, teacher_dir: Path, tokeni
                                 dc.temperature)
             return rt.alpha_lwf * kl, {"lwf": kl.detach()}
 
-    weights = LossWeights(dc.temperature, dc.alpha_kd, dc.alpha_ce, dc.alpha_cos)
-    step = make_step(teacher, cached, weights, layer_map, dc.hidden_loss, extra)
+    step = make_step(teacher, cached, loss_weights(dc), layer_map, dc.hidden_loss, extra)
     result = train(student, data, encode_split(tokenizer, val_rows, cfg.base.max_length), step,
                    loop(cfg, rt.student_epochs, rt.student_lr, f"retrain student ({name})"), tokenizer.pad_token_id,
                    out / "checkpoints" / f"student_{name}")

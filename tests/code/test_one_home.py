@@ -40,3 +40,15 @@ def test_serving_variants_are_the_schemas():
 
     assert set(VARIANTS) == CHOICES["inference.variant"] - {"auto"} and VARIANTS[0] == "torch-fp32"
     assert '"onnx-int8")' not in (TASKS / "production" / "export.py").read_text(encoding="utf-8")
+
+
+def test_loss_weights_are_read_from_the_config_in_one_place():
+    """distill and retraining build the loss weights with tasks.distill.loss_weights, field by field."""
+    from tasks.core.loss import LossWeights
+    from tasks.distill import loss_weights
+    from tasks.infra.config import DistillConfig
+
+    dc = DistillConfig(temperature=3.0, alpha_kd=0.2, alpha_ce=0.7, alpha_cos=0.1)
+    assert loss_weights(dc) == LossWeights(temperature=3.0, alpha_kd=0.2, alpha_ce=0.7, alpha_cos=0.1)
+    built = [path for path, text in sources().items() if "LossWeights(" in text and "class LossWeights(" not in text]
+    assert built == ["tasks/distill.py"]
