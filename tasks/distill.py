@@ -91,11 +91,6 @@ def transfer_set(tokenizer, train: pd.DataFrame, unlabeled: list[str], max_lengt
     return make_dataset(tokenizer, texts, labels, max_length)
 
 
-def loss_weights(dc: DistillConfig) -> LossWeights:
-    """The distillation loss's temperature and weights from the distill section (distill and retraining)."""
-    return LossWeights(temperature=dc.temperature, alpha_kd=dc.alpha_kd, alpha_ce=dc.alpha_ce, alpha_cos=dc.alpha_cos)
-
-
 def make_step(teacher: torch.nn.Module, cached: TeacherOutputs | None, weights: LossWeights,
               layer_map: list[int], hidden_loss: str, extra: ExtraLoss | None = None) -> StepFn:
     """The distillation step: student forward, teacher targets (cached or online), the loss.
@@ -219,16 +214,17 @@ def distill(cfg: Config, paths: Paths, resume: bool = False, on_epoch: Callable[
         student, layer_map = make_student(dc, teacher, names)
         exclude = set(pd.concat([load_split(paths, s)["text"] for s in ("train", "val", "test")]))
         unlabeled = load_unlabeled(dc, exclude, cfg.base.seed)
+        # Train rows without a label (zero-shot mode) are transfer text too: IGNORE_LABEL, soft targets only.
+        train_unlabelled = int((frames["train"]["label"] == IGNORE_LABEL).sum())
+        check_zero_shot_text(cfg, train_unlabelled + len(unlabeled))
         data = transfer_set(tokenizer, frames["train"], unlabeled, cfg.base.max_length)
         val = encode_split(tokenizer, frames["val"], cfg.base.max_length)
         start = time.perf_counter()
         cached, cache_state, key = teacher_outputs(dc, paths.teacher, paths.cache, teacher, data, tokenizer.pad_token_id,
                                                    layer_map, device, precision=cfg.base.precision)
         cache_seconds = time.perf_counter() - start
-        step = make_step(teacher, cached, loss_weights(dc), layer_map, dc.hidden_loss)
-        # Train rows without a label (zero-shot mode) are transfer text too: IGNORE_LABEL, soft targets only.
-        train_unlabelled = int((frames["train"]["label"] == IGNORE_LABEL).sum())
-        check_zero_shot_text(cfg, train_unlabelled + len(unlabeled))
+        weights = LossWeights(dc.temperature, dc.alpha_kd, dc.alpha_ce, dc.alpha_cos)
+        step = make_step(teacher, cached, weights, layer_map, dc.hidden_loss)
         result = train(student, data, val, step, loop_config(dc, cfg.base, "distill", cfg.evaluate.metric), tokenizer.pad_token_id,
                        paths.checkpoints("distill"), resume=resume, on_epoch=on_epoch)
         if is_main():  # under DDP every rank holds the same weights; one writes

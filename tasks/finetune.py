@@ -13,6 +13,7 @@ import torch
 
 from tasks.infra.common import encode_split, load_labels, load_split, loop_config, supervised_step
 from tasks.infra.config import Config, FinetuneConfig
+from tasks.core.data import IGNORE_LABEL
 from tasks.core.dist import is_main
 from tasks.core.loop import train
 from tasks.infra.errors import ConfigError
@@ -68,7 +69,13 @@ def finetune(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             names = load_labels(paths)
             tokenizer = load_tokenizer(str(paths.distilled), key="models/distilled")
             model, _ = load_classifier(str(paths.distilled), names, key="models/distilled")
-            data = {s: encode_split(tokenizer, load_split(paths, s), cfg.base.max_length) for s in ("train", "val")}
+            frames = {s: load_split(paths, s) for s in ("train", "val")}
+            # Zero-shot mode's train rows may have no label (IGNORE_LABEL): only labelled ones can be fine-tuned on.
+            frames["train"] = frames["train"][frames["train"]["label"] != IGNORE_LABEL]
+            if frames["train"].empty:
+                raise ConfigError(f"finetune.method={fc.method}: the train split has no labelled row (zero-shot "
+                                  "mode, teacher.zero_shot); expected finetune.method: none")
+            data = {s: encode_split(tokenizer, f, cfg.base.max_length) for s, f in frames.items()}
             trainee = lora_wrap(model, fc) if fc.method == "lora" else model
             result = train(trainee, data["train"], data["val"], supervised_step,
                            loop_config(fc, cfg.base, "finetune", cfg.evaluate.metric),

@@ -17,7 +17,7 @@ from tasks.infra.errors import GateError
 from tasks.infra.metrics import classification_metrics, write_curve_csv
 from tasks.infra.models import count_params, load_classifier, load_tokenizer, save_model, prepare_torch
 from tasks.infra.storage import Paths, stage_log, write_json
-from tasks.infra.zero_shot import zero_shot_classifier
+from tasks.infra.zero_shot import centre, zero_shot_classifier
 
 log = logging.getLogger("kd")
 
@@ -32,6 +32,19 @@ def score(model, data, labels_names: list[str], pad_id: int, batch_size: int, de
     logits = predict_logits(model, data, pad_id, batch_size, device, progress=desc)
     preds = logits.argmax(-1)
     return classification_metrics(data.labels, preds, labels_names), preds
+
+
+def zero_shot_report(model, data: dict, names: list[str], pad_id: int, batch_size: int, device) -> dict:
+    """A zero-shot teacher's descriptions, scale and bias, and its val/test scores without the bias (uncentred)."""
+    bias = model.classifier.bias.detach().float().cpu().numpy()
+    report = {"descriptions": model.config.descriptions, "scale": model.config.scale,
+              "centred_on": getattr(model.config, "centred_on", 0), "bias": [round(float(b), 4) for b in bias]}
+    if bias.any():
+        for split in ("val", "test"):
+            logits = predict_logits(model, data[split], pad_id, batch_size, device, progress=f"teacher {split} uncentred")
+            metrics = classification_metrics(data[split].labels, (logits - bias).argmax(-1), names)
+            report[f"uncentred_{split}"] = {k: metrics[k] for k in ("accuracy", "f1_macro")}
+    return report
 
 
 def teacher(cfg: Config, paths: Paths, resume: bool = False) -> dict:
@@ -56,6 +69,8 @@ def teacher(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             log.info("[teacher] zero-shot: %s classifies by similarity to %d label descriptions (no fine-tuning)",
                      tc.model, len(names))
             model = zero_shot_classifier(model.base_model, tokenizer, names, tc.zero_shot, cfg.base.max_length)
+            if tc.zero_shot_centre:  # the train split's texts only: its labels, if any, are not read
+                centre(model.to(device), data["train"], tokenizer.pad_token_id, tc.eval_batch_size, device)
             paths.checkpoints("teacher").mkdir(parents=True, exist_ok=True)  # a declared (empty) output
         elif finetuned:
             log.info("[teacher] fine-tuning %s on %d rows (%s)", tc.model, len(data["train"]),
@@ -69,7 +84,7 @@ def teacher(cfg: Config, paths: Paths, resume: bool = False) -> dict:
         model.to(device).eval()
         report = {"model": tc.model, "finetuned": finetuned, "params": count_params(model), "history": history}
         if tc.zero_shot is not None:
-            report["zero_shot"] = {"descriptions": model.config.descriptions, "scale": model.config.scale}
+            report["zero_shot"] = zero_shot_report(model, data, names, tokenizer.pad_token_id, tc.eval_batch_size, device)
         for split in ("val", "test"):
             report[split], _ = score(model, data[split], names, tokenizer.pad_token_id, tc.eval_batch_size,
                                      device, f"teacher {split}")

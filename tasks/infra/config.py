@@ -169,6 +169,9 @@ class TeacherConfig(TrainConfig):
         None, description="label -> description, e.g. {positive: 'a positive review', negative: 'a negative "
                           "review'}: no fine-tuning, the teacher classifies by embedding similarity to the "
                           "descriptions (tasks/infra/zero_shot.py); the train split may then be unlabelled")
+    zero_shot_centre: bool = Field(
+        True, description="zero-shot: subtract each label's mean logit over the train texts (no labels read), so "
+                          "no description is preferred on average; off for strongly imbalanced classes")
 
     @model_validator(mode="after")
     def _rules(self) -> TeacherConfig:

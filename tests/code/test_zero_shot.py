@@ -21,7 +21,8 @@ from tasks.infra.errors import ConfigError, DataError
 from tasks.infra.models import load_classifier
 from tasks.infra.storage import Paths
 from tasks.infra.suites import UNLABELLED
-from tasks.infra.zero_shot import SCALE, check_descriptions, is_zero_shot, zero_shot_classifier
+from tasks.core.predict import predict_logits
+from tasks.infra.zero_shot import SCALE, centre, check_descriptions, is_zero_shot, zero_shot_classifier
 from tests.conftest import CORPUS, TINY_PARAMS, make_tiny_bert
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -72,6 +73,21 @@ def test_saved_zero_shot_teacher_loads_as_a_trained_classifier_and_seeds_a_stude
     student = build_student(loaded, [0, 3])
     assert student.config.num_hidden_layers == 2 and len(student.encoder.encoder.layer) == 2
     assert student.eval()(**batch).logits.shape == (4, 2)
+
+
+def test_centring_leaves_no_label_preferred_on_average(tiny_tokenizer):
+    from tasks.core.data import make_dataset
+
+    base = make_tiny_bert(len(tiny_tokenizer), seed=1).base_model
+    model = zero_shot_classifier(base, tiny_tokenizer, LABELS, DESCRIPTIONS, max_length=32)
+    texts = make_dataset(tiny_tokenizer, CORPUS, None, 32)
+    before = predict_logits(model, texts, tiny_tokenizer.pad_token_id, 4)
+    bias = centre(model, texts, tiny_tokenizer.pad_token_id, 4)
+    after = predict_logits(model, texts, tiny_tokenizer.pad_token_id, 4)
+    assert abs(before.mean(0)[0] - before.mean(0)[1]) > 0.1  # a random embedder prefers one description
+    assert after.mean(0) == pytest.approx([0.0, 0.0], abs=1e-4)
+    assert bias == pytest.approx(-before.mean(0), abs=1e-4) and model.config.centred_on == len(CORPUS)
+    assert after == pytest.approx(before + bias, abs=1e-4)  # a shift per label, the same for every text
 
 
 @pytest.mark.parametrize(("descriptions", "message"), [
@@ -148,6 +164,7 @@ def test_run_in_zero_shot_mode_needs_no_train_label(zero_shot_run):
     assert json.loads((paths.reports / "validation.json").read_text())  # the processed suite passed
     teacher = json.loads((paths.reports / "teacher.json").read_text())
     assert teacher["finetuned"] is False and teacher["zero_shot"]["descriptions"] == DESCRIPTIONS
+    assert teacher["zero_shot"]["centred_on"] == 180 and "accuracy" in teacher["zero_shot"]["uncentred_test"]
     assert 0 <= teacher["test"]["accuracy"] <= 1 and "f1_macro" in teacher["test"]
     distill = json.loads((paths.reports / "distill.json").read_text())
     assert distill["transfer_rows"] == {"labelled": 0, "unlabelled": 180}
@@ -232,3 +249,28 @@ def test_prefect_form_takes_descriptions_as_a_mapping(tmp_path):
         check_overrides({"teacher": {"zero_shot": {"negative": "", "positive": "good"}}}, tmp_path / "params.yaml")
     with pytest.raises(ValueError):
         TeacherParams(zero_shot=["not", "a", "mapping"])
+
+
+def test_finetuning_a_student_on_an_unlabelled_train_split_is_one_line(zero_shot_run, capsys):
+    root, _ = zero_shot_run
+    args = ["--params", str(root / "params.yaml"), "--root", str(root)]
+    assert main([*args, "-S", "finetune.method=full", "finetune"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "finetune.method=full: the train split has no labelled row" in err[0]
+
+
+def test_retraining_takes_over_once_labelled_batches_arrive(zero_shot_run, tiny_retrain_params):
+    """The continual-learning loop on a zero-shot run: the teacher is fine-tuned on the first labelled batch."""
+    from tests.conftest import embedded_sample
+
+    root, _ = zero_shot_run
+    incoming = root / "data" / "incoming" / "labelled"
+    incoming.mkdir(parents=True, exist_ok=True)
+    embedded_sample("tweets", 80, 1).to_csv(incoming / "tweets-1.csv", index=False)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for section, values in tiny_retrain_params.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert main(["--params", str(root / "params.yaml"), "--root", str(root), "retrain"]) == 0
+    report = json.loads((root / "reports" / "retrain.json").read_text())
+    assert report["teacher"]["train_rows"] > 0 and report["scores"]["teacher"]["new"] >= 0
