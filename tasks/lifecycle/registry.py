@@ -175,9 +175,22 @@ def _try_lock(path: Path) -> tuple[IO[str] | None, str]:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path, what: str, wait_s: float) -> Iterator[str]:
-    """Hold `path` exclusively, waiting up to `wait_s`; the file names the holder and is removed on
-    every way out. Yields "" when held, else the holder's line (and holds nothing)."""
+def file_lock(path: Path, what: str, wait_s: float) -> Iterator[str]:
+    """Hold `path` exclusively (flock), waiting up to `wait_s`: the workspace's one lock helper (the registry's
+    write lock, the retraining cycle's lock, score's run lock). The file names the holder and is removed on
+    every way out.
+
+    Args:
+        path: the lock file (its folder is created).
+        what: who holds it, written into the file for a waiting caller's message.
+        wait_s: how long to wait for a busy lock; 0: look once.
+
+    Yields:
+        "" when held, else the holder's line (and holds nothing).
+
+    Raises:
+        RuntimeError: this thread already holds `path` and would wait on itself.
+    """
     held = getattr(_held, "paths", set())
     if path in held and wait_s > 0:  # without a wait, a second take just finds the lock busy
         raise RuntimeError(f"{path} is already held by this thread, which would wait on itself; do not nest")
@@ -214,7 +227,7 @@ def cycle_lock(paths: Paths, what: str) -> Iterator[None]:
         CycleRunning: another cycle or rollback holds it (the message names its pid, start and job).
     """
     path = paths.root / "models" / ".retrain.lock"
-    with _file_lock(path, what, 0.0) as holder:
+    with file_lock(path, what, 0.0) as holder:
         if holder:
             raise CycleRunning(f"{path}: another retraining or rollback is running ({holder}); this {what} is skipped")
         yield
@@ -294,7 +307,7 @@ def transaction(paths: Paths, what: str, wait_s: float | None = None) -> Iterato
     """
     path = paths.root / "models" / ".registry.lock"
     wait = WRITE_WAIT_S if wait_s is None else wait_s
-    with _file_lock(path, what, wait) as holder:
+    with file_lock(path, what, wait) as holder:
         if holder:
             raise LockBusy(f"{path}: held for more than {wait:g} s by {holder}; nothing was written by this {what}, "
                            f"run it again")

@@ -107,7 +107,7 @@ def gather_labelled(cfg: Config, paths: Paths, names: list[str], tokenizer, lear
     Returns:
         (rows: text, label (class id), source file; one record per file: file, sha256, rows, status).
     """
-    from tasks.production.score import _label_name, new_files, quarantine
+    from tasks.production.score import label_namer, new_files, quarantine
     from tasks.infra.tables import read_table
     from tasks.validate import validate_batch
 
@@ -123,7 +123,7 @@ def gather_labelled(cfg: Config, paths: Paths, names: list[str], tokenizer, lear
             quarantine(path, folder, [str(err)])
             batches.append({"file": path.name, "sha256": sha, "status": "quarantined", "errors": [str(err)]})
             continue
-        frame = frame.assign(label=frame["label"].map(_label_name(names)))
+        frame = frame.assign(label=frame["label"].map(label_namer(names)))
         result = validate_batch(frame, cfg, names, str(path), tokenizer=tokenizer)
         if not result.ok:
             quarantine(path, folder, result.errors, result.to_dict())

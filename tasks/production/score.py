@@ -28,7 +28,7 @@ import datetime
 import logging
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,10 +69,10 @@ def score_lock(paths: Paths) -> Iterator[None]:
     Raises:
         ScoreRunning: another run holds it (the message names its pid and start).
     """
-    from tasks.lifecycle.registry import _file_lock  # the workspace's one flock helper (registry and cycle locks)
+    from tasks.lifecycle.registry import file_lock  # the workspace's one flock helper (registry and cycle locks)
 
     path = production_log_dir(paths) / ".score.lock"
-    with _file_lock(path, "kdistill score", 0.0) as holder:
+    with file_lock(path, "kdistill score", 0.0) as holder:
         if holder:
             raise ScoreRunning(f"{path}: another score run is running ({holder}); this one is skipped")
         yield
@@ -260,7 +260,7 @@ def score_file(path: Path, model: ProductionModel, cfg: Config, paths: Paths, sh
     if (moved := changed()) is not None:
         return moved
     if labelled:  # class ids (0, 1.0, "1") as the model's label names; anything else is validated as read
-        frame = frame.assign(label=frame["label"].map(_label_name(model.labels)))
+        frame = frame.assign(label=frame["label"].map(label_namer(model.labels)))
     result = validate_batch(frame, cfg, model.labels if labelled else None, str(path), tokenizer=model.tokenizer)
     if not result.ok:
         return _set_aside(path, result.errors, result.to_dict())
@@ -278,8 +278,9 @@ def _set_aside(path: Path, reasons: list[str], report: dict | None = None) -> di
     return {"status": "quarantined", "errors": reasons}
 
 
-def _label_name(labels: list[str]):
-    """Map a raw label (a name, or a class id as 1, 1.0 or "1") to the label name."""
+def label_namer(labels: list[str]) -> Callable[[object], object]:
+    """A map of a raw label (a name, or a class id as 1, 1.0 or "1") to its name in `labels`; any other value is
+    kept for validation to refuse (scoring's labelled files and retraining's labelled batches)."""
     from tasks.infra.tables import normalise_label
 
     def name(value: object) -> object:

@@ -52,3 +52,11 @@ def test_loss_weights_are_read_from_the_config_in_one_place():
     assert loss_weights(dc) == LossWeights(temperature=3.0, alpha_kd=0.2, alpha_ce=0.7, alpha_cos=0.1)
     built = [path for path, text in sources().items() if "LossWeights(" in text and "class LossWeights(" not in text]
     assert built == ["tasks/distill.py"]
+
+
+def test_no_module_imports_another_modules_private_names():
+    """A helper another module needs is public in its home (score took registry._file_lock and score._label_name)."""
+    private = re.compile(r"^\s*from (tasks\.[\w.]+) import (\([^)]*\)|[^#\n]*)", re.MULTILINE)
+    found = [f"{path}: {module}.{name}" for path, text in sources().items() for module, names in private.findall(text)
+             for name in re.findall(r"\b_\w+", names)]
+    assert found == []
