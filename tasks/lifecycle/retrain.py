@@ -183,9 +183,7 @@ def unlabelled_texts(paths: Paths, since: str | None, exclude: set[str], limit: 
     from tasks.production.drift import drifted_segment
     from tasks.production.score import read_log
 
-    logged = read_log(paths)
-    if since and len(logged):
-        logged = logged[logged["time"] > pd.Timestamp(since)]
+    logged = read_log(paths, since=since)  # only the days after `since` are read
     texts = logged["text"].dropna().astype(str) if len(logged) else pd.Series([], dtype=str)
     texts = texts[~texts.isin(exclude) & texts.str.strip().astype(bool)].drop_duplicates()
     if len(texts) > limit:

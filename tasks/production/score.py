@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -413,16 +414,58 @@ def _log_summary(summary: dict, settle_seconds: float) -> None:
              len(summary["recovered"]), len(summary["pending"]), len(summary["gone"]))
 
 
-def read_log(paths: Paths, days: int | None = None, rows: int | None = None) -> pd.DataFrame:
-    """The production log, oldest first: every row of the last `days` days, or else the last `rows` rows."""
-    parts = sorted(production_log_dir(paths).glob("date=*/part-*.parquet"))
+def read_log(paths: Paths, days: int | None = None, rows: int | None = None,
+             since: str | None = None) -> pd.DataFrame:
+    """The production log, oldest first: the rows of the last `days` days, or else the last `rows` rows,
+    or else every row; only rows logged after `since` (an ISO time) when given.
+
+    Only the partitions a window needs are opened, so a workspace that has logged for a year does not
+    read all of it on every drift check or retraining: a time window skips the days before it, and a
+    row window reads days newest first (counting rows from the Parquet footers) until it holds `rows`.
+    A part is filed under its first row's day, so one day before either limit is read as well: a
+    buffer flushed after midnight holds rows of the next day.
+    """
+    dirs = _day_folders(production_log_dir(paths))
+    start = None
     if days is not None:
-        since = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days))
-        parts = [p for p in parts if p.parent.name[5:] >= since.date().isoformat()]
+        start = pd.Timestamp(datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days))
+    elif since:
+        start = pd.Timestamp(since)
+        start = start.tz_localize("UTC") if start.tzinfo is None else start
+    if start is not None:
+        first_day = (start - pd.Timedelta(days=1)).date().isoformat()
+        dirs = [d for d in dirs if d.name[5:] >= first_day]
+    if rows and days is None:
+        dirs = _newest_days_holding(dirs, rows)
+    parts = [p for d in dirs for p in sorted(d.glob("part-*.parquet"))]
     if not parts:
         return pd.DataFrame(columns=["time", "text", "prediction", "confidence", "label"])
     frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
     frame = frame.sort_values("time", kind="stable").reset_index(drop=True)
-    if days is not None:
-        return frame[frame["time"] >= pd.Timestamp(since)].reset_index(drop=True)
-    return frame.tail(rows).reset_index(drop=True) if rows else frame
+    if start is not None:
+        keep = frame["time"] >= start if days is not None else frame["time"] > start
+        frame = frame[keep].reset_index(drop=True)
+    return frame.tail(rows).reset_index(drop=True) if rows and days is None else frame
+
+
+def _day_folders(root: Path) -> list[Path]:
+    """The log's `date=YYYY-MM-DD` folders, oldest first (the names sort as dates).
+
+    os.scandir, not Path.glob: over years of days, glob's pattern matching was most of a window's cost.
+    """
+    if not root.is_dir():
+        return []
+    with os.scandir(root) as entries:
+        return [root / name for name in sorted(e.name for e in entries if e.name.startswith("date=") and e.is_dir())]
+
+
+def _newest_days_holding(dirs: list[Path], rows: int) -> list[Path]:
+    """The newest day folders that hold at least `rows` rows, and the day before them (see read_log)."""
+    import pyarrow.parquet as pq
+
+    held = 0
+    for i in range(len(dirs) - 1, -1, -1):
+        held += sum(pq.read_metadata(p).num_rows for p in dirs[i].glob("part-*.parquet"))
+        if held >= rows:
+            return dirs[max(i - 1, 0):]
+    return dirs
