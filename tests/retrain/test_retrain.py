@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,33 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def production_state(root) -> tuple[str, str]:
     return hash_dir(production_dir(Paths(root))), hash_file(registry_path(Paths(root)))
+
+
+@contextlib.contextmanager
+def cycle_held(monkeypatch, cfg, paths: Paths, trigger: str = "drift") -> Iterator[dict]:
+    """A retraining cycle running in a thread, held inside its lock (before run_cycle) while the block runs.
+
+    Yields the dict its report lands in, under "report", once the block has ended and the cycle finished.
+    """
+    import tasks.lifecycle.retrain as rt
+
+    started, release, results = threading.Event(), threading.Event(), {}
+    real = rt.run_cycle
+
+    def slow(*args, **kwargs):
+        started.set()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rt, "run_cycle", slow)
+    cycle = threading.Thread(target=lambda: results.setdefault("report", rt.retrain(cfg, paths, trigger)))
+    cycle.start()
+    try:
+        assert started.wait(60)
+        yield results
+    finally:
+        release.set()
+        cycle.join(300)
 
 
 def test_cycle_promotes_and_versions_everything(retrain_ws, retrain_cfg):
@@ -138,26 +167,13 @@ def test_rollback_refuses_unknown_or_tampered_versions(retrain_ws, retrain_cfg):
 
 
 def test_two_triggers_at_once_one_runs_the_other_is_skipped(retrain_ws, retrain_cfg, monkeypatch):
-    import tasks.lifecycle.retrain as rt
+    from tasks.lifecycle.retrain import retrain
 
-    started, release, results = threading.Event(), threading.Event(), {}
-    real = rt.run_cycle
-
-    def slow(*args, **kwargs):
-        started.set()
-        release.wait(60)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(rt, "run_cycle", slow)
-    first = threading.Thread(target=lambda: results.setdefault("first", rt.retrain(retrain_cfg, Paths(retrain_ws), "drift")))
-    first.start()
-    assert started.wait(60)
-    with pytest.raises(UserError, match=r"another retraining or rollback is running \(pid \d+, since .*retraining "
-                                        r"\(drift\)\); this retraining \(schedule\) is skipped"):
-        rt.retrain(retrain_cfg, Paths(retrain_ws), "schedule")
-    release.set()
-    first.join(120)
-    assert results["first"]["version"] == 2
+    with cycle_held(monkeypatch, retrain_cfg, Paths(retrain_ws)) as results:
+        with pytest.raises(UserError, match=r"another retraining or rollback is running \(pid \d+, since .*retraining "
+                                            r"\(drift\)\); this retraining \(schedule\) is skipped"):
+            retrain(retrain_cfg, Paths(retrain_ws), "schedule")
+    assert results["report"]["version"] == 2
     assert [v["version"] for v in read_registry(Paths(retrain_ws))["versions"]] == [1, 2]
 
 
@@ -304,7 +320,6 @@ def test_the_pipeline_cannot_promote_a_student_that_forgot_what_retraining_taugh
 def test_a_pipeline_promote_during_a_cycle_gets_its_own_version_and_wins(retrain_ws, retrain_cfg, monkeypatch,
                                                                           tiny_tokenizer):
     import tasks.promote as pm
-    import tasks.lifecycle.retrain as rt
     from tasks.core.student import build_student
     from tasks.infra.models import load_classifier
     from tasks.infra.storage import write_json
@@ -315,23 +330,10 @@ def test_a_pipeline_promote_during_a_cycle_gets_its_own_version_and_wins(retrain
     student = {"accuracy": 1.0, "f1_macro": 1.0, "latency_ms_b1": 1.0, "size_mb": 1.0}
     write_json(paths.reports / "metrics.json", {"retention": 1.0, "student": student, "test_rows": 40})
     monkeypatch.setattr(pm, "production_comparison", lambda *a: _better_candidate())
-    started, release, results = threading.Event(), threading.Event(), {}
-    real = rt.run_cycle
-
-    def slow(*args, **kwargs):
-        started.set()
-        release.wait(60)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(rt, "run_cycle", slow)
-    cycle = threading.Thread(target=lambda: results.setdefault("cycle", rt.retrain(retrain_cfg, paths, "drift")))
-    cycle.start()
-    assert started.wait(60)
-    promoted = pm.promote(retrain_cfg, paths)  # not refused, not made to wait for the cycle
-    release.set()
-    cycle.join(300)
+    with cycle_held(monkeypatch, retrain_cfg, paths) as results:
+        promoted = pm.promote(retrain_cfg, paths)  # not refused, not made to wait for the cycle
     assert promoted["promoted"] and promoted["version"] == 2
-    report = results["cycle"]
+    report = results["report"]
     assert report["version"] == 3 and not report["promoted"]
     assert report["reason"].startswith("production changed from version 1 to version 2 (kdistill promote)")
     registry = read_registry(paths)
