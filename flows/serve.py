@@ -51,6 +51,9 @@ DEPLOYMENTS = [
          (("trigger", "schedule"),)),
     Spec("flows.retrain:rollback", "rollback", None,
          "Make an earlier promoted version production again: Run → Custom run, set `version`."),
+    Spec("flows.sweep:sweep", "sweep", None,
+         "Compression sweep: students from the one teacher, the cheapest within the accuracy budget written into "
+         "params.yaml; Run → Custom run to set the search."),
 ]
 
 

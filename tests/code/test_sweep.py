@@ -28,8 +28,11 @@ TINY = {  # seconds a trial: one epoch, few timing runs, two cheap variants; eve
 
 @pytest.fixture
 def ws(tmp_path, tiny_teacher_dir) -> Path:
+    return make_workspace(tmp_path / "ws", tiny_teacher_dir)
+
+
+def make_workspace(root: Path, tiny_teacher_dir: Path) -> Path:
     """data/processed (120/40/40 movie rows), the tiny 4-layer teacher at models/teacher, params.yaml with TINY."""
-    root = tmp_path / "ws"
     paths = Paths(root)
     paths.processed.mkdir(parents=True)
     movies = embedded_sample("movies", 200, 0).assign(label=lambda f: (f["label"] == "positive").astype("int64"))
