@@ -5,11 +5,15 @@ evaluate it on val and test, and stop the pipeline when it is below `teacher.min
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from tasks.infra.common import encode_split, load_labels, load_split, loop_config, supervised_step
 from tasks.infra.config import Config
+from tasks.infra.contrastive import contrastive_body
 from tasks.core.dist import is_main
 from tasks.core.loop import resolve_device, train
 from tasks.core.predict import predict_logits
@@ -25,6 +29,18 @@ log = logging.getLogger("kd")
 def should_finetune(mode: str, head_ready: bool) -> bool:
     """`auto` fine-tunes exactly when the checkpoint has no trained head for these labels."""
     return {"true": True, "false": False}.get(mode, not head_ready)
+
+
+def load_teacher(cfg: Config, train: pd.DataFrame, names: list[str]) -> tuple:
+    """The teacher's tokenizer, model and whether its head is ready; with `teacher.method: setfit`, the body
+    is first tuned contrastively on the labelled train rows (SetFit), and the head is always new."""
+    tc = cfg.teacher
+    if tc.method != "setfit" or tc.zero_shot is not None:
+        return load_tokenizer(tc.model), *load_classifier(tc.model, names)
+    with tempfile.TemporaryDirectory(prefix="setfit-body-") as tmp:
+        body = contrastive_body(tc.model, train["text"].tolist(), train["label"].tolist(), Path(tmp) / "body",
+                                seed=cfg.base.seed, max_steps=tc.setfit_steps, max_length=cfg.base.max_length)
+        return load_tokenizer(str(body)), *load_classifier(str(body), names)
 
 
 def score(model, data, labels_names: list[str], pad_id: int, batch_size: int, device, desc: str) -> tuple[dict, np.ndarray]:
@@ -59,8 +75,7 @@ def teacher(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     with stage_log("teacher") as info:
         names = load_labels(paths)
         frames = {s: load_split(paths, s) for s in ("train", "val", "test")}
-        tokenizer = load_tokenizer(tc.model)
-        model, head_ready = load_classifier(tc.model, names)
+        tokenizer, model, head_ready = load_teacher(cfg, frames["train"], names)
         data = {s: encode_split(tokenizer, f, cfg.base.max_length) for s, f in frames.items()}
         device = resolve_device(cfg.base.device)
         finetuned = tc.zero_shot is None and should_finetune(tc.finetune, head_ready)
@@ -82,7 +97,7 @@ def teacher(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             log.info("[teacher] %s already has a trained head for %s: evaluating only", tc.model, names)
             paths.checkpoints("teacher").mkdir(parents=True, exist_ok=True)  # a declared (empty) output
         model.to(device).eval()
-        report = {"model": tc.model, "finetuned": finetuned, "params": count_params(model), "history": history}
+        report = {"model": tc.model, "method": tc.method, "finetuned": finetuned, "params": count_params(model), "history": history}
         if tc.zero_shot is not None:
             report["zero_shot"] = zero_shot_report(model, data, names, tokenizer.pad_token_id, tc.eval_batch_size, device)
         for split in ("val", "test"):

