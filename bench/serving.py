@@ -1,4 +1,4 @@
-"""Serving speed on the CPU: teacher and student, PyTorch fp32 / dynamic int8 and ONNX Runtime fp32 / int8.
+"""Serving speed on the CPU: teacher and student, PyTorch fp32 / dynamic int8 / bf16 and ONNX Runtime fp32 / int8.
 
 For every (model, variant) row, at a fixed intra-op thread count: median and p99 latency at
 batch 1 (test rows in order, tokenisation excluded, the same inputs for every row), throughput
@@ -28,7 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-VARIANTS = ("torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8")
+
+from tasks.production.export import VARIANTS  # noqa: E402  (inference.variant's choices but auto)
 
 
 def machine_info(threads: int) -> dict:
@@ -41,8 +42,8 @@ def machine_info(threads: int) -> dict:
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
                  platform.processor() or "unknown")
     flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    # int8 speed hinges on VNNI (and AMX): record which of them the CPU has
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    # int8 speed hinges on VNNI (and AMX), bf16 speed on AVX512-BF16 (and AMX): record which the CPU has
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16") if f in flags]
     return {"cpu": model, "isa": isa, "cores": os.cpu_count(), "threads": threads, "platform": platform.platform(),
             "loadavg_start": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,

@@ -113,7 +113,7 @@ def predict_texts(model_dir: str, texts: list[str], max_length: int = 128, batch
         texts: the texts to label.
         max_length: tokens kept of each text.
         batch_size: texts per forward pass (texts of similar length are batched together).
-        variant: torch-fp32 | torch-int8 | onnx-fp32 | onnx-int8 (see tasks.production.export).
+        variant: torch-fp32 | torch-int8 | torch-bf16 | onnx-fp32 | onnx-int8 (tasks.production.export.VARIANTS).
         threads: intra-op threads; 0 keeps the library default.
         where: how an error names each text (default "text 1", "text 2", ...).
 

@@ -83,6 +83,19 @@ def test_int8_variants_stay_close_to_fp32(logits):
         assert np.abs(margin - ref_margin).max() < 0.2 * np.abs(ref_margin).max(), variant
 
 
+def test_bf16_variant_computes_in_bf16_and_agrees_with_fp32(logits, model_dir, corpus_data):
+    ref, out = logits["torch-fp32"], logits["torch-bf16"]
+    assert out.shape == ref.shape and out.dtype == np.float32
+    assert np.abs(out - ref).max() > 0  # bf16 arithmetic, not fp32 under another name ...
+    assert (out.argmax(-1) == ref.argmax(-1)).mean() >= 0.9  # ... and the same answers
+    margin, ref_margin = out[:, 1] - out[:, 0], ref[:, 1] - ref[:, 0]
+    assert np.abs(margin - ref_margin).max() < 0.1 * np.abs(ref_margin).max()
+    # A single row too: the variant is bf16 at every batch size (the serving bench times batch 1).
+    data, pad_id = corpus_data
+    one = predict_dataset(load_predictor(model_dir, "torch-bf16"), data, pad_id, batch_size=1)
+    assert np.abs(one - predict_dataset(load_predictor(model_dir, "torch-fp32"), data, pad_id, batch_size=1)).max() > 0
+
+
 def test_quantised_files_are_smaller(model_dir, logits):
     onnx = serving_cache(model_dir)
     assert (onnx / "model.int8.onnx").stat().st_size < (onnx / "model.onnx").stat().st_size

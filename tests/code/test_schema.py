@@ -39,7 +39,7 @@ def test_the_defaults_obey_their_own_bounds():
 
 
 def test_choices_are_read_from_the_schema():
-    assert CHOICES["inference.variant"] == {"auto", "torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"}
+    assert CHOICES["inference.variant"] == {"auto", "torch-fp32", "torch-int8", "torch-bf16", "onnx-fp32", "onnx-int8"}
     assert CHOICES["drift.strong"] == set(choices(schema_field("drift.strong")))
     assert "distill.temperature" not in CHOICES and choices(schema_field("distill.temperature")) is None
     assert bounds(schema_field("api.port")) == "a value in [1, 65535]"
