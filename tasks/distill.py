@@ -91,6 +91,11 @@ def transfer_set(tokenizer, train: pd.DataFrame, unlabeled: list[str], max_lengt
     return make_dataset(tokenizer, texts, labels, max_length)
 
 
+def loss_weights(dc: DistillConfig) -> LossWeights:
+    """The distillation loss's temperature and weights from the distill section (distill and retraining)."""
+    return LossWeights(temperature=dc.temperature, alpha_kd=dc.alpha_kd, alpha_ce=dc.alpha_ce, alpha_cos=dc.alpha_cos)
+
+
 def make_step(teacher: torch.nn.Module, cached: TeacherOutputs | None, weights: LossWeights,
               layer_map: list[int], hidden_loss: str, extra: ExtraLoss | None = None) -> StepFn:
     """The distillation step: student forward, teacher targets (cached or online), the loss.
@@ -223,8 +228,7 @@ def distill(cfg: Config, paths: Paths, resume: bool = False, on_epoch: Callable[
         cached, cache_state, key = teacher_outputs(dc, paths.teacher, paths.cache, teacher, data, tokenizer.pad_token_id,
                                                    layer_map, device, precision=cfg.base.precision)
         cache_seconds = time.perf_counter() - start
-        weights = LossWeights(dc.temperature, dc.alpha_kd, dc.alpha_ce, dc.alpha_cos)
-        step = make_step(teacher, cached, weights, layer_map, dc.hidden_loss)
+        step = make_step(teacher, cached, loss_weights(dc), layer_map, dc.hidden_loss)
         result = train(student, data, val, step, loop_config(dc, cfg.base, "distill", cfg.evaluate.metric), tokenizer.pad_token_id,
                        paths.checkpoints("distill"), resume=resume, on_epoch=on_epoch)
         if is_main():  # under DDP every rank holds the same weights; one writes
