@@ -556,7 +556,7 @@ def trial_rows(records: list[Record], choice: dict, metric: str) -> list[dict]:
                "alpha_kd": p["alpha_kd"], "alpha_ce": p["alpha_ce"], "lr": p["lr"], "epochs": p["epochs"]}
         if r["status"] == "done":
             vt = info["vs_teacher"]
-            row.update({f"val_{metric}": r["val"][metric], "vs_teacher": vt["diff"], "vs_teacher_ci_low": vt["ci_low"],
+            row.update({"val_score": r["val"][metric], f"val_{metric}": r["val"][metric], "vs_teacher": vt["diff"], "vs_teacher_ci_low": vt["ci_low"],
                         "vs_teacher_ci_high": vt["ci_high"], "test_accuracy": r["test"]["accuracy"],
                         "test_f1_macro": r["test"]["f1_macro"], "params": r["param_count"],
                         "size_mb": r["size_mb"], "fp32_latency_ms": r["torch_fp32"]["latency_ms_b1"],

@@ -89,6 +89,15 @@ def test_grid_trains_every_combination_from_one_teacher_run(ws, builds):
     for name in ("table.md", "pareto.png", "metrics.json", "trials.csv"):
         assert (ws / "reports" / "sweep" / name).stat().st_size > 0
     assert f"**{summary['chosen']}**" in (ws / "reports" / "sweep" / "table.md").read_text()
+    # What dvc.yaml registers for `dvc metrics show` / `dvc plots show` is what the sweep writes.
+    import pandas as pd
+
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert "reports/sweep/metrics.json" in dvc["metrics"] and "reports/sweep/pareto.png" in dvc["plots"]
+    (spec,) = [next(iter(p.values())) for p in dvc["plots"] if isinstance(p, dict) and "sweep" in str(p)]
+    ((csv, y),) = spec["y"].items()
+    frame = pd.read_csv(ws / csv)
+    assert len(frame) == 4 and frame[[spec["x"], y]].notna().all().all()
 
 
 def test_the_cache_serves_every_layer_map(ws, builds):
