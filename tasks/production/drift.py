@@ -257,7 +257,9 @@ def _scored_split(monitor: Monitor, frame: pd.DataFrame, cache: Path, what: str,
     if cache.is_file():
         return pd.read_parquet(cache)
     texts = frame["text"].astype(str).tolist()
-    names = frame["label"].map(lambda v: monitor.labels[v] if isinstance(v, (int, np.integer)) else str(v)).tolist()
+    # A zero-shot run's unlabelled train rows (label -100, tasks.infra.suites.UNLABELLED) have no label name.
+    names = frame["label"].map(lambda v: (monitor.labels[v] if v >= 0 else None) if isinstance(v, (int, np.integer))
+                               else str(v)).tolist()
     scored = (predictions_frame(monitor, texts, names) if predict else
               pd.DataFrame({"text": texts, "label": names, "emb": list(embed(monitor, texts))}))
     write_parquet(cache, scored)

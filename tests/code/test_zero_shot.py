@@ -120,16 +120,23 @@ def test_schema_refuses_finetuning_a_zero_shot_teacher():
 # ------------------------------------------------------------------------------ the pipeline
 
 
-def _workspace(tmp_path: Path, tiny_dir: Path, unlabelled_train: bool = True, **extra) -> tuple[Path, list[str]]:
+def _write_files(folder: Path, unlabelled_train: bool = True) -> dict[str, Path]:
     """Movie snippets as files: a train file (without its label column when `unlabelled_train`), labelled val
-    and test files; params.yaml with the tiny teacher in zero-shot mode. Returns (root, -S overrides)."""
+    and test files."""
     from tasks.ingest import read_embedded
 
+    folder.mkdir(parents=True, exist_ok=True)
     rows = read_embedded("movies").sample(260, random_state=0).reset_index(drop=True)
     files = {}
     for split, part in (("train", rows.iloc[:180]), ("val", rows.iloc[180:220]), ("test", rows.iloc[220:])):
-        files[split] = tmp_path / f"{split}.csv"
+        files[split] = folder / f"{split}.csv"
         (part[["text"]] if split == "train" and unlabelled_train else part).to_csv(files[split], index=False)
+    return files
+
+
+def _workspace(tmp_path: Path, tiny_dir: Path, unlabelled_train: bool = True, **extra) -> tuple[Path, list[str]]:
+    """`_write_files`, and params.yaml with the tiny teacher in zero-shot mode on them. Returns (root, CLI arguments)."""
+    files = _write_files(tmp_path, unlabelled_train)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for section, values in TINY_PARAMS.items():
         params[section].update(values)
@@ -259,6 +266,14 @@ def test_finetuning_a_student_on_an_unlabelled_train_split_is_one_line(zero_shot
     assert len(err) == 1 and "finetune.method=full: the train split has no labelled row" in err[0]
 
 
+def test_the_drift_monitor_takes_an_unlabelled_training_split_as_its_reference(zero_shot_run):
+    from tasks.production.drift import load_monitor
+
+    root, _ = zero_shot_run
+    monitor = load_monitor(load_config(root / "params.yaml", ["drift.embedder=student"]), Paths(root))
+    assert len(monitor.heldout) == 40  # the labelled val split, scored
+
+
 def test_retraining_takes_over_once_labelled_batches_arrive(zero_shot_run, tiny_retrain_params):
     """The continual-learning loop on a zero-shot run: the teacher is fine-tuned on the first labelled batch."""
     from tests.conftest import embedded_sample
@@ -274,3 +289,28 @@ def test_retraining_takes_over_once_labelled_batches_arrive(zero_shot_run, tiny_
     assert main(["--params", str(root / "params.yaml"), "--root", str(root), "retrain"]) == 0
     report = json.loads((root / "reports" / "retrain.json").read_text())
     assert report["teacher"]["train_rows"] > 0 and report["scores"]["teacher"]["new"] >= 0
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_a_zero_shot_pipeline(repo_copy):
+    """`dvc repro` end to end in zero-shot mode on an unlabelled train file; a new description re-runs the teacher."""
+    from tests.e2e.test_dvc_repro import DVC, ran, sh
+
+    _write_files(repo_copy / "zs")
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["ingest"].update(source="files", max_rows=None,
+                            files={s: f"zs/{s}.csv" for s in ("train", "val", "test")})
+    params["teacher"]["zero_shot"] = DESCRIPTIONS
+    params["base"]["max_length"] = 32
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = sh([DVC, "repro"], repo_copy)
+    assert ran(out) == {"ingest", "validate", "teacher", "distill", "finetune", "evaluate", "promote"}
+    teacher = json.loads((repo_copy / "reports" / "teacher.json").read_text())
+    assert teacher["zero_shot"]["descriptions"] == DESCRIPTIONS and teacher["finetuned"] is False
+    assert json.loads((repo_copy / "reports" / "distill.json").read_text())["transfer_rows"]["labelled"] == 0
+    sh(["git", "add", "-A"], repo_copy)
+    sh(["git", "commit", "-qm", "zero-shot baseline"], repo_copy)
+    out = sh([DVC, "exp", "run", "-S", "teacher.zero_shot.positive=a film worth seeing"], repo_copy)
+    assert {"teacher", "distill"} <= ran(out)
+    teacher = json.loads((repo_copy / "reports" / "teacher.json").read_text())
+    assert teacher["zero_shot"]["descriptions"]["positive"] == "a film worth seeing"
