@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from tasks.infra.config import BaseConfig, TrainConfig
 from tasks.core.data import TokenDataset, make_dataset
 from tasks.core.loop import LoopConfig
+from tasks.core.loss import hard_label_ce
 from tasks.core.predict import predict_logits, softmax
 from tasks.infra.errors import DataError
 from tasks.infra.storage import Paths, read_json
@@ -76,7 +76,11 @@ def loop_config(section: TrainConfig, base: BaseConfig, desc: str, metric: str =
 
 
 def supervised_step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    """Plain cross-entropy on the labels: the teacher's and the fine-tuning step."""
+    """Plain cross-entropy on the labels: the teacher's and the fine-tuning step.
+
+    Rows without a label (a zero-shot run's train rows, replayed by retraining) are skipped; a batch
+    of them only gives a zero loss (F.cross_entropy alone would give NaN and spoil the weights).
+    """
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    loss = F.cross_entropy(logits.float(), batch["labels"])
+    loss = hard_label_ce(logits, batch["labels"])
     return loss, {"ce": loss.detach()}

@@ -90,6 +90,24 @@ def test_centring_leaves_no_label_preferred_on_average(tiny_tokenizer):
     assert after == pytest.approx(before + bias, abs=1e-4)  # a shift per label, the same for every text
 
 
+def test_supervised_step_skips_rows_without_a_label(tiny_tokenizer):
+    """The teacher's and fine-tuning's step: a retraining cycle replays a zero-shot run's unlabelled train rows."""
+    import torch.nn.functional as F
+
+    from tasks.infra.common import supervised_step
+
+    model = make_tiny_bert(len(tiny_tokenizer)).eval()
+    batch = _encode(tiny_tokenizer, CORPUS[:4])
+    none = {**batch, "labels": torch.full((4,), IGNORE_LABEL)}
+    loss, _ = supervised_step(model, none)
+    assert torch.isfinite(loss) and loss.item() == 0.0  # F.cross_entropy alone: NaN
+    loss.backward()
+    some = {**batch, "labels": torch.tensor([1, IGNORE_LABEL, 0, IGNORE_LABEL])}
+    logits = model(**batch).logits
+    expected = F.cross_entropy(logits[[0, 2]], torch.tensor([1, 0]))
+    assert supervised_step(model, some)[0].item() == pytest.approx(expected.item(), abs=1e-5)
+
+
 @pytest.mark.parametrize(("descriptions", "message"), [
     ({"negative": "bad"}, "teacher.zero_shot: label 'positive' has no description"),
     ({**DESCRIPTIONS, "neutral": "meh"}, "teacher.zero_shot.neutral: not a label of the data"),
