@@ -151,6 +151,7 @@ TINY_RETRAIN = {  # seconds, not minutes; gates open unless a test closes one
                 "teacher_max_forgetting": 1.0, "push": False, "max_unlabelled": 60},
     "evaluate": {"min_retention": 0.0},
     "base": {"max_length": 32},
+    "score": {"settle_seconds": 0},  # the labelled batches a test writes are complete: no settle wait
 }
 
 

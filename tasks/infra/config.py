@@ -342,7 +342,8 @@ class ScoreConfig(Section):
     label_column: Text = Field("label", description="optional column of true labels (drift's quality check)")
     batch_size: int = Field(64, ge=1, description="texts per forward pass")
     settle_seconds: Float = Field(
-        5.0, ge=0, description="a file is scored once its size and mtime held still this long; 0: at once")
+        5.0, ge=0, description="a file is scored (or, in retrain.labelled, learned from) once its size and mtime held "
+                               "still this long; 0: at once")
 
 
 class ApiConfig(Section):

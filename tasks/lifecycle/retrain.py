@@ -1,9 +1,10 @@
 """retrain: one continual-learning cycle. The student learns the new data without forgetting the old,
 and replaces production only when it is measurably better.
 
-1. Gather: the new labelled batches in `retrain.labelled` (files no promoted cycle has learned yet),
-   each validated with the new-batch suite (a bad one is quarantined with its reason and the
-   others go on), and the unlabelled production-log text since production's model was trained.
+1. Gather: the new labelled batches in `retrain.labelled` (files no promoted cycle has learned yet, and
+   complete: settled as score's files are, `score.settle_seconds`), each validated with the new-batch
+   suite (a bad one is quarantined with its reason and the others go on), and the unlabelled
+   production-log text since production's model was trained.
    The new labelled rows are split into new train / val / test (stratified, seeded).
 2. Teacher first: the current teacher (of production's lineage) is fine-tuned on the new labelled
    rows plus a replay sample of the old ones, and evaluated on the old and the new test split. It
@@ -104,24 +105,40 @@ def cycle_dirs(paths: Paths, version: int | str) -> tuple[Path, Path]:
 def gather_labelled(cfg: Config, paths: Paths, names: list[str], tokenizer, learned: set[str]) -> tuple[pd.DataFrame, list[dict]]:
     """The new labelled batches, validated; bad ones are quarantined (moved aside with a reason).
 
+    Only complete files are read, as score takes its files (`score.settle_seconds`, tasks.production.score
+    .settled): one still being written is left for the next cycle, never learned from or quarantined half-written.
+
     Returns:
-        (rows: text, label (class id), source file; one record per file: file, sha256, rows, status).
+        (rows: text, label (class id), source file; one record per file: file, sha256, rows, status
+        used | quarantined | pending (still being written) | gone (renamed or deleted meanwhile)).
     """
-    from tasks.production.score import label_namer, new_files, quarantine
+    from tasks.production.score import change_since, label_namer, new_files, quarantine, settled
     from tasks.infra.tables import read_table
     from tasks.validate import validate_batch
 
     folder = paths.root / cfg.retrain.labelled
     frames, batches = [], []
-    for path in new_files(folder):
-        sha = hash_file(path)
+    files, pending = settled(new_files(folder), cfg.score.settle_seconds)
+    batches += [{"file": path.name, "status": "pending"} for path in pending]
+    for path, seen in files.items():
+        sha, frame, error = None, None, None
+        try:
+            sha = hash_file(path)
+            if sha not in learned:
+                frame = read_table(path, cfg.score.text_column, cfg.score.label_column)
+        except FileNotFoundError:
+            pass  # renamed or deleted meanwhile: change_since says so
+        except DataError as err:
+            error = str(err)
+        # Written to (or gone) since it settled, or while it was hashed and read: what was read is not the file.
+        if (status := change_since(path, seen)) is not None:
+            batches.append({"file": path.name, "status": status})
+            continue
         if sha in learned:
             continue
-        try:
-            frame = read_table(path, cfg.score.text_column, cfg.score.label_column)
-        except DataError as err:
-            quarantine(path, folder, [str(err)])
-            batches.append({"file": path.name, "sha256": sha, "status": "quarantined", "errors": [str(err)]})
+        if error is not None:
+            quarantine(path, folder, [error])
+            batches.append({"file": path.name, "sha256": sha, "status": "quarantined", "errors": [error]})
             continue
         frame = frame.assign(label=frame["label"].map(label_namer(names)))
         result = validate_batch(frame, cfg, names, str(path), tokenizer=tokenizer)

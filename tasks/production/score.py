@@ -251,8 +251,8 @@ def score_file(path: Path, model: ProductionModel, cfg: Config, paths: Paths, sh
     from tasks.validate import validate_batch
 
     def changed() -> dict | None:
-        now = _signature(path)
-        return None if signature is None or now == signature else {"status": "pending" if now else "gone"}
+        status = None if signature is None else change_since(path, signature)
+        return {"status": status} if status else None
 
     try:
         frame, labelled = read_batch(path, cfg)
@@ -327,6 +327,13 @@ def settled(files: list[Path], seconds: float) -> tuple[dict[Path, tuple[int, in
     return complete, [p for p in young if after[p] is not None and p not in complete]
 
 
+def change_since(path: Path, signature: tuple[int, int]) -> str | None:
+    """None while `path` still holds the (size, mtime) `signature` it settled at; else "pending" (written to
+    since: not complete after all, left for the next run) or "gone" (renamed or deleted)."""
+    now = _signature(path)
+    return None if now == signature else "pending" if now else "gone"
+
+
 def changed_since_scored(record: dict, path: Path, sha: str) -> dict | None:
     """The record of an earlier version of this file name, if its content has changed since it was logged."""
     return next((e for e in record.values() if e.get("file") == path.name and e.get("sha256") != sha
@@ -357,9 +364,8 @@ def score(cfg: Config, paths: Paths) -> dict:
         for path, seen in files.items():
             # Written to (or renamed away) since the settle check, while earlier files were scored:
             # not complete after all.
-            signature = _signature(path)
-            if signature != seen:
-                summary["pending" if signature else "gone"].append(path.name)
+            if (status := change_since(path, seen)) is not None:
+                summary[status].append(path.name)
                 continue
             try:
                 sha = hash_file(path)
@@ -387,7 +393,7 @@ def score(cfg: Config, paths: Paths) -> dict:
                 for stale in production_log_dir(paths).glob("date=*"):
                     remove_stale_temps(stale / f"part-{sha}.parquet")
                 model = model or load_production(cfg, paths)
-                entry = score_file(path, model, cfg, paths, sha, signature)
+                entry = score_file(path, model, cfg, paths, sha, seen)
                 if entry["status"] != "scored":
                     summary[entry["status"]].append(path.name)
                     continue  # quarantined or gone: the file has left incoming/; pending: the next run takes it

@@ -374,3 +374,35 @@ def test_cli_failed_rollbacks_leave_no_lock_behind(retrain_ws, capsys):
         assert error in capsys.readouterr().err
         assert sorted(p.name for p in (retrain_ws / "models").iterdir() if p.name.endswith(".lock")) == []
     assert read_registry(paths)["production"] == 2
+
+
+def test_a_labelled_batch_still_being_written_waits_for_the_next_cycle(retrain_ws, retrain_cfg):
+    """Only complete labelled files, as score takes its files (score.settle_seconds): one being written
+    is neither read half-written (nor quarantined as broken) but left for the next cycle."""
+    import os
+
+    from tasks.infra.config import with_overrides
+    from tasks.infra.models import load_tokenizer
+    from tasks.lifecycle.retrain import gather_labelled
+
+    paths, folder = Paths(retrain_ws), retrain_ws / "data" / "incoming" / "labelled"
+    cfg = with_overrides(retrain_cfg, {"score": {"settle_seconds": 2.0}})
+    tokenizer, names = load_tokenizer(str(paths.teacher)), ["negative", "positive"]
+    old = (folder / "tweets-1.csv").stat().st_mtime - 60
+    os.utime(folder / "tweets-1.csv", (old, old))  # written long ago: complete
+    rows = [f"{'a fine' if i % 2 else 'a dull'} film number {i},{'positive' if i % 2 else 'negative'}"
+            for i in range(30)]
+    growing = folder / "more.csv"
+    growing.write_text("text,label\n" + "\n".join(rows[:10]) + "\na film cut mi")  # the writer is mid-row
+    writer = threading.Timer(0.3, lambda: growing.write_text("text,label\n" + "\n".join(rows) + "\n"))
+    writer.start()
+    try:
+        _, batches = gather_labelled(cfg, paths, names, tokenizer, set())
+    finally:
+        writer.join()
+    assert {b["file"]: b["status"] for b in batches} == {"tweets-1.csv": "used", "more.csv": "pending"}
+    assert growing.is_file() and not (folder / "quarantine").exists()
+    os.utime(growing, (old, old))  # the writer has finished: the next cycle takes all of it
+    gathered, batches = gather_labelled(cfg, paths, names, tokenizer, set())
+    assert {b["file"]: b.get("rows") for b in batches} == {"tweets-1.csv": 80, "more.csv": 30}
+    assert set(gathered["source"]) == {"tweets-1.csv", "more.csv"}
