@@ -537,7 +537,7 @@ def teacher_reference(cfg: Config, paths: Paths, context: str) -> tuple[dict, np
         if saved.get("context") == context:
             return saved, np.load(out / "teacher_val_preds.npy")
     metrics, preds = measure(cfg, paths, paths.teacher, ["torch-fp32"])
-    metrics["context"] = context
+    metrics.update(context=context, depth=teacher_layers(paths))
     write_json(out / "teacher.json", metrics)
     np.save(out / "teacher_val_preds.npy", preds)
     return metrics, preds
@@ -590,7 +590,7 @@ def table_markdown(rows: list[dict], teacher: dict, metric: str, choice: dict) -
                      f"{r['vs_teacher_ci_high']:+.3f}) | {r['test_accuracy']:.4f} | {r['test_f1_macro']:.4f} | "
                      f"{r['params']:,} | {r['size_mb']:.1f} | {r['fp32_latency_ms']:.2f} | {r['served_variant']} | "
                      f"{r['latency_ms']:.2f} | {r['throughput_b32']:.0f} | {r['budget']} |")
-    return "\n".join(lines + ["", f"Choice: {choice['reason']}.", ""])
+    return "\n".join(lines + ["", f"{choice['reason']}.", ""])
 
 
 def plot_front(path: Path, rows: list[dict], teacher: dict, metric: str, max_drop: float) -> None:
@@ -607,7 +607,7 @@ def plot_front(path: Path, rows: list[dict], teacher: dict, metric: str, max_dro
         ax.annotate(f"{r['depth']}L T{r['temperature']:g}", (r["latency_ms"], r[f"val_{metric}"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
     front = sorted((r for r in done if r["pareto"]), key=lambda r: r["latency_ms"])
-    ax.plot([r["latency_ms"] for r in front], [r[f"val_{metric}"] for r in front], "--", c="tab:orange",
+    ax.plot([r["latency_ms"] for r in front], [r[f"val_{metric}"] for r in front], "--s", c="tab:orange", mfc="none",
             label="Pareto front")
     tv, tl = teacher["val"][metric], teacher["torch_fp32"]["latency_ms_b1"]
     ax.scatter([tl], [tv], marker="*", s=160, c="black", label="teacher (torch-fp32)")

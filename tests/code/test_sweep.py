@@ -18,7 +18,7 @@ from tasks.infra.storage import Paths, read_json, write_json
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[2]
 TINY = {  # seconds a trial: one epoch, few timing runs, two cheap variants; everything within budget
-    "base": {"max_length": 32},
+    "base": {"max_length": 32, "precision": "fp32"},  # trial processes resolve "auto" without conftest's patch
     "distill": {"epochs": 1, "batch_size": 16},
     "evaluate": {"latency_runs": 3, "warmup_runs": 1},
     "sweep": {"depths": [1, 2], "temperatures": [2.0, 4.0], "epochs": [1], "max_drop": 1.0,
@@ -110,6 +110,19 @@ def test_the_cache_serves_every_layer_map(ws, builds):
     entry = LogitCache(Paths(ws).cache, builds[0]).load()
     assert entry.pooled.shape[1] == 4  # every teacher layer stored
     np.testing.assert_array_equal(entry.select([3]).pooled[:, 0], entry.pooled[:, 3])
+
+
+def test_parallel_trials_run_as_processes_reading_the_one_cache(ws, builds):
+    """sweep.parallel 2: the first trial alone in this process (it builds the cache), the rest two at a
+    time in their own processes, which find the cache built."""
+    from tasks.sweep import sweep, sweep_dirs
+
+    sweep(cfg_of(ws, "sweep.parallel=2", "sweep.depths=[1, 2, 3]", "sweep.temperatures=[2.0]"), Paths(ws), echo=print)
+    trials = read_json(ws / "reports" / "sweep" / "trials.json")["trials"]
+    assert [t["status"] for t in trials] == ["done"] * 3 and len(builds) == 1
+    assert sorted(t["cache"] for t in trials) == ["hit", "hit", "miss"]
+    logs = sorted(sweep_dirs(Paths(ws))[1].glob("*/log.txt"))
+    assert len(logs) == 2 and all("[distill]" in log.read_text() for log in logs)
 
 
 def test_resume_runs_only_unfinished_trials(ws, monkeypatch):
