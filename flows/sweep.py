@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -49,7 +49,7 @@ def run_trial(root: str, config: dict, spec: dict) -> dict:
     return trial_process(config_from_dict(config), Paths(Path(root)), spec, on_line=logger.info)
 
 
-def prefect_executor(root: Path, cfg) -> callable:
+def prefect_executor(root: Path, cfg) -> Callable[[list[dict]], Iterator[dict]]:
     """The sweep's executor: each spec a `trial` task, `sweep.parallel` at a time."""
     from tasks.infra.config import to_dict
 
