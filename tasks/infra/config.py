@@ -251,7 +251,35 @@ class EvaluateConfig(Section):
                                         "a required gain counts only when its interval lies wholly above zero")
 
 
-SERVING_VARIANTS = ("torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8")  # tasks/production/export.py VARIANTS
+class PromoteConfig(Section):
+    """promote: when a new student replaces the production model (models/production/)."""
+
+    tolerance: Float = Field(
+        0.0, ge=-1, le=1, description="score the student may lose against production on the current test split; "
+                                      "negative: a gain of at least -tolerance is required, and it must be significant")
+
+
+class ScheduleConfig(Section):
+    """schedule: cron schedules of the Prefect deployments (`make serve`); null: started by hand only."""
+
+    timezone: Text = Field("UTC", description="time zone of the cron schedules")
+    training_pipeline: Cron | None = Field(None, description="the training-pipeline flow, e.g. '0 3 * * 0'")
+    drift_monitor: Cron | None = Field(None, description="the drift-monitor flow, e.g. '0 * * * *'")
+    retrain: Cron | None = Field(None, description="the retrain flow, drift or not, e.g. '0 4 * * 1'")
+
+
+class InferenceConfig(Section):
+    """inference: which variant of a model `kdistill predict` (and the API) serves, at what thread count."""
+
+    variant: _choice("auto", "torch-fp32", "torch-int8", "torch-bf16", "onnx-fp32", "onnx-int8") = Field(
+        "auto", description="auto: the variant bench/serving.py chose for these weights (the fastest within "
+                            "max_drop of torch-fp32), else torch-fp32")
+    threads: int = Field(1, ge=0, description="intra-op threads; 0: the library default (all cores)")
+    max_drop: Share = Field(0.01, description="accuracy a faster variant may lose against torch-fp32")
+
+
+# The variants a sweep may time: inference.variant's choices but auto (tasks/production/export.py VARIANTS likewise).
+SERVING_VARIANTS = tuple(v for v in typing.get_args(InferenceConfig.model_fields["variant"].annotation) if v != "auto")
 
 
 class SweepConfig(Section):
@@ -284,7 +312,7 @@ class SweepConfig(Section):
                                                                 "(served variant, evaluate.threads); null: no cap")
     parallel: int = Field(1, ge=1, description="trials trained at once, as processes (one per 2 cores is sane)")
     variants: list[_choice(*SERVING_VARIANTS)] = Field(
-        default_factory=lambda: list(SERVING_VARIANTS),
+        default_factory=lambda: ["torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"],
         description="serving variants timed per trial; the fastest within inference.max_drop of torch-fp32 on val "
                     "is the trial's served latency")
 
@@ -305,33 +333,6 @@ class SweepConfig(Section):
         if "torch-fp32" not in self.variants:
             _fail("variants", "expected torch-fp32 among them (the accuracy reference of the others)")
         return self
-
-
-class PromoteConfig(Section):
-    """promote: when a new student replaces the production model (models/production/)."""
-
-    tolerance: Float = Field(
-        0.0, ge=-1, le=1, description="score the student may lose against production on the current test split; "
-                                      "negative: a gain of at least -tolerance is required, and it must be significant")
-
-
-class ScheduleConfig(Section):
-    """schedule: cron schedules of the Prefect deployments (`make serve`); null: started by hand only."""
-
-    timezone: Text = Field("UTC", description="time zone of the cron schedules")
-    training_pipeline: Cron | None = Field(None, description="the training-pipeline flow, e.g. '0 3 * * 0'")
-    drift_monitor: Cron | None = Field(None, description="the drift-monitor flow, e.g. '0 * * * *'")
-    retrain: Cron | None = Field(None, description="the retrain flow, drift or not, e.g. '0 4 * * 1'")
-
-
-class InferenceConfig(Section):
-    """inference: which variant of a model `kdistill predict` (and the API) serves, at what thread count."""
-
-    variant: _choice("auto", "torch-fp32", "torch-int8", "torch-bf16", "onnx-fp32", "onnx-int8") = Field(
-        "auto", description="auto: the variant bench/serving.py chose for these weights (the fastest within "
-                            "max_drop of torch-fp32), else torch-fp32")
-    threads: int = Field(1, ge=0, description="intra-op threads; 0: the library default (all cores)")
-    max_drop: Share = Field(0.01, description="accuracy a faster variant may lose against torch-fp32")
 
 
 class ScoreConfig(Section):
