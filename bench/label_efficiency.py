@@ -43,7 +43,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from ablation import TASK_METRIC, save
 
 METHODS = ("a", "b")
-LABELS = {"a": "student, labels alone (CE)", "b": "teacher on labels, distilled with unlabelled text"}
+LABELS = {"a": "a: student, labels alone (CE)", "b": "b: student distilled from the few-label teacher + unlabelled text"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -83,9 +83,10 @@ def main() -> None:
     results["settings"] = {k: v for k, v in vars(args).items() if k not in ("table", "plot", "work", "out")}
     results["settings"]["command"] = "python bench/label_efficiency.py " + " ".join(sys.argv[1:])
     start = time.perf_counter()
-    for task in args.tasks.split(","):
-        base = prepare_task(task, Path(args.work) / task, args, results, params)
-        for fraction in map(float, args.fractions.split(",")):
+    bases = {task: prepare_task(task, Path(args.work) / task, args, results, params) for task in args.tasks.split(",")}
+    # Fraction first: a bench cut short still has every task and seed at the fewest labels.
+    for fraction in map(float, args.fractions.split(",")):
+        for task, base in bases.items():
             for seed in map(int, args.seeds.split(",")):
                 key = f"{task}/{fraction:g}/{seed}"
                 if key in results["runs"] and "b" in results["runs"][key]:
@@ -94,6 +95,8 @@ def main() -> None:
                 r = results["runs"][key]
                 print(f"{key}: {r['labelled']} labelled; a {r['a']['accuracy']:.4f}, b {r['b']['accuracy']:.4f} "
                       f"(teacher {r['teacher']}; {time.perf_counter() - start:.0f} s in all)", flush=True)
+            results["summary"] = summarise(results)
+            save(out, results)
     results["summary"] = summarise(results)
     save(out, results)
     plot(results, out.with_suffix(".png"))
@@ -306,7 +309,7 @@ def table(results: dict) -> str:
     lines = [("| task (metric) | labelled rows | a: labels alone | b: + unlabelled text | b − a, paired | seeds b > a "
              "| teacher (kept: finetune/setfit) | fine-tuned teacher | SetFit teacher |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for cell, row in summary.items():
+    for cell, row in sorted(summary.items(), key=lambda kv: (kv[0].split("/")[0], float(kv[0].split("/")[1]))):
         task, fraction = cell.split("/")
         metrics = ["accuracy"] + (["f1_macro"] if results["tasks"][task]["classes"] > 2 else [])
         for metric in metrics:
