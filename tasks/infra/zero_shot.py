@@ -25,7 +25,7 @@ one-hot, and the student would learn the teacher's mistakes as confidently as it
 
 Centring (`teacher.zero_shot_centre`, on by default): an embedder rarely sits midway between two
 descriptions. On the movie snippets "a positive movie review" is the nearer description for 79%
-of all texts, so the raw zero-shot teacher calls 4 in 5 reviews positive. The head's bias is set to
+of the test split's reviews, half of which are negative. The head's bias is set to
 minus each label's mean logit over the train split's texts (their labels, if any, are never read),
 so that no description is preferred on average over the data the teacher will label: the
 "contextual calibration" of Zhao et al. (2021), with the task's own unlabelled texts as the
