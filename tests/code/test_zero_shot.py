@@ -274,6 +274,11 @@ def test_prefect_form_takes_descriptions_as_a_mapping(tmp_path):
         check_overrides({"teacher": {"zero_shot": {"negative": "", "positive": "good"}}}, tmp_path / "params.yaml")
     with pytest.raises(ValueError):
         TeacherParams(zero_shot=["not", "a", "mapping"])
+    # A run writes the form's values into the workspace's params.yaml, where the stages read them.
+    from flows.workspace import apply_overrides
+
+    apply_overrides(tmp_path / "params.yaml", overrides)
+    assert load_config(tmp_path / "params.yaml").teacher.zero_shot == DESCRIPTIONS
 
 
 def test_finetuning_a_student_on_an_unlabelled_train_split_is_one_line(zero_shot_run, capsys):
