@@ -274,6 +274,13 @@ def test_prefect_form_takes_descriptions_as_a_mapping(tmp_path):
         check_overrides({"teacher": {"zero_shot": {"negative": "", "positive": "good"}}}, tmp_path / "params.yaml")
     with pytest.raises(ValueError):
         TeacherParams(zero_shot=["not", "a", "mapping"])
+    # The flow's Custom run form (Prefect's parameter schema) shows it as a mapping of strings.
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.training import training_pipeline
+
+    form = parameter_schema(training_pipeline).model_dump()["definitions"]["TeacherParams"]["properties"]
+    assert {"type": "object", "additionalProperties": {"type": "string"}} in form["zero_shot"]["anyOf"]
     # A run writes the form's values into the workspace's params.yaml, where the stages read them.
     from flows.workspace import apply_overrides
 
