@@ -15,13 +15,13 @@ import yaml
 
 from tasks.cli import main, run_stage
 from tasks.core.data import IGNORE_LABEL
+from tasks.core.predict import predict_logits
 from tasks.core.student import build_student
 from tasks.infra.config import load_config
 from tasks.infra.errors import ConfigError, DataError
 from tasks.infra.models import load_classifier
 from tasks.infra.storage import Paths
 from tasks.infra.suites import UNLABELLED
-from tasks.core.predict import predict_logits
 from tasks.infra.zero_shot import SCALE, centre, check_descriptions, is_zero_shot, zero_shot_classifier
 from tests.conftest import CORPUS, TINY_PARAMS, make_tiny_bert
 
@@ -217,14 +217,14 @@ def test_ingest_refuses_a_train_file_without_labels_outside_zero_shot_mode(tmp_p
 
 
 def test_unlabelled_train_without_a_val_file_is_one_line(tmp_path, tiny_teacher_dir, capsys):
-    root, args = _workspace(tmp_path, tiny_teacher_dir)
+    _, args = _workspace(tmp_path, tiny_teacher_dir)
     assert main([*args, "-S", "ingest.files.val=null", "ingest"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ingest.files.val: required when the train split has unlabelled rows" in err[0]
 
 
 def test_zero_shot_without_unlabelled_text_is_one_line(tmp_path, tiny_teacher_dir, capsys):
-    root, args = _workspace(tmp_path, tiny_teacher_dir, unlabelled_train=False)
+    _, args = _workspace(tmp_path, tiny_teacher_dir, unlabelled_train=False)
     for stage in ("ingest", "validate", "teacher"):
         assert main([*args, stage]) == 0, stage
     capsys.readouterr()
