@@ -43,9 +43,10 @@ def load_teacher(cfg: Config, train: pd.DataFrame, names: list[str]) -> tuple:
         return load_tokenizer(str(body)), *load_classifier(str(body), names)
 
 
-def score(model, data, labels_names: list[str], pad_id: int, batch_size: int, device, desc: str) -> tuple[dict, np.ndarray]:
-    """Metrics of a model on an encoded split, and its predicted label ids."""
-    logits = predict_logits(model, data, pad_id, batch_size, device, progress=desc)
+def score(model, data, labels_names: list[str], pad_id: int, batch_size: int, device, desc: str,
+          precision: str = "auto") -> tuple[dict, np.ndarray]:
+    """Metrics of a model on an encoded split (in `precision`, base.precision), and its predicted label ids."""
+    logits = predict_logits(model, data, pad_id, batch_size, device, progress=desc, precision=precision)
     preds = logits.argmax(-1)
     return classification_metrics(data.labels, preds, labels_names), preds
 
@@ -102,7 +103,7 @@ def teacher(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             report["zero_shot"] = zero_shot_report(model, data, names, tokenizer.pad_token_id, tc.eval_batch_size, device)
         for split in ("val", "test"):
             report[split], _ = score(model, data[split], names, tokenizer.pad_token_id, tc.eval_batch_size,
-                                     device, f"teacher {split}")
+                                     device, f"teacher {split}", cfg.base.precision)
         if is_main():  # under DDP every rank holds the same weights; one writes
             save_model(model.cpu(), tokenizer, paths.teacher)
             write_json(paths.reports / "teacher.json", report)
