@@ -84,7 +84,7 @@ def test_centring_leaves_no_label_preferred_on_average(tiny_tokenizer):
     before = predict_logits(model, texts, tiny_tokenizer.pad_token_id, 4)
     bias = centre(model, texts, tiny_tokenizer.pad_token_id, 4)
     after = predict_logits(model, texts, tiny_tokenizer.pad_token_id, 4)
-    assert abs(before.mean(0)[0] - before.mean(0)[1]) > 0.1  # a random embedder prefers one description
+    assert abs(before.mean(0)).min() > 1.0  # a random embedder's texts all lie near both descriptions
     assert after.mean(0) == pytest.approx([0.0, 0.0], abs=1e-4)
     assert bias == pytest.approx(-before.mean(0), abs=1e-4) and model.config.centred_on == len(CORPUS)
     assert after == pytest.approx(before + bias, abs=1e-4)  # a shift per label, the same for every text
