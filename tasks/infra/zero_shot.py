@@ -55,13 +55,15 @@ from tasks.infra.errors import ConfigError
 MODEL_TYPE = "kd-zero-shot"
 SCALE = 20.0  # see the module docstring
 KEY = "teacher.zero_shot"
+MIRRORED = ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size", "max_position_embeddings",
+            "pad_token_id")
 
 
 class ZeroShotConfig(PretrainedConfig):
     """A zero-shot classifier's config: the encoder's own config (as a dict), the scale and the descriptions.
 
-    `num_hidden_layers`, `hidden_size`, `vocab_size` and `max_position_embeddings` are mirrored at
-    the top level, where the pipeline reads them (student depth, width checks, position limit);
+    The encoder's `MIRRORED` keys are copied to the top level, where the pipeline reads them (student
+    depth, width checks, position limit, the ONNX exporter's attention fusion);
     the top-level `num_hidden_layers` wins over the encoder's, so a student built by changing it
     (tasks/core/student.py) gets an encoder of that depth.
     """
@@ -73,7 +75,7 @@ class ZeroShotConfig(PretrainedConfig):
         self.encoder = dict(encoder or {})
         self.scale = float(scale)
         self.descriptions = dict(descriptions or {})
-        for name in ("num_hidden_layers", "hidden_size", "vocab_size", "max_position_embeddings", "pad_token_id"):
+        for name in MIRRORED:
             if name in self.encoder:
                 kwargs.setdefault(name, self.encoder[name])
         super().__init__(**kwargs)

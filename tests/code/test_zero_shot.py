@@ -108,6 +108,16 @@ def test_supervised_step_skips_rows_without_a_label(tiny_tokenizer):
     assert supervised_step(model, some)[0].item() == pytest.approx(expected.item(), abs=1e-5)
 
 
+def test_a_student_of_a_zero_shot_teacher_exports_to_onnx(zs_model, tiny_tokenizer, tmp_path):
+    """The production model of a zero-shot run is such a student: the ONNX serving variants must take it."""
+    from tasks.production.export import export_onnx
+
+    student = build_student(zs_model, [0, 2])
+    student.save_pretrained(tmp_path / "student")
+    tiny_tokenizer.save_pretrained(tmp_path / "student")
+    assert export_onnx(tmp_path / "student", tmp_path / "model.onnx") < 1e-3  # logits match PyTorch's
+
+
 @pytest.mark.parametrize(("descriptions", "message"), [
     ({"negative": "bad"}, "teacher.zero_shot: label 'positive' has no description"),
     ({**DESCRIPTIONS, "neutral": "meh"}, "teacher.zero_shot.neutral: not a label of the data"),
