@@ -226,6 +226,19 @@ def test_ingest_refuses_a_train_file_without_labels_outside_zero_shot_mode(tmp_p
         ingest(load_config(root / "params.yaml", ["teacher.zero_shot=null"]), Paths(root))
 
 
+def test_a_partly_labelled_train_file_keeps_its_labels_in_zero_shot_mode_only(tmp_path, tiny_teacher_dir):
+    from tasks.ingest import ingest
+
+    root, _ = _workspace(tmp_path, tiny_teacher_dir, unlabelled_train=False)
+    train = pd.read_csv(tmp_path / "train.csv")
+    train.loc[::2, "label"] = None  # every other row without a label
+    train.to_csv(tmp_path / "train.csv", index=False)
+    summary = ingest(load_config(root / "params.yaml"), Paths(root))
+    assert summary["splits"]["train"]["unlabelled"] == 90 and sum(summary["splits"]["train"]["counts"].values()) == 90
+    with pytest.raises(DataError, match="label"):
+        ingest(load_config(root / "params.yaml", ["teacher.zero_shot=null"]), Paths(root))
+
+
 def test_unlabelled_train_without_a_val_file_is_one_line(tmp_path, tiny_teacher_dir, capsys):
     _, args = _workspace(tmp_path, tiny_teacher_dir)
     assert main([*args, "-S", "ingest.files.val=null", "ingest"]) == 2
