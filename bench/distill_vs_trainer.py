@@ -64,8 +64,8 @@ def _train_frame(paths, rows: int | None):
 
 def _accuracy(model, tokenizer, paths, max_length: int, split: str = "test", precision: str = "fp32") -> float:
     """Accuracy on a split (test: fp32, the same yardstick for every row; val: the run's precision)."""
-    from tasks.infra.common import encode_split, load_split
     from tasks.core.predict import predict_logits
+    from tasks.infra.common import encode_split, load_split
 
     data = encode_split(tokenizer, load_split(paths, split), max_length)
     preds = predict_logits(model.cpu(), data, tokenizer.pad_token_id, 128, precision=precision).argmax(-1)
@@ -227,7 +227,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--variant", variant, "--epochs", str(args.epochs),
                "--threads", str(args.threads), "--root", args.root] + (["--rows", str(args.rows)] if args.rows else [])
         cmd += ["--precision", args.precision] if args.precision else []
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        proc = subprocess.run(cmd, check=False, cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if proc.returncode or line is None:
             sys.exit(f"{variant} failed (exit {proc.returncode})")

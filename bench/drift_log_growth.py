@@ -34,18 +34,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
-from tasks.infra.storage import Paths  # noqa: E402
-from tasks.production.score import production_log_dir, read_log, write_part  # noqa: E402
+from tasks.infra.storage import Paths
+from tasks.production.score import production_log_dir, read_log, write_part
 
-WORDS = "the a film movie plot acting great awful boring brilliant slow moving cast script story".split()
+WORDS = ["the", "a", "film", "movie", "plot", "acting", "great", "awful", "boring", "brilliant", "slow", "moving", "cast", "script", "story"]
 
 
 def day_rows(day: datetime.date, rows: int, rng: np.random.Generator) -> pd.DataFrame:
     """One day of production-log rows, spread over the day, in score.log_rows' schema."""
-    start = datetime.datetime.combine(day, datetime.time(0), datetime.timezone.utc)
+    start = datetime.datetime.combine(day, datetime.time(0), datetime.UTC)
     times = sorted(start + datetime.timedelta(seconds=int(s)) for s in rng.integers(0, 86_400, rows))
     prob = rng.random(rows)
     return pd.DataFrame({
@@ -99,8 +99,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench" / "drift_log_growth.json"))
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    today = datetime.datetime.now(datetime.timezone.utc).date()
-    since = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=args.since_days)).isoformat()
+    today = datetime.datetime.now(datetime.UTC).date()
+    since = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=args.since_days)).isoformat()
     factors = [int(f) for f in args.factors.split(",")]
     results = []
     with tempfile.TemporaryDirectory(prefix="kdistill-log-") as root:

@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import CORPUS, make_tiny_bert, save_model_dir
 from tasks.core import precision
 from tasks.core.data import make_dataset
 from tasks.core.loop import LoopConfig, train
-from tasks.core.predict import predict_logits
 from tasks.core.precision import resolve_precision
+from tasks.core.predict import predict_logits
 from tasks.distill import teacher_outputs
 from tasks.infra.common import supervised_step
 from tasks.infra.config import Config, load_config
 from tasks.infra.errors import ConfigError
 from tasks.infra.storage import Paths
+from tests.conftest import CORPUS, make_tiny_bert, save_model_dir
 
 CPU = torch.device("cpu")
 REAL_CPU_HAS_BF16 = precision.cpu_has_bf16  # taken before tests/conftest.py's autouse fixture patches it

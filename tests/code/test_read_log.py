@@ -12,7 +12,7 @@ import pytest
 from tasks.infra.storage import Paths
 from tasks.production.score import production_log_dir, read_log, write_part
 
-NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
 def part(times: list[datetime.datetime], tag: str) -> pd.DataFrame:
