@@ -6,7 +6,7 @@ would be unreadable); each field's type, bounds, allowed values and description 
 schema, so the form and the CLI cannot disagree. Every field is optional and empty (None) keeps
 params.yaml's value, so a run with no parameters is exactly `dvc repro`. The values a run sets are
 written into params.yaml and checked there by the schema, cross-field rules included
-(flows/workspace.py `apply_overrides`).
+(tasks/infra/params_file.py `apply_overrides`).
 """
 
 from __future__ import annotations

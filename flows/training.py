@@ -42,9 +42,10 @@ from flows.parameters import (
     to_overrides,
 )
 from flows.reports import PUBLISHERS, publish_failure, publish_validation
-from flows.workspace import GateFailed, StageFailed, Workspace, apply_overrides, describe, run_dvc_stage
-from tasks.lifecycle.registry import SOURCE_ENV
+from flows.workspace import GateFailed, StageFailed, Workspace, describe, run_dvc_stage
+from tasks.infra.params_file import apply_overrides
 from tasks.infra.storage import Paths, read_json
+from tasks.lifecycle.registry import SOURCE_ENV
 
 PIPELINE = ("ingest", "validate", "teacher", "distill", "finetune", "evaluate", "promote")
 

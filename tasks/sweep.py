@@ -192,8 +192,14 @@ def measure(cfg: Config, paths: Paths, model_dir: Path, variants: Iterable[str])
     from tasks.infra.common import encode_split, load_labels, load_split
     from tasks.infra.models import count_params, load_tokenizer
     from tasks.infra.storage import dir_size_mb
-    from tasks.production.export import (choose_variant, interleaved_latencies, load_predictor, predict_dataset,
-                                         serving_inputs, throughput_and_accuracy)
+    from tasks.production.export import (
+        choose_variant,
+        interleaved_latencies,
+        load_predictor,
+        predict_dataset,
+        serving_inputs,
+        throughput_and_accuracy,
+    )
 
     ec, names = cfg.evaluate, load_labels(paths)
     threads = torch.get_num_threads()  # load_predictor sets the process-wide count; training wants it back
@@ -516,7 +522,7 @@ def apply_params(params_file: Path, params: dict) -> list[tuple]:
     from ruamel.yaml.comments import CommentedSeq
 
     # params.yaml's one round-trip writer is the Prefect form's (flows/workspace.py); it imports no Prefect.
-    from flows.workspace import apply_overrides
+    from tasks.infra.params_file import apply_overrides
 
     values = {}
     for key, value in params.items():

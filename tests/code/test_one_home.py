@@ -60,3 +60,10 @@ def test_no_module_imports_another_modules_private_names():
     found = [f"{path}: {module}.{name}" for path, text in sources().items() for module, names in private.findall(text)
              for name in re.findall(r"\b_\w+", names)]
     assert found == []
+
+
+def test_tasks_never_import_flows():
+    """The layers point one way: flows/ (Prefect) calls tasks/, never the reverse (the params.yaml writer
+    the flows and the sweep share lives in tasks.infra.params_file)."""
+    imports_flows = re.compile(r"^\s*(from flows\b|import flows\b)", re.MULTILINE)
+    assert [path for path, text in sources().items() if imports_flows.search(text)] == []

@@ -305,7 +305,7 @@ def test_prefect_form_takes_descriptions_as_a_mapping(tmp_path):
     form = parameter_schema(training_pipeline).model_dump()["definitions"]["TeacherParams"]["properties"]
     assert {"type": "object", "additionalProperties": {"type": "string"}} in form["zero_shot"]["anyOf"]
     # A run writes the form's values into the workspace's params.yaml, where the stages read them.
-    from flows.workspace import apply_overrides
+    from tasks.infra.params_file import apply_overrides
 
     apply_overrides(tmp_path / "params.yaml", overrides)
     assert load_config(tmp_path / "params.yaml").teacher.zero_shot == DESCRIPTIONS

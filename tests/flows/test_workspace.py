@@ -14,6 +14,7 @@ from flows import workspace as ws
 from flows.reports import failure_markdown, metrics_table, promotion_markdown
 from tasks.infra import config as tc
 from tasks.infra.errors import ConfigError
+from tasks.infra.params_file import apply_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 SECTIONS = {"base": fp.BaseParams, "ingest": fp.IngestParams, "teacher": fp.TeacherParams,
@@ -100,7 +101,7 @@ def params(tmp_path) -> Path:
 
 def test_overrides_are_written_in_place_keeping_comments(params):
     before = params.read_text()
-    changes = ws.apply_overrides(params, {"distill": {"temperature": 4.0}, "ingest": {"max_rows": 300}})
+    changes = apply_overrides(params, {"distill": {"temperature": 4.0}, "ingest": {"max_rows": 300}})
     assert changes == [("distill.temperature", 2.0, 4.0), ("ingest.max_rows", None, 300)]
     after = params.read_text()
     diff = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
@@ -111,16 +112,16 @@ def test_overrides_are_written_in_place_keeping_comments(params):
 
 def test_unchanged_values_do_not_touch_the_file(params):
     mtime = params.stat().st_mtime_ns
-    assert ws.apply_overrides(params, {"distill": {"temperature": 2}}) == []  # 2 == 2.0
+    assert apply_overrides(params, {"distill": {"temperature": 2}}) == []  # 2 == 2.0
     assert params.stat().st_mtime_ns == mtime
 
 
 def test_bad_overrides_fail_before_the_file_changes(params):
     before = params.read_text()
     with pytest.raises(ConfigError, match="distill.temprature"):
-        ws.apply_overrides(params, {"distill": {"temprature": 4.0}})
+        apply_overrides(params, {"distill": {"temprature": 4.0}})
     with pytest.raises(ConfigError, match="distill.temperature"):
-        ws.apply_overrides(params, {"distill": {"temperature": -1.0}})
+        apply_overrides(params, {"distill": {"temperature": -1.0}})
     assert params.read_text() == before
 
 
