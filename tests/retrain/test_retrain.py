@@ -202,7 +202,7 @@ def _versus(champion: float, challenger: float, rows: int):
 
 
 def test_decide_cycle_names_the_gate():
-    from tasks.lifecycle.retrain import CycleGates, decide_cycle, teacher_gate
+    from tasks.lifecycle.retrain import CycleGates, decide_cycle
 
     gates = CycleGates(min_gain=0.01, max_forgetting=0.02, min_retention=0.9)
     old_ok = _versus(0.85, 0.84, 1000)
