@@ -70,10 +70,10 @@ def domain_rows(name: str, exclude: set[str]):
 def run_cycle(cfg, root: Path, domain: str, labelled, stream, overrides: dict | None = None) -> dict:
     """Feed one domain's batches, score, monitor, retrain; returns the cycle's numbers."""
     from tasks.infra.config import load_config
-    from tasks.production.drift import drift
-    from tasks.lifecycle.retrain import retrain
-    from tasks.production.score import score
     from tasks.infra.storage import Paths
+    from tasks.lifecycle.retrain import retrain
+    from tasks.production.drift import drift
+    from tasks.production.score import score
 
     cfg = load_config(root / "params.yaml", overrides or {})
     paths = Paths(root)
@@ -129,8 +129,8 @@ def main() -> None:
     root = copy_workspace(args.root, work / "ws")
     shutil.copy2(ROOT / "params.yaml", root / "params.yaml")
     if args.set:
-        from flows.workspace import apply_overrides
         from tasks.infra.config import parse_overrides
+        from tasks.infra.params_file import apply_overrides
 
         apply_overrides(root / "params.yaml", parse_overrides(args.set))
     cfg = load_config(root / "params.yaml")

@@ -11,8 +11,9 @@ import pytest
 
 from flows.serve import DEPLOYMENTS, build_deployments
 from flows.training import PIPELINE, STAGE_TASKS, retry_only_transient, training_pipeline, workspace_slot
-from flows.workspace import GateFailed, StageFailed, Workspace, apply_overrides
+from flows.workspace import GateFailed, StageFailed, Workspace
 from tasks.cli import STAGES
+from tasks.infra.params_file import apply_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 

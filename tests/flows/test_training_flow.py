@@ -7,11 +7,11 @@ import json
 
 import pytest
 import yaml
-from tests.flows._support import RELAXED, dvc, ran
 
 from flows.training import PIPELINE
-from flows.workspace import apply_overrides
+from tasks.infra.params_file import apply_overrides
 from tasks.infra.storage import hash_dir
+from tests.flows._support import RELAXED, dvc, ran
 
 pytestmark = pytest.mark.slow
 
