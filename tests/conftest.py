@@ -90,6 +90,9 @@ def tiny_teacher_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 
 
 TINY_PARAMS = {  # the real params.yaml shrunk to a tiny teacher and relaxed gates: a pipeline in seconds
+    # fp32 whatever the CPU: these copies run in subprocesses (dvc, Prefect), out of reach of
+    # auto_precision_is_fp32, and bf16 on a tiny model can leave a changed parameter without effect
+    "base": {"precision": "fp32"},
     "ingest": {"max_rows": 300},
     "teacher": {"epochs": 1, "min_accuracy": 0.0},
     "distill": {"epochs": 1},
