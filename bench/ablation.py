@@ -161,14 +161,33 @@ def prepare_task(task: str, root: Path, train_rows: int, args: argparse.Namespac
     return paths, cfg
 
 
-def train_student(paths, cfg, task: str, depth: int, variant: str, seed: int, args: argparse.Namespace) -> dict:
-    """Distil one student into `paths` and score it on the test split."""
-    from tasks.infra.common import encode_split, load_labels, load_split
-    from tasks.infra.config import config_from_dict, to_dict
+def distil_and_score(run_cfg, paths) -> tuple[dict, dict]:
+    """Run the distill stage afresh (never a resume) into `paths` with `run_cfg`, then score the student
+    on the test split: (the stage's report, {accuracy, f1_macro, seconds, preds}). Shared by the
+    benches that compare students over seeds (ablation, label_efficiency, precision)."""
     from tasks.core.predict import predict_logits
     from tasks.distill import distill
+    from tasks.infra.common import encode_split, load_labels, load_split
     from tasks.infra.models import load_classifier, load_tokenizer
     from tasks.infra.stats import metric_value
+
+    shutil.rmtree(paths.checkpoints("distill"), ignore_errors=True)
+    start = time.perf_counter()
+    report = distill(run_cfg, paths)
+    seconds = time.perf_counter() - start
+    names = load_labels(paths)
+    tokenizer = load_tokenizer(str(paths.distilled))
+    student, _ = load_classifier(str(paths.distilled), names)
+    test = encode_split(tokenizer, load_split(paths, "test"), run_cfg.base.max_length)
+    preds = predict_logits(student, test, tokenizer.pad_token_id).argmax(-1)
+    return report, {"accuracy": metric_value(test.labels, preds, "accuracy"),
+                    "f1_macro": metric_value(test.labels, preds, "f1_macro", len(names)),
+                    "seconds": round(seconds, 1), "preds": preds.astype(int).tolist()}
+
+
+def train_student(paths, cfg, task: str, depth: int, variant: str, seed: int, args: argparse.Namespace) -> dict:
+    """Distil one student into `paths` and score it on the test split."""
+    from tasks.infra.config import config_from_dict, to_dict
 
     weights = {k: v for k, v in VARIANTS[variant].items() if k != "unlabelled"}
     unlabelled = ({"source": "embedded", "path": UNLABELLED[task], "text_column": "text"}
@@ -177,21 +196,11 @@ def train_student(paths, cfg, task: str, depth: int, variant: str, seed: int, ar
     data["base"]["seed"] = seed
     data["distill"].update(weights, student_layers=depth, layer_map=None, epochs=args.epochs, patience=args.epochs,
                            unlabeled=unlabelled, unlabeled_max_rows=args.unlabelled_rows)
-    run_cfg = config_from_dict(data)
-    shutil.rmtree(paths.checkpoints("distill"), ignore_errors=True)  # a fresh run, never a resume
-    start = time.perf_counter()
-    report = distill(run_cfg, paths)
-    seconds = time.perf_counter() - start
-    names = load_labels(paths)
-    tokenizer = load_tokenizer(str(paths.distilled))
-    student, _ = load_classifier(str(paths.distilled), names)
-    test = encode_split(tokenizer, load_split(paths, "test"), cfg.base.max_length)
-    preds = predict_logits(student, test, tokenizer.pad_token_id).argmax(-1)
-    return {"accuracy": metric_value(test.labels, preds, "accuracy"),
-            "f1_macro": metric_value(test.labels, preds, "f1_macro", len(names)),
-            "best_val": report[f"best_val_{cfg.evaluate.metric}"], "seconds": round(seconds, 1),
+    report, scored = distil_and_score(config_from_dict(data), paths)
+    return {"accuracy": scored["accuracy"], "f1_macro": scored["f1_macro"],
+            "best_val": report[f"best_val_{cfg.evaluate.metric}"], "seconds": scored["seconds"],
             "cache": report["cache"], "transfer_rows": report["transfer_rows"], "params": report["params"],
-            "preds": preds.astype(int).tolist()}
+            "preds": scored["preds"]}
 
 
 def summarise(results: dict) -> dict:

@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from ablation import TASK_METRIC, save
+from ablation import TASK_METRIC, distil_and_score, save
 
 METHODS = ("a", "b")
 LABELS = {"a": "a: student, labels alone (CE)", "b": "b: student distilled from the few-label teacher + unlabelled text"}
@@ -250,11 +250,6 @@ def distil(paths, unlabelled: Path | None, task: str, seed: int, args, params: d
 def student_run(paths, unlabelled: Path | None, task: str, seed: int, epochs: int, args, params: dict,
                 weights: dict) -> dict:
     """Run the distill stage into `paths` and score the student on the test split."""
-    from tasks.core.loop import predict_logits
-    from tasks.distill import distill
-    from tasks.infra.common import encode_split, load_labels, load_split
-    from tasks.infra.models import load_classifier, load_tokenizer
-    from tasks.infra.stats import metric_value
 
     source = {"source": "file", "path": str(unlabelled), "text_column": "text"} if unlabelled else \
         {"source": None, "path": None, "text_column": "text"}
@@ -262,19 +257,10 @@ def student_run(paths, unlabelled: Path | None, task: str, seed: int, epochs: in
                       distill={**weights, "student_layers": 3, "layer_map": None, "student_model": None,
                                "epochs": epochs, "patience": epochs, "unlabeled": source,
                                "unlabeled_max_rows": None})
-    shutil.rmtree(paths.checkpoints("distill"), ignore_errors=True)  # a fresh run, never a resume
-    start = time.perf_counter()
-    report = distill(cfg, paths)
-    seconds = time.perf_counter() - start
-    names = load_labels(paths)
-    tokenizer = load_tokenizer(str(paths.distilled))
-    student, _ = load_classifier(str(paths.distilled), names)
-    test = encode_split(tokenizer, load_split(paths, "test"), cfg.base.max_length)
-    preds = predict_logits(student, test, tokenizer.pad_token_id).argmax(-1)
-    return {"accuracy": metric_value(test.labels, preds, "accuracy"),
-            "f1_macro": metric_value(test.labels, preds, "f1_macro", len(names)),
-            "epochs": epochs, "transfer_rows": report["transfer_rows"], "seconds": round(seconds, 1),
-            "preds": preds.astype(int).tolist()}
+    report, scored = distil_and_score(cfg, paths)
+    return {"accuracy": scored["accuracy"], "f1_macro": scored["f1_macro"],
+            "epochs": epochs, "transfer_rows": report["transfer_rows"], "seconds": scored["seconds"],
+            "preds": scored["preds"]}
 
 
 def summarise(results: dict) -> dict:

@@ -303,11 +303,11 @@ class SweepConfig(Section):
         default_factory=lambda: [1e-4], description="distill.lr values")
     epochs: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [4], description="distill.epochs values")
     objective: _choice("latency", "size", "accuracy") = Field(
-        "latency", description="among trials within budget and not significantly below the best: the lowest "
-                               "batch-1 latency | the smallest | the most accurate")
+        "latency", description="latency | size: the fastest (served batch-1 ms) | smallest trial within budget; "
+                               "accuracy: the most accurate, or the fastest trial not significantly below it")
     max_drop: Share = Field(
-        0.01, description="val score (evaluate.metric) a trial may lose against the teacher: out of budget when "
-                          "its paired interval (evaluate.confidence) lies wholly below -max_drop")
+        0.01, description="val score (evaluate.metric) a trial may lose against the teacher (point estimate; "
+                          "the paired interval is reported beside it)")
     max_latency_ms: Float | None = Field(None, gt=0, description="also out of budget above this batch-1 latency "
                                                                 "(served variant, evaluate.threads); null: no cap")
     parallel: int = Field(1, ge=1, description="trials trained at once, as processes (one per 2 cores is sane)")

@@ -198,25 +198,55 @@ def scored(records: list[dict], labels: np.ndarray) -> list[dict]:
     return records
 
 
-def test_choice_takes_the_cheapest_of_the_trials_not_significantly_below_the_best(ws):
+def three_trials() -> tuple[list[dict], np.ndarray]:
+    """A teacher right on all 200 val rows; 'best' (5 ms) equals it, 'near' (2 ms) is 4 rows worse (-0.02,
+    within the noise), 'far' (1 ms) 60 rows worse (-0.30, significantly below)."""
+    labels = np.array([0, 1] * 100)
+    near = labels.copy()
+    near[:4] = 1 - near[:4]
+    far = labels.copy()
+    far[:60] = 1 - far[:60]
+    return scored([rec("best", labels, 5.0, 3), rec("near", near, 2.0, 2), rec("far", far, 1.0, 1)], labels), labels
+
+
+def test_latency_objective_takes_the_fastest_trial_within_max_drop_of_the_teacher(ws):
     from tasks.sweep import choose
 
-    labels = np.array([0, 1] * 100)
-    teacher = labels.copy()
-    near = labels.copy()
-    near[:4] = 1 - near[:4]  # 4 rows worse than the teacher: within the noise
-    far = labels.copy()
-    far[:60] = 1 - far[:60]  # 60 rows worse: significantly below the best
-    records = scored([rec("best", labels, 5.0, 3), rec("near", near, 2.0, 2), rec("far", far, 1.0, 1)], labels)
-    cfg = cfg_of(ws, "sweep.max_drop=1.0")
-    choice = choose(records, teacher, labels, cfg, 2)
+    records, labels = three_trials()
+    # max_drop 0.05: 'far' is out (0.30 below the teacher), 'near' (0.02 below) is the fastest left.
+    choice = choose(records, labels, labels, cfg_of(ws, "sweep.max_drop=0.05"), 2)
+    assert choice["chosen"] == "near" and choice["best"] == "best"
+    assert not choice["trials"]["far"]["budget"] and "0.3000 below the teacher" in choice["trials"]["far"]["why"]
+    # The budget is the point estimate: 0.02 below is out at max_drop 0.01 (though not significant), in at 0.02.
+    assert choose(records, labels, labels, cfg_of(ws, "sweep.max_drop=0.01"), 2)["chosen"] == "best"
+    assert choose(records, labels, labels, cfg_of(ws, "sweep.max_drop=0.02"), 2)["chosen"] == "near"
+    # A wide budget: the fastest of all, even significantly below the others.
+    assert choose(records, labels, labels, cfg_of(ws, "sweep.max_drop=1.0"), 2)["chosen"] == "far"
+    # A latency cap under every trial: nothing within budget.
+    out = choose(records, labels, labels, cfg_of(ws, "sweep.max_drop=1.0", "sweep.max_latency_ms=0.5"), 2)
+    assert out["chosen"] is None and out["reason"].startswith("no trial within budget")
+
+
+def test_size_objective_takes_the_smallest_trial_within_budget(ws):
+    from tasks.sweep import choose
+
+    records, labels = three_trials()
+    for r, mb in zip(records, (30.0, 50.0, 40.0)):
+        r["served"]["size_mb"] = mb
+    assert choose(records, labels, labels, cfg_of(ws, "sweep.objective=size", "sweep.max_drop=1.0"), 2)["chosen"] == "best"
+
+
+def test_accuracy_objective_takes_the_fastest_trial_not_significantly_below_the_best(ws):
+    from tasks.sweep import choose
+
+    records, labels = three_trials()
+    choice = choose(records, labels, labels, cfg_of(ws, "sweep.objective=accuracy", "sweep.max_drop=1.0"), 2)
+    # 'near' is 4 rows below 'best' (noise) and faster: it wins; 'far' is significantly below and no contender.
     assert choice["best"] == "best" and choice["chosen"] == "near"
-    assert choice["trials"]["far"]["budget"] and not choice["trials"]["far"]["contender"]
-    assert choose(records, teacher, labels, cfg_of(ws, "sweep.objective=accuracy"), 2)["chosen"] == "best"
-    # A latency cap leaves only the far one, then nothing.
-    assert choose(records, teacher, labels, cfg_of(ws, "sweep.max_drop=1.0", "sweep.max_latency_ms=1.5"), 2)["chosen"] == "far"
-    # max_drop 0.1: 'far' (-0.30, interval wholly below -0.1) is out of budget.
-    assert not choose(records, teacher, labels, cfg_of(ws, "sweep.max_drop=0.1"), 2)["trials"]["far"]["budget"]
+    assert choice["trials"]["near"]["contender"] and not choice["trials"]["far"]["contender"]
+    assert choice["trials"]["far"]["budget"]
+    # With 'near' out of budget, the best itself.
+    assert choose(records, labels, labels, cfg_of(ws, "sweep.objective=accuracy", "sweep.max_drop=0.01"), 2)["chosen"] == "best"
 
 
 def test_choice_ties_break_deterministically(ws):
