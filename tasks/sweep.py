@@ -16,8 +16,8 @@ The choice (`choose`), on the val split, in evaluate.metric:
    is reported beside it) and its served batch-1 latency is at most sweep.max_latency_ms. Pruned
    trials are out. (The Optuna search scores trials by the same test, `optuna_value`.)
 2. objective latency or size: the winner is the cheapest in-budget trial (served batch-1 ms, served
-   MB), costs equal at 3 significant digits being ties; ties go to the higher val score, then fewer
-   layers, then the trial id. "The fastest student that loses at most max_drop".
+   MB); costs within COST_TIE (5%) of the lowest are ties (two trials of one shape differ by timing
+   noise alone), won by the higher val score, then fewer layers, then the trial id. "The fastest student that loses at most max_drop".
 3. objective accuracy: the best is the in-budget trial with the highest val score; the contenders are
    the in-budget trials not significantly worse than it (interval of trial - best not wholly below 0,
    paired on the same rows); the winner is the fastest contender (ties as above). A difference the
@@ -429,10 +429,12 @@ def optuna_search(cfg: Config, paths: Paths, dims: dict[str, list], context: str
 
 # ---------------------------------------------------------------- the choice
 
+COST_TIE = 0.05  # costs within 5% of the lowest tie: batch-1 medians of one model shape differ by that much run to run
+
+
 def _cost(record: Record, kind: str) -> float:
     """latency: served batch-1 ms; size: served MB."""
-    value = record["served"]["latency_ms_b1" if kind == "latency" else "size_mb"]
-    return float(f"{value:.3g}")  # 3 significant digits: timing noise below that is a tie
+    return float(record["served"]["latency_ms_b1" if kind == "latency" else "size_mb"])
 
 
 def choose(records: list[Record], teacher_preds: np.ndarray, labels: np.ndarray, cfg: Config,
@@ -489,7 +491,8 @@ def choose(records: list[Record], teacher_preds: np.ndarray, labels: np.ndarray,
         if contender:
             contenders.append(r)
     cost = "size" if sc.objective == "size" else "latency"
-    chosen = min(contenders, key=lambda r: (_cost(r, cost), *tie_break(r)))
+    lowest = min(_cost(r, cost) for r in contenders)
+    chosen = min((r for r in contenders if _cost(r, cost) <= lowest * (1 + COST_TIE)), key=tie_break)
     if sc.objective == "accuracy":
         why = (f"the fastest of {len(contenders)} trial(s) not significantly below the most accurate "
                f"({best['id']}, val {metric} {best['val'][metric]:.4f})")

@@ -255,12 +255,27 @@ def test_choice_ties_break_deterministically(ws):
     labels = np.array([0, 1] * 50)
     records = scored([rec("b2", labels, 2.004, 2), rec("a1", labels, 2.001, 2), rec("c0", labels, 2.0, 3)], labels)
     cfg = cfg_of(ws)
-    # Latencies equal at 3 significant digits and equal scores: the shallower, then the lower id.
+    # Latencies within 5% of the lowest and equal scores: the shallower, then the lower id.
     assert choose(records, labels, labels, cfg, 2)["chosen"] == "a1"
     assert choose(list(reversed(records)), labels, labels, cfg, 2)["chosen"] == "a1"
     records.append({**rec("p", labels, 0.1), "status": "pruned"})
     out = choose(records, labels, labels, cfg, 2)
     assert out["chosen"] == "a1" and not out["trials"]["p"]["budget"]
+
+
+def test_latencies_within_timing_noise_tie_and_the_more_accurate_wins(ws):
+    from tasks.sweep import choose
+
+    labels = np.array([0, 1] * 100)
+    worse = labels.copy()
+    worse[:2] = 1 - worse[:2]
+    cfg = cfg_of(ws, "sweep.max_drop=0.05")
+    # 1.04 ms is within 5% of 1.00 ms: a tie, and the more accurate trial wins it.
+    records = scored([rec("fast", worse, 1.00, 3), rec("close", labels, 1.04, 3)], labels)
+    assert choose(records, labels, labels, cfg, 2)["chosen"] == "close"
+    # 1.10 ms is not: the faster trial wins.
+    records = scored([rec("fast", worse, 1.00, 3), rec("slower", labels, 1.10, 3)], labels)
+    assert choose(records, labels, labels, cfg, 2)["chosen"] == "fast"
 
 
 def test_pareto_front():
