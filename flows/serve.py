@@ -9,8 +9,9 @@ restart `make serve` after changing one.
   work pool instead, for workers on other machines (`prefect worker start --pool POOL` on each,
   inside a kdistill checkout with its venv); see the README.
 
-Every deployment has a concurrency limit of 1 (later runs queue), on top of the per-workspace
-slot each flow holds (flows/training.py).
+Every deployment but sweep-trial has a concurrency limit of 1 (later runs queue), on top of the
+per-workspace slot each flow holds (flows/training.py); sweep-trial runs are a sweep's trials, as
+many at once as the sweep sends out (sweep.parallel), one process each on whichever worker takes it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Spec:
     schedule: str | None  # key in params.yaml's `schedule` section holding its cron; None: by hand only
     description: str = ""
     schedule_parameters: tuple[tuple[str, str], ...] = ()  # the parameters of a scheduled run
+    concurrency: int | None = 1  # runs at once (later ones queue); None: no limit
 
 
 DEPLOYMENTS = [
@@ -54,6 +56,9 @@ DEPLOYMENTS = [
     Spec("flows.sweep:sweep", "sweep", None,
          "Compression sweep: students from the one teacher, the cheapest within the accuracy budget written into "
          "params.yaml; Run → Custom run to set the search."),
+    Spec("flows.sweep:sweep_trial", "sweep-trial", None,
+         "One trial of a sweep, started by the sweep flow when sweep.work_pool is set; not meant to be run by hand.",
+         concurrency=None),
 ]
 
 
@@ -86,7 +91,8 @@ def build_deployments(root: Path, work_pool: str | None = None, workspace: str |
             name=spec.name, description=spec.description, tags=["kdistill"],
             schedules=[Cron(cron, timezone=schedules.timezone, parameters=dict(spec.schedule_parameters) or None)]
             if cron else None,
-            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+            concurrency_limit=ConcurrencyLimitConfig(limit=spec.concurrency, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+            if spec.concurrency else None,
             # By module path: a worker imports the flow from its installed checkout, no code upload.
             entrypoint_type=EntrypointType.MODULE_PATH, **kwargs))
     return out

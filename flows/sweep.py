@@ -9,6 +9,14 @@ writes its values into params.yaml's `distill:` section, so the next training-pi
   empty keeps params.yaml's value. They apply to this run only; `apply: false` leaves params.yaml alone.
 - Each trial runs in its own process (`python -m tasks.sweep --spec ...`) inside a task named after
   it, its output streamed into the task's log; `sweep.parallel` trials at a time.
+- Across machines: with `sweep.work_pool` set, each trial's task starts a run of the `sweep-trial`
+  deployment (`sweep_trial` below, registered on the pool by `python -m flows.serve --work-pool POOL`)
+  and waits for it. A worker runs the trial in its own checkout, which must hold the same teacher and
+  data (`dvc pull`): the trial's id hashes them, and a worker whose hash differs refuses the trial in
+  one line. The record (metrics, val predictions) comes back as the run's `sweep-trial-<id>`
+  artifact, so the Prefect server is the only thing shared; the sweep writes it into its own
+  models/sweep/<id>/, where resume finds it. Optuna's pruning needs the study's database on this
+  machine, so trials on a pool are not pruned.
 - Artifacts: the trials' table and the choice (key `sweep`); nothing within budget fails the run with
   the gate's one line (exit code 3 on the CLI).
 - One run at a time per workspace (the workspace slot of flows/training.py).
@@ -34,19 +42,91 @@ from flows.reports import publish_failure
 from flows.training import workspace_slot
 from flows.workspace import Workspace
 
-FORM = ("method", "n_trials", "depths", "temperatures", "objective", "max_drop", "max_latency_ms", "parallel")
+FORM = ("method", "n_trials", "depths", "temperatures", "objective", "max_drop", "max_latency_ms", "parallel", "work_pool")
+TRIAL_DEPLOYMENT = "sweep-trial/sweep-trial"  # flow name / deployment name (flows/serve.py DEPLOYMENTS)
 SweepParams = form_section("sweep", FORM)
 
 
 @task(name="trial", cache_policy=NO_CACHE)
 def run_trial(root: str, config: dict, spec: dict) -> dict:
-    """One trial in its own process; its log lines become this task's."""
+    """One trial in its own process here, or (sweep.work_pool) as a run of the sweep-trial deployment;
+    its log lines become this task's."""
     from tasks.infra.config import config_from_dict
     from tasks.infra.storage import Paths
     from tasks.sweep import trial_process
 
     logger = get_run_logger()
-    return trial_process(config_from_dict(config), Paths(Path(root)), spec, on_line=logger.info)
+    cfg = config_from_dict(config)
+    if cfg.sweep.work_pool:
+        return trial_on_pool(Paths(Path(root)), config, spec, logger.info)
+    return trial_process(cfg, Paths(Path(root)), spec, on_line=logger.info)
+
+
+def artifact_key(trial: str) -> str:
+    return f"sweep-trial-{trial}"
+
+
+def trial_on_pool(paths, config: dict, spec: dict, log: Callable[[str], None]) -> dict:
+    """Run one trial as a run of the sweep-trial deployment, wait, and keep its record here
+    (models/sweep/<id>/trial.json and val_preds.npy, as a local trial leaves them)."""
+    import json
+
+    import numpy as np
+    from prefect.artifacts import Artifact
+    from prefect.deployments import run_deployment
+
+    from tasks.infra.storage import write_json
+    from tasks.sweep import sweep_dirs
+
+    run = run_deployment(TRIAL_DEPLOYMENT, parameters={"config": config, "spec": {**spec, "pruning": None}},
+                         timeout=None)
+    log(f"trial {spec['id']}: flow run {run.name} on work pool {run.work_pool_name}: {run.state.type.value}")
+    if not run.state.is_completed():
+        raise RuntimeError(f"sweep trial {spec['id']}: its run {run.name} ended {run.state.type.value}: {run.state.message}")
+    artifact = Artifact.get(artifact_key(spec["id"]))
+    if artifact is None:
+        raise RuntimeError(f"sweep trial {spec['id']}: its run {run.name} left no {artifact_key(spec['id'])} artifact")
+    record = json.loads(artifact.data.split("```json\n", 1)[1].rsplit("\n```", 1)[0])
+    folder = sweep_dirs(paths)[1] / spec["id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    if record["status"] == "done":
+        np.save(folder / "val_preds.npy", np.asarray(record.pop("val_preds"), dtype=np.int64))
+    write_json(folder / "trial.json", record)  # last: the resume marker
+    return record
+
+
+@flow(name="sweep-trial", log_prints=True,
+      description="One trial of a compression sweep, started by the sweep flow when sweep.work_pool is set; "
+                  "runs in this worker's checkout, which must hold the sweep's teacher and data.")
+def sweep_trial(config: dict, spec: dict):
+    """Train and measure one trial in this workspace; its record becomes the `sweep-trial-<id>` artifact.
+
+    Args:
+        config: the sweep's whole config (tasks.infra.config.to_dict).
+        spec: the trial: {"id", "params", "pruning": None}.
+    """
+    import json
+
+    from tasks.infra.config import config_from_dict
+    from tasks.sweep import load_record, sweep_context, trial_id, trial_process
+
+    logger = get_run_logger()
+    ws = Workspace.current()
+    cfg = config_from_dict(config)
+    if trial_id(sweep_context(cfg, ws.paths), spec["params"]) != spec["id"]:
+        message = (f"sweep trial {spec['id']}: this worker's teacher, data or settings ({ws.root}) are not the "
+                   "sweep's; check out the same commit and `dvc pull` its models/teacher and data")
+        publish_failure("sweep-trial", message, gate=False)
+        return Failed(message=message)
+    record = load_record(ws.paths, spec["id"])  # finished here before: not rerun
+    if record is None:
+        trial_process(cfg, ws.paths, spec, on_line=logger.info)
+        record = load_record(ws.paths, spec["id"])
+    if record.get("status") == "done":
+        record = {**record, "val_preds": record["val_preds"].tolist()}
+    create_markdown_artifact(key=artifact_key(spec["id"]), markdown=f"```json\n{json.dumps(record)}\n```",
+                             description=f"sweep trial {spec['id']}: {record['status']}")
+    return Completed(message=f"trial {spec['id']}: {record['status']}")
 
 
 def prefect_executor(root: Path, cfg) -> Callable[[list[dict]], Iterator[dict]]:

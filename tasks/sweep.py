@@ -710,6 +710,9 @@ def sweep(cfg: Config, paths: Paths, params_file: Path | None = None, execute: E
     if cfg.distill.student_model:
         raise ConfigError("sweep: distill.student_model is set; the sweep builds students from the teacher's "
                           "layers (set it to null)")
+    if cfg.sweep.work_pool and execute is None:
+        raise ConfigError(f"sweep.work_pool: {cfg.sweep.work_pool!r}: trials on a work pool are started by the Prefect "
+                          "flow (the sweep deployment, or python -m flows.sweep); set it to null for kdistill sweep")
     start = time.perf_counter()
     dims = space(cfg, teacher_layers(paths))
     context = sweep_context(cfg, paths)

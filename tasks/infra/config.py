@@ -310,7 +310,11 @@ class SweepConfig(Section):
                           "the paired interval is reported beside it)")
     max_latency_ms: Float | None = Field(None, gt=0, description="also out of budget above this batch-1 latency "
                                                                 "(served variant, evaluate.threads); null: no cap")
-    parallel: int = Field(1, ge=1, description="trials trained at once, as processes (one per 2 cores is sane)")
+    parallel: int = Field(1, ge=1, description="trials trained at once, as processes (one per 2 cores is sane); "
+                                               "with work_pool, trials out on the pool at once")
+    work_pool: str | None = Field(None, description="the sweep flow runs each trial as a run of the sweep-trial "
+                                                    "deployment on this Prefect work pool (workers on other machines, "
+                                                    "each a checkout with the teacher and data pulled); null: processes here")
     variants: list[_choice(*SERVING_VARIANTS)] = Field(
         default_factory=lambda: ["torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8"],
         description="serving variants timed per trial; the fastest within inference.max_drop of torch-fp32 on val "

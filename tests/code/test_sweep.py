@@ -333,3 +333,11 @@ def test_nothing_within_budget_exits_3_and_leaves_params(ws, capsys):
     assert captured.err.strip().splitlines()[-1].startswith("error: sweep: no trial within budget")
     assert (ws / "params.yaml").read_text() == before
     assert (ws / "reports" / "sweep" / "table.md").is_file()
+
+
+def test_a_work_pool_needs_the_prefect_flow(ws, capsys):
+    from tasks.cli import main
+
+    assert main(["--root", str(ws), "--params", str(ws / "params.yaml"), "-S", "sweep.work_pool=gpu", "sweep"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sweep.work_pool: 'gpu': trials on a work pool are started by the Prefect flow" in err[0]

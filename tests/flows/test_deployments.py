@@ -40,6 +40,9 @@ def test_deployments_are_manual_by_default_with_one_run_at_a_time(root):
     assert {"base", "ingest", "teacher", "distill", "finetune", "evaluate", "promote"} <= set(
         deployment._parameter_openapi_schema.properties)
     assert len(DEPLOYMENTS) == len({spec.name for spec in DEPLOYMENTS})
+    # A sweep's trials on a work pool run side by side: the sweep-trial deployment has no limit.
+    limits = {d.name: d.concurrency_limit for d in build_deployments(root)}
+    assert limits["sweep"] == 1 and limits["sweep-trial"] is None
 
 
 def test_cron_schedules_come_from_params_yaml(root):

@@ -53,3 +53,50 @@ def test_sweep_flow_runs_each_trial_as_a_task_and_applies_the_choice(prefect_api
     assert not [n for n in task_runs(state.state_details.flow_run_id) if n.startswith("trial ")]
     assert (ws / "params.yaml").read_text() == before
     assert "no trial within budget" in Artifact.get("gate-failure").data
+
+
+def test_trials_on_a_work_pool_run_as_sweep_trial_runs_in_the_workers_checkout(prefect_api, ws, tmp_path, monkeypatch,
+                                                                              tiny_teacher_dir):
+    """sweep.work_pool: each trial is a run of the sweep-trial deployment. Here `run_deployment` runs that flow
+    in a second checkout (what a worker on another machine does); the record comes back through the server."""
+    import os
+    import shutil
+    from types import SimpleNamespace
+
+    import prefect.deployments
+    from prefect.artifacts import Artifact
+
+    from flows.sweep import TRIAL_DEPLOYMENT, SweepParams, sweep, sweep_trial
+    from tasks.infra.storage import read_json, write_json
+
+    worker = tmp_path / "worker"
+    shutil.copytree(ws, worker)  # the worker's checkout: same commit, teacher and data pulled
+    started = []
+
+    def run_deployment(name, parameters, timeout):
+        assert name == TRIAL_DEPLOYMENT and timeout is None and parameters["spec"]["pruning"] is None
+        started.append(parameters["spec"]["id"])
+        before, os.environ["KDISTILL_ROOT"] = os.environ["KDISTILL_ROOT"], str(worker)
+        try:
+            state = sweep_trial(**parameters, return_state=True)
+        finally:
+            os.environ["KDISTILL_ROOT"] = before
+        return SimpleNamespace(name="worker-run", work_pool_name="gpu-pool", state=state)
+
+    monkeypatch.setattr(prefect.deployments, "run_deployment", run_deployment)
+    state = sweep(sweep=SweepParams(depths=[1, 2], temperatures=[2.0], work_pool="gpu-pool"), return_state=True)
+    assert state.is_completed(), state.message
+    assert len(started) == 2 and state.result()["trials"] == 2
+    for tid in started:
+        here, there = ws / "models" / "sweep" / tid, worker / "models" / "sweep" / tid
+        assert (there / "model").is_dir() and not (here / "model").exists()  # trained on the worker
+        assert read_json(here / "trial.json")["status"] == "done" and (here / "val_preds.npy").is_file()
+        assert f'"id": "{tid}"' in Artifact.get(f"sweep-trial-{tid}").data
+    assert load_config(ws / "params.yaml").distill.student_layers in (1, 2)
+
+    # A worker whose data are not the sweep's refuses the trial in one line, and the sweep fails with it.
+    shutil.rmtree(ws / "models" / "sweep")
+    summary = read_json(worker / "data" / "processed" / "summary.json")
+    write_json(worker / "data" / "processed" / "summary.json", {**summary, "data_hash": "other"})
+    state = sweep(sweep=SweepParams(depths=[1], temperatures=[2.0], work_pool="gpu-pool"), return_state=True)
+    assert state.is_failed() and "are not the sweep's" in state.message
