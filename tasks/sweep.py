@@ -358,6 +358,12 @@ def local_executor(cfg: Config, paths: Paths) -> Executor:
 
 # ---------------------------------------------------------------- the searches
 
+def within_drop(diff: float, max_drop: float) -> bool:
+    """The accuracy budget, for the choice and the Optuna objective alike: a trial's val score minus the
+    teacher's (the point estimate) is at most sweep.max_drop below zero."""
+    return diff >= -max_drop - 1e-12
+
+
 def grid_search(specs: list[dict], finished: dict[str, Record], execute: Executor,
                 report: Callable[[Record], None]) -> None:
     """Run every unfinished spec: the first alone (it fills the teacher cache every other trial reads)."""
@@ -374,7 +380,7 @@ def optuna_value(record: Record, teacher: dict, cfg: Config) -> float:
     one outside it its val score (< 1)."""
     metric = cfg.evaluate.metric
     score = record["val"][metric]
-    if cfg.sweep.objective == "accuracy" or score < teacher["val"][metric] - cfg.sweep.max_drop:
+    if cfg.sweep.objective == "accuracy" or not within_drop(score - teacher["val"][metric], cfg.sweep.max_drop):
         return score
     key = "latency_ms_b1" if cfg.sweep.objective == "latency" else "size_mb"
     return 1.0 + teacher["served"][key] / max(record["served"][key], 1e-9)
@@ -467,7 +473,7 @@ def choose(records: list[Record], teacher_preds: np.ndarray, labels: np.ndarray,
             continue
         vs_teacher = compare(teacher_preds, r["val_preds"])
         why = None
-        if vs_teacher.diff < -sc.max_drop - 1e-12:
+        if not within_drop(vs_teacher.diff, sc.max_drop):
             why = f"{-vs_teacher.diff:.4f} below the teacher > max_drop {sc.max_drop:g}"
         elif sc.max_latency_ms is not None and r["served"]["latency_ms_b1"] > sc.max_latency_ms:
             why = f"latency {r['served']['latency_ms_b1']:.2f} ms > {sc.max_latency_ms:g} ms"
