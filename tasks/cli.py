@@ -83,7 +83,11 @@ def check_model_params(cfg) -> None:
 
     dc, teacher = cfg.distill, saved_config(cfg.teacher.model, "teacher.model")
     layers = (teacher or {}).get("num_hidden_layers") or (teacher or {}).get("n_layers")
-    if layers and not dc.student_model:
+    if dc.student == "static":
+        from tasks.models.static import check_dims, teacher_width
+
+        check_dims(dc.static_dims, teacher_width(teacher or {}), f"the teacher {cfg.teacher.model!r}")
+    elif layers and not dc.student_model:
         where = f"the teacher {cfg.teacher.model!r} has {layers} layers"
         if dc.student_layers >= layers:
             raise ConfigError(f"distill.student_layers={dc.student_layers}: {where}; expected fewer (0: half of them)")

@@ -32,6 +32,8 @@ from tasks.ingest import read_embedded, read_table
 from tasks.infra.metrics import write_curve_csv
 from tasks.infra.models import count_params, load_classifier, load_tokenizer, save_model, prepare_torch
 from tasks.infra.storage import Paths, hash_dir, stage_log, write_json
+from tasks.models.static import is_static, static_from_teacher
+from tasks.models.vocab import check_prunable, prune_vocabulary
 
 log = logging.getLogger("kd")
 ExtraLoss = Callable[[torch.Tensor, dict[str, torch.Tensor]], tuple[torch.Tensor, dict]]
@@ -91,9 +93,19 @@ def transfer_set(tokenizer, train: pd.DataFrame, unlabeled: list[str], max_lengt
     return make_dataset(tokenizer, texts, labels, max_length)
 
 
-def loss_weights(dc: DistillConfig) -> LossWeights:
-    """The distillation loss's temperature and weights from the distill section (distill and retraining)."""
-    return LossWeights(temperature=dc.temperature, alpha_kd=dc.alpha_kd, alpha_ce=dc.alpha_ce, alpha_cos=dc.alpha_cos)
+def loss_weights(dc: DistillConfig, static: bool = False) -> LossWeights:
+    """The distillation loss's temperature and weights from the distill section (distill and retraining).
+
+    A static student has no hidden states: its loss is the soft-target and hard-label terms alone.
+    """
+    return LossWeights(temperature=dc.temperature, alpha_kd=dc.alpha_kd, alpha_ce=dc.alpha_ce,
+                       alpha_cos=0.0 if static else dc.alpha_cos)
+
+
+def student_loop(dc: DistillConfig, static: bool) -> DistillConfig:
+    """The section whose loop settings train the student: a static student's own lr and epochs replace
+    the transformer ones (a head on a token table wants ~100x the learning rate)."""
+    return dc.model_copy(update={"lr": dc.static_lr, "epochs": dc.static_epochs}) if static else dc
 
 
 def make_step(teacher: torch.nn.Module, cached: TeacherOutputs | None, weights: LossWeights,
@@ -175,12 +187,17 @@ def teacher_outputs(dc: DistillConfig, teacher_dir: Path, cache_root: Path, teac
     return (outputs.select(layer_map) if pooled_layers else outputs), state, key
 
 
-def make_student(dc: DistillConfig, teacher: torch.nn.Module, names: list[str]) -> tuple[torch.nn.Module, list[int]]:
-    """The student and its layer map: teacher layers by the map, or a separately named pretrained model.
+def make_student(dc: DistillConfig, teacher: torch.nn.Module, names: list[str], tokenizer=None,
+                 device: torch.device | None = None) -> tuple[torch.nn.Module, list[int]]:
+    """The student and its layer map: teacher layers by the map, a separately named pretrained model,
+    or (`distill.student: static`) model2vec's static table of the teacher with a new head (no layers: []).
 
     For a pretrained student the map only pairs layers for hidden-state alignment; its length must
     be the student's own depth.
     """
+    if dc.student == "static":
+        return static_from_teacher(teacher, tokenizer, names, dc.static_dims, dc.static_hidden,
+                                   dc.static_train_embeddings, device), []
     n_teacher = num_layers(teacher)
     if not dc.student_model:
         layer_map = student_layer_map(dc, n_teacher)
@@ -216,7 +233,10 @@ def distill(cfg: Config, paths: Paths, resume: bool = False, on_epoch: Callable[
         device = resolve_device(cfg.base.device)
         teacher.to(device).eval().requires_grad_(False)
         n_teacher = num_layers(teacher)
-        student, layer_map = make_student(dc, teacher, names)
+        if dc.prune_vocab:  # before any training: a tokenizer that cannot be pruned is one line, at once
+            check_prunable(tokenizer, "the teacher (models/teacher)")
+        student, layer_map = make_student(dc, teacher, names, tokenizer, device)
+        static = is_static(student)
         exclude = set(pd.concat([load_split(paths, s)["text"] for s in ("train", "val", "test")]))
         unlabeled = load_unlabeled(dc, exclude, cfg.base.seed)
         # Train rows without a label (zero-shot mode) are transfer text too: IGNORE_LABEL, soft targets only.
@@ -228,13 +248,18 @@ def distill(cfg: Config, paths: Paths, resume: bool = False, on_epoch: Callable[
         cached, cache_state, key = teacher_outputs(dc, paths.teacher, paths.cache, teacher, data, tokenizer.pad_token_id,
                                                    layer_map, device, precision=cfg.base.precision)
         cache_seconds = time.perf_counter() - start
-        step = make_step(teacher, cached, loss_weights(dc), layer_map, dc.hidden_loss)
-        result = train(student, data, val, step, loop_config(dc, cfg.base, "distill", cfg.evaluate.metric), tokenizer.pad_token_id,
+        step = make_step(teacher, cached, loss_weights(dc, static), layer_map, dc.hidden_loss)
+        result = train(student, data, val, step, loop_config(student_loop(dc, static), cfg.base, "distill",
+                                                             cfg.evaluate.metric), tokenizer.pad_token_id,
                        paths.checkpoints("distill"), resume=resume, on_epoch=on_epoch)
+        vocab = None
+        if dc.prune_vocab:  # after training: every transfer text tokenises as before, so nothing learned is lost
+            student, tokenizer, vocab = prune_vocabulary(student.cpu(), tokenizer, data, "the teacher (models/teacher)")
         if is_main():  # under DDP every rank holds the same weights; one writes
             save_model(student.cpu(), tokenizer, paths.distilled)
         epochs_run = max(1, len(result.history))
         report = {
+            "student": dc.student, "static_dims": student.config.hidden_size if static else None, "vocab": vocab,
             "teacher_layers": n_teacher, "student_layers": num_layers(student), "layer_map": layer_map,
             "params": count_params(student), "teacher_params": count_params(teacher),
             "transfer_rows": {"labelled": len(frames["train"]) - train_unlabelled,
@@ -253,6 +278,7 @@ def distill(cfg: Config, paths: Paths, resume: bool = False, on_epoch: Callable[
             write_curve_csv(paths.plots / "distill_curve.csv", result.history or [{"epoch": 0}])
         info["read"] += [paths.processed, paths.teacher]
         info["wrote"] += [paths.distilled, paths.reports / "distill.json"]
-        log.info("[distill] %d-layer student (map %s), best val %s %.4f", report["student_layers"],
-                 layer_map, cfg.evaluate.metric, result.best_score)
+        kind = (f"static student ({report['static_dims']} dims)" if static else
+                f"{report['student_layers']}-layer student (map {layer_map})")
+        log.info("[distill] %s, best val %s %.4f", kind, cfg.evaluate.metric, result.best_score)
     return report

@@ -200,6 +200,21 @@ class TeacherConfig(TrainConfig):
 class DistillConfig(TrainConfig):
     """distill: the student and the distillation loss."""
 
+    student: _choice("transformer", "static") = Field(
+        "transformer", description="transformer: teacher layers (or student_model) | static: model2vec's static "
+                                   "token table of the teacher plus a trained head (tasks/models/static.py)")
+    static_dims: int = Field(
+        256, ge=1, description="static: PCA dimensions of the token table; at most the teacher's width (384 here)")
+    static_hidden: int = Field(0, ge=0, description="static: hidden units of an MLP head; 0: a linear head")
+    static_train_embeddings: bool = Field(
+        True, description="static: train the token table with the head (false: the head alone)")
+    static_lr: Float = Field(5e-3, gt=0, description="static: peak learning rate (it replaces lr, which suits "
+                                                     "transformer weights; also a retrain cycle's for a static student)")
+    static_epochs: int = Field(10, ge=1, description="static: epochs (replaces epochs; also a retrain cycle's)")
+    prune_vocab: bool = Field(
+        False, description="keep only the tokens of the transfer set (plus special tokens) in the saved student's "
+                           "tokenizer and embeddings; an unseen word becomes its surviving WordPiece pieces, else "
+                           "[UNK] (tasks/models/vocab.py)")
     student_layers: int = Field(0, ge=0, description="student depth; 0: half the teacher's layers")
     layer_map: list[Annotated[int, Field(ge=0)]] | None = Field(
         None, description="teacher layer of each student layer, e.g. [0, 2, 4]; null: every other layer")
@@ -223,6 +238,17 @@ class DistillConfig(TrainConfig):
             _fail("unlabeled.source", f"expected embedded, file or null, got {self.unlabeled.get('source')!r}")
         if self.alpha_kd + self.alpha_ce + self.alpha_cos == 0:
             _fail("alpha_kd", "alpha_kd, alpha_ce and alpha_cos are all 0; expected at least one > 0")
+        if self.student == "static":
+            if self.hidden_loss == "tokens":
+                _fail("hidden_loss", "tokens aligns the student's layers with the teacher's, and a static student has "
+                                     "no layers; expected pooled (a static student skips the hidden-state term) or "
+                                     "distill.student: transformer")
+            if self.alpha_kd + self.alpha_ce == 0:
+                _fail("alpha_kd", "alpha_kd and alpha_ce are both 0, and a static student has no hidden-state term "
+                                  "(alpha_cos); expected at least one > 0")
+            if self.student_model:
+                _fail("student_model", "a separately pretrained student contradicts distill.student: static; "
+                                       "expected null, or distill.student: transformer")
         return self
 
 

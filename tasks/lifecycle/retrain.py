@@ -63,6 +63,8 @@ from tasks.core.loss import soft_target_kl
 from tasks.core.predict import predict_logits
 from tasks.core.student import build_student, num_layers
 from tasks.distill import loss_weights, make_step, student_layer_map, teacher_outputs, transfer_set
+from tasks.models.static import is_static, static_from_teacher
+from tasks.models.vocab import is_pruned, prune_vocabulary, unprune
 from tasks.infra.errors import DataError
 from tasks.infra.models import load_classifier, load_tokenizer, prepare_torch, save_model
 from tasks.promote import Decision
@@ -252,9 +254,40 @@ def update_teacher(cfg: Config, model: torch.nn.Module, tokenizer, train_rows: p
                                      "train_rows": len(train_rows), "seconds": round(result.seconds, 1)}
 
 
+def start_student(cfg: Config, teacher: torch.nn.Module, tokenizer, champion: torch.nn.Module | None,
+                  champion_tokenizer) -> tuple[torch.nn.Module, list[int], bool]:
+    """The challenger before training, its layer map, and whether to prune its vocabulary after training.
+
+    The student kind is the champion's: a static champion gives a static challenger, warm-started
+    from the champion's table and head, or (`retrain.warm_start: false`) model2vec's table of the
+    updated teacher with a new head of the champion's shape. A pruned champion is put back on the
+    teacher's vocabulary to train on the teacher's token ids (tasks/models/vocab.py `unprune`), and
+    the challenger is pruned again on its own transfer set.
+    """
+    rt, dc = cfg.retrain, cfg.distill
+    static = is_static(champion) if champion is not None else dc.student == "static"
+    prune = is_pruned(champion) if champion is not None else dc.prune_vocab
+    if rt.warm_start and champion is not None:
+        student = copy.deepcopy(champion)
+        if is_pruned(student):
+            student = unprune(student, champion_tokenizer, teacher, tokenizer)
+        layer_map = [] if static else student_layer_map(
+            dc.model_copy(update={"student_layers": num_layers(student)}), num_layers(teacher))
+    elif static:
+        dims = champion.config.hidden_size if champion is not None else dc.static_dims
+        hidden = champion.config.head_hidden if champion is not None else dc.static_hidden
+        labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+        student, layer_map = static_from_teacher(teacher, tokenizer, labels, dims, hidden,
+                                                 dc.static_train_embeddings), []
+    else:
+        layer_map = student_layer_map(dc, num_layers(teacher))
+        student = build_student(teacher, layer_map)
+    return student, layer_map, prune
+
+
 def fit_student(cfg: Config, teacher: torch.nn.Module, teacher_dir: Path, tokenizer, parts: dict[str, pd.DataFrame],
                 pseudo: list[str], val_rows: pd.DataFrame, champion: torch.nn.Module | None, out: Path,
-                name: str) -> tuple[torch.nn.Module, dict]:
+                name: str, champion_tokenizer=None) -> tuple[torch.nn.Module, object, dict]:
     """Distil a student on new + replayed rows (+ `pseudo` texts, soft targets only).
 
     The transfer set and the teacher-output cache are made as the distill stage makes them
@@ -263,17 +296,13 @@ def fit_student(cfg: Config, teacher: torch.nn.Module, teacher_dir: Path, tokeni
 
     Warm-started from `champion` when `retrain.warm_start`, else built fresh from the teacher's
     layers; with `retrain.alpha_lwf` > 0 and a champion, the replayed rows also pull the student
-    towards the champion's outputs (learning without forgetting).
+    towards the champion's outputs (learning without forgetting). A static or pruned champion: see
+    `start_student`. Returns the challenger, its tokenizer (pruned or the teacher's) and the record.
     """
     rt, dc = cfg.retrain, cfg.distill
     device = resolve_device(cfg.base.device)
-    n_teacher = num_layers(teacher)
-    if rt.warm_start and champion is not None:
-        student = copy.deepcopy(champion)
-        layer_map = student_layer_map(dc.model_copy(update={"student_layers": num_layers(student)}), n_teacher)
-    else:
-        layer_map = student_layer_map(dc, n_teacher)
-        student = build_student(teacher, layer_map)
+    student, layer_map, prune = start_student(cfg, teacher, tokenizer, champion, champion_tokenizer)
+    static = is_static(student)
     labelled = pd.concat([parts["new"][["text", "label"]], parts["replay"][["text", "label"]]], ignore_index=True)
     data = transfer_set(tokenizer, labelled, pseudo, cfg.base.max_length)
     old_rows = torch.zeros(len(data), dtype=torch.bool)
@@ -283,8 +312,10 @@ def fit_student(cfg: Config, teacher: torch.nn.Module, teacher_dir: Path, tokeni
                                      device, stage="retrain", precision=cfg.base.precision)
     extra = None
     if rt.alpha_lwf > 0 and champion is not None and old_rows.any():
-        previous = torch.from_numpy(predict_logits(champion.to(device), data, tokenizer.pad_token_id, 128, device,
-                                                   precision=cfg.base.precision))
+        # The champion reads its own token ids: a pruned one tokenises the transfer texts with its tokenizer.
+        own = data if not is_pruned(champion) else transfer_set(champion_tokenizer, labelled, pseudo, cfg.base.max_length)
+        previous = torch.from_numpy(predict_logits(champion.to(device), own, champion_tokenizer.pad_token_id, 128,
+                                                   device, precision=cfg.base.precision))
 
         def extra(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict]:
             index = batch["index"].cpu()
@@ -295,11 +326,16 @@ def fit_student(cfg: Config, teacher: torch.nn.Module, teacher_dir: Path, tokeni
                                 dc.temperature)
             return rt.alpha_lwf * kl, {"lwf": kl.detach()}
 
-    step = make_step(teacher, cached, loss_weights(dc), layer_map, dc.hidden_loss, extra)
+    step = make_step(teacher, cached, loss_weights(dc, static), layer_map, dc.hidden_loss, extra)
+    # A static student's own epochs and learning rate (distill.static_*): retrain's suit transformer weights.
+    epochs, lr = (dc.static_epochs, dc.static_lr) if static else (rt.student_epochs, rt.student_lr)
     result = train(student, data, encode_split(tokenizer, val_rows, cfg.base.max_length), step,
-                   loop(cfg, rt.student_epochs, rt.student_lr, f"retrain student ({name})"), tokenizer.pad_token_id,
+                   loop(cfg, epochs, lr, f"retrain student ({name})"), tokenizer.pad_token_id,
                    out / "checkpoints" / f"student_{name}")
-    return student.cpu().eval(), {"rows": {"new": len(parts["new"]), "replay": len(parts["replay"]),
+    student_tokenizer = tokenizer
+    if prune:
+        student, student_tokenizer, _ = prune_vocabulary(student.cpu(), tokenizer, data, "the teacher")
+    return student.cpu().eval(), student_tokenizer, {"rows": {"new": len(parts["new"]), "replay": len(parts["replay"]),
                                            "pseudo": len(pseudo)},
                                   "cache_key": key, "layer_map": layer_map,
                                   "warm_start": rt.warm_start and champion is not None, "lwf": extra is not None,
@@ -525,16 +561,16 @@ def run_cycle(cfg: Config, paths: Paths, base: dict, names: list[str], teacher_d
     variants = {"with_pseudo": pseudo} if pseudo else {}
     if not pseudo or rt.pseudo_ablation:
         variants["without_pseudo"] = []
-    students, info, preds = {}, {}, {}
+    students, tokenizers, info, preds = {}, {}, {}, {}
     parts = {"new": new["train"], "replay": replay}
     for name, texts in variants.items():
-        students[name], info[name] = fit_student(cfg, teacher, model_out / "teacher", tokenizer, parts, texts, val,
-                                                 champion, model_out, name)
-        preds[name] = scored(students[name], tokenizer)
+        students[name], tokenizers[name], info[name] = fit_student(
+            cfg, teacher, model_out / "teacher", tokenizer, parts, texts, val, champion, model_out, name, champion_tok)
+        preds[name] = scored(students[name], tokenizers[name])
         info[name]["scores"] = preds[name].scores
     chosen = max(info, key=lambda n: (info[n]["best_val"], n == "with_pseudo"))
     report["students"], report["chosen"] = info, chosen
-    save_model(students[chosen], tokenizer, model_out / "student")
+    save_model(students[chosen], tokenizers[chosen], model_out / "student")
     challenger = info[chosen]["scores"]
     retention = challenger["all"] / scores["teacher"]["all"] if scores["teacher"]["all"] > 0 else 0.0
     scores["challenger"] = challenger

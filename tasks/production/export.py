@@ -31,6 +31,7 @@ from tasks.infra.config import choices, schema_field
 from tasks.infra.errors import ConfigError
 from tasks.infra.models import load_classifier, resolve_model
 from tasks.infra.storage import atomic_path, hash_dir, read_json, write_json
+from tasks.models.static import is_static
 
 log = logging.getLogger("kd")
 
@@ -78,10 +79,11 @@ def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = OPSET,
     Uses the torch.export-based exporter (the TorchScript one is deprecated in torch 2.13, and with
     SDPA attention its logits were 1e-2 off). Attention is exported in eager form, then ONNX
     Runtime's transformer optimiser fuses bias+GELU and residual+LayerNorm (~1.5x at batch 1 here).
+    A static student (tasks/models/static.py) exports as it is: a Gather, the masked mean and the head.
     Inputs `input_ids`, `attention_mask`: int64 [batch, seq]; output `logits`: float32 [batch, C].
 
     Args:
-        model_dir: a saved Hugging Face classifier folder (BERT family).
+        model_dir: a saved Hugging Face classifier folder (BERT family, or a static student).
         out_path: the .onnx file to write (atomically).
         opset: ONNX opset version.
         atol: largest allowed |ONNX Runtime logits - PyTorch logits| on a parity check.
@@ -93,7 +95,9 @@ def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = OPSET,
         RuntimeError: the exported graph disagrees with PyTorch by more than `atol`.
     """
     model = load_trained(model_dir)
-    model.set_attn_implementation("eager")  # plain MatMul/Softmax: what ORT's fusions recognise
+    static = is_static(model)  # a static student has no attention: nothing for the BERT fusions to do
+    if not static:
+        model.set_attn_implementation("eager")  # plain MatMul/Softmax: what ORT's fusions recognise
     wrapped = _LogitsOnly(model.eval()).eval()
     ids, mask = _sample_inputs(model.config.vocab_size, 2, 8)
     batch = torch.export.Dim("batch")
@@ -106,7 +110,8 @@ def export_onnx(model_dir: str | Path, out_path: str | Path, opset: int = OPSET,
                                     external_data=False, verbose=False)
     with atomic_path(out_path) as tmp:
         program.save(str(tmp))
-        _fuse_for_ort(tmp, model.config)
+        if not static:
+            _fuse_for_ort(tmp, model.config)
         diff = _parity(wrapped, tmp, model.config.vocab_size)
         if diff > atol:
             raise RuntimeError(f"{out_path}: ONNX Runtime logits differ from PyTorch by {diff:.2e} > {atol}")
