@@ -166,11 +166,16 @@ def embedded_sample(name: str, rows: int, seed: int):
 
 
 @pytest.fixture
-def retrain_ws(tmp_path, tiny_tokenizer, tiny_teacher_dir) -> Path:
-    """The workspace root (described above); params.yaml is the repo's."""
+def retrain_ws(request, tmp_path, tiny_tokenizer, tiny_teacher_dir) -> Path:
+    """The workspace root (described above); params.yaml is the repo's.
+
+    Parametrised indirectly with "static" or "pruned", production is a static student of the teacher
+    (model2vec, 16 dims) or the 2-layer student with its vocabulary pruned to the train split's tokens.
+    """
     import shutil
 
     import numpy as np
+    import pandas as pd
 
     from tasks.core.student import build_student
     from tasks.infra.models import load_classifier
@@ -188,8 +193,21 @@ def retrain_ws(tmp_path, tiny_tokenizer, tiny_teacher_dir) -> Path:
     write_json(paths.summary, {"labels": ["negative", "positive"], "data_hash": "movies"})
     shutil.copytree(tiny_teacher_dir, paths.teacher)
     teacher, _ = load_classifier(str(paths.teacher), ["negative", "positive"])
-    build_student(teacher, [0, 2]).save_pretrained(paths.student)
-    tiny_tokenizer.save_pretrained(paths.student)
+    kind, tokenizer = getattr(request, "param", "transformer"), tiny_tokenizer
+    if kind == "static":
+        from tasks.models.static import static_from_teacher
+
+        student = static_from_teacher(teacher, tiny_tokenizer, ["negative", "positive"], 16, 0, True)
+    else:
+        student = build_student(teacher, [0, 2])
+    if kind == "pruned":
+        from tasks.core.data import make_dataset
+        from tasks.models.vocab import prune_vocabulary
+
+        data = make_dataset(tiny_tokenizer, pd.read_parquet(paths.split("train"))["text"].tolist(), None, 32)
+        student, tokenizer, _ = prune_vocabulary(student, tiny_tokenizer, data)
+    student.save_pretrained(paths.student)
+    tokenizer.save_pretrained(paths.student)
     entry = {"version": 1, "time": "2026-01-01T00:00:00+00:00", "promoted": True, "reason": "first",
              "trigger": "pipeline", "parent": None}
     with transaction(paths, "test workspace") as txn:  # archived, installed and registered as version 1
