@@ -188,7 +188,8 @@ def teacher_outputs(dc: DistillConfig, teacher_dir: Path, cache_root: Path, teac
 
 
 def make_student(dc: DistillConfig, teacher: torch.nn.Module, names: list[str], tokenizer=None,
-                 device: torch.device | None = None) -> tuple[torch.nn.Module, list[int]]:
+                 device: torch.device | None = None, table_cache: tuple[Path, str] | None = None
+                 ) -> tuple[torch.nn.Module, list[int]]:
     """The student and its layer map: teacher layers by the map, a separately named pretrained model,
     or (`distill.student: static`) model2vec's static table of the teacher with a new head (no layers: []).
 
@@ -197,7 +198,7 @@ def make_student(dc: DistillConfig, teacher: torch.nn.Module, names: list[str], 
     """
     if dc.student == "static":
         return static_from_teacher(teacher, tokenizer, names, dc.static_dims, dc.static_hidden,
-                                   dc.static_train_embeddings, device), []
+                                   dc.static_train_embeddings, device, table_cache), []
     n_teacher = num_layers(teacher)
     if not dc.student_model:
         layer_map = student_layer_map(dc, n_teacher)
@@ -235,7 +236,8 @@ def distill(cfg: Config, paths: Paths, resume: bool = False, on_epoch: Callable[
         n_teacher = num_layers(teacher)
         if dc.prune_vocab:  # before any training: a tokenizer that cannot be pruned is one line, at once
             check_prunable(tokenizer, "the teacher (models/teacher)")
-        student, layer_map = make_student(dc, teacher, names, tokenizer, device)
+        table_cache = (paths.cache, hash_dir(paths.teacher)) if dc.cache and dc.student == "static" else None
+        student, layer_map = make_student(dc, teacher, names, tokenizer, device, table_cache)
         static = is_static(student)
         exclude = set(pd.concat([load_split(paths, s)["text"] for s in ("train", "val", "test")]))
         unlabeled = load_unlabeled(dc, exclude, cfg.base.seed)

@@ -27,8 +27,11 @@ tasks/production/export.py), which is how it is served fastest.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -215,15 +218,36 @@ def build_static(table: np.ndarray, tokenizer, labels: list[str], head_hidden: i
 
 
 def static_from_teacher(teacher: PreTrainedModel, tokenizer, labels: list[str], dims: int, head_hidden: int,
-                        train_embeddings: bool, device: torch.device | None = None) -> StaticClassifier:
+                        train_embeddings: bool, device: torch.device | None = None,
+                        cache: tuple[Path, str] | None = None) -> StaticClassifier:
     """The static student of a loaded teacher classifier: model2vec's table of its encoder, a new head.
+
+    Args:
+        cache: (folder, the teacher folder's hash): the table is kept there as
+            `static-<sha256(teacher hash, dims, model2vec version)[:24]>.npy`, so the sweep's static
+            trials of one width run model2vec once (minutes for a 30k-token vocabulary on a CPU).
 
     Raises:
         ConfigError: `dims` above the teacher's width.
     """
     width = teacher_width(teacher.config)
     check_dims(dims, width, "the teacher (models/teacher)")
-    table = model2vec_table(teacher.base_model, tokenizer, dims, device)
+    path = None
+    if cache is not None:
+        import model2vec
+
+        key = hashlib.sha256(json.dumps([cache[1], dims, model2vec.__version__]).encode()).hexdigest()[:24]
+        path = Path(cache[0]) / f"static-{key}.npy"
+    if path is not None and path.is_file():
+        table = np.load(path)
+        log.info("[distill] model2vec table from the cache: %s", path)
+    else:
+        table = model2vec_table(teacher.base_model, tokenizer, dims, device)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
+            np.save(tmp, table)
+            os.replace(tmp, path)  # whole or absent: parallel trials may write it at once
     model = build_static(table, tokenizer, labels, head_hidden,
                          getattr(teacher.config, "max_position_embeddings", 512) or 512, dims)
     model.embeddings.weight.requires_grad_(train_embeddings)

@@ -160,3 +160,15 @@ def test_static_dims_above_the_teachers_width_stops_the_run_in_one_line(tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: distill.static_dims=64: above the width of the teacher")
     assert not (root / "models").exists()  # refused before any stage ran
+
+
+def test_the_table_is_cached_per_teacher_and_width(tiny_tokenizer, tmp_path, monkeypatch):
+    import tasks.models.static as static
+
+    teacher = make_tiny_bert(len(tiny_tokenizer))
+    first = static.static_from_teacher(teacher, tiny_tokenizer, LABELS, 16, 0, True, cache=(tmp_path, "t1"))
+    monkeypatch.setattr(static, "model2vec_table", lambda *a, **k: pytest.fail("model2vec ran again"))
+    again = static.static_from_teacher(teacher, tiny_tokenizer, LABELS, 16, 0, True, cache=(tmp_path, "t1"))
+    assert torch.equal(first.embeddings.weight, again.embeddings.weight)
+    with pytest.raises(pytest.fail.Exception):  # another teacher (or width) is another entry
+        static.static_from_teacher(teacher, tiny_tokenizer, LABELS, 16, 0, True, cache=(tmp_path, "t2"))
