@@ -73,6 +73,12 @@ def load_unlabeled(dc: DistillConfig, exclude: set[str], seed: int) -> list[str]
     return texts.tolist()
 
 
+def unlabeled_texts(cfg: Config, paths: Paths) -> list[str]:
+    """The configured unlabelled transfer texts, minus every text of the workspace's labelled splits."""
+    exclude = set(pd.concat([load_split(paths, s)["text"] for s in ("train", "val", "test")]))
+    return load_unlabeled(cfg.distill, exclude, cfg.base.seed)
+
+
 def check_zero_shot_text(cfg: Config, unlabelled_rows: int) -> None:
     """A zero-shot teacher needs text without labels to teach from: train rows without a label, or
     `distill.unlabeled`. With neither, zero-shot mode is a mistake (the labels were there all along).
@@ -239,8 +245,7 @@ def distill(cfg: Config, paths: Paths, resume: bool = False, on_epoch: Callable[
         table_cache = (paths.cache, hash_dir(paths.teacher)) if dc.cache and dc.student == "static" else None
         student, layer_map = make_student(dc, teacher, names, tokenizer, device, table_cache)
         static = is_static(student)
-        exclude = set(pd.concat([load_split(paths, s)["text"] for s in ("train", "val", "test")]))
-        unlabeled = load_unlabeled(dc, exclude, cfg.base.seed)
+        unlabeled = unlabeled_texts(cfg, paths)
         # Train rows without a label (zero-shot mode) are transfer text too: IGNORE_LABEL, soft targets only.
         train_unlabelled = int((frames["train"]["label"] == IGNORE_LABEL).sum())
         check_zero_shot_text(cfg, train_unlabelled + len(unlabeled))

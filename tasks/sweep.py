@@ -61,7 +61,9 @@ log = logging.getLogger("kd")
 
 Record = dict
 Executor = Callable[[list[dict]], Iterable[Record]]  # trial specs in, finished trial records out (any order)
-SEARCHED = ("student_layers", "layer_map", "temperature", "alpha_kd", "alpha_ce", "lr", "epochs")
+SEARCHED = ("student", "static_dims", "prune_vocab", "student_layers", "layer_map", "temperature", "alpha_kd",
+            "alpha_ce", "lr", "epochs")
+FAMILIES = ("transformer", "transformer, pruned", "static", "static, pruned")  # the chart's marker order
 
 
 class Pruned(Exception):
@@ -103,6 +105,13 @@ def teacher_layers(paths: Paths) -> int:
     return int(data.get("num_hidden_layers") or data.get("n_layers"))
 
 
+def teacher_width(paths: Paths) -> int | None:
+    """The hidden size of models/teacher, from its config.json (what static widths are bounded by)."""
+    from tasks.models.static import teacher_width as width
+
+    return width(json.loads((paths.teacher / "config.json").read_text(encoding="utf-8")))
+
+
 def layer_maps(cfg: Config, n_teacher: int) -> list[list[int]]:
     """The student layer maps the sweep tries: explicit ones, or one per depth by `layer_rule`.
 
@@ -128,29 +137,56 @@ def layer_maps(cfg: Config, n_teacher: int) -> list[list[int]]:
     return out
 
 
-def space(cfg: Config, n_teacher: int) -> dict[str, list]:
-    """Each searched dimension's values (deduplicated, in params.yaml's order)."""
+def space(cfg: Config, n_teacher: int, width: int | None = None) -> dict[str, list]:
+    """Each searched dimension's values (deduplicated, in params.yaml's order).
+
+    The `student` dimension holds the families: a layer map per depth (transformer students), then
+    {"static_dims": d} per static width; `prune_vocab` crosses both.
+
+    Raises:
+        ConfigError: a static width above the teacher's `width` (and what `layer_maps` raises).
+    """
+    from tasks.models.static import check_dims
+
     sc = cfg.sweep
 
     def unique(values: list) -> list:
         return list(dict.fromkeys(json.dumps(v) for v in values))
 
-    return {"layer_map": [json.loads(v) for v in unique(layer_maps(cfg, n_teacher))],
+    for dims in sc.static_dims:
+        check_dims(dims, width, "the teacher (models/teacher)")
+    students = [json.loads(v) for v in unique(layer_maps(cfg, n_teacher))]
+    return {"student": students + [{"static_dims": d} for d in dict.fromkeys(sc.static_dims)],
             "temperature": [json.loads(v) for v in unique(sc.temperatures)],
             "alphas": [json.loads(v) for v in unique(sc.alphas)],
             "lr": [json.loads(v) for v in unique(sc.learning_rates)],
-            "epochs": [json.loads(v) for v in unique(sc.epochs)]}
+            "epochs": [json.loads(v) for v in unique(sc.epochs)],
+            "prune_vocab": [json.loads(v) for v in unique(sc.prune_vocab)]}
 
 
-def trial_params(layer_map: list[int], temperature: float, alphas: list[float], lr: float, epochs: int) -> dict:
-    """A trial's `distill:` values."""
-    return {"student_layers": len(layer_map), "layer_map": list(layer_map), "temperature": float(temperature),
-            "alpha_kd": float(alphas[0]), "alpha_ce": float(alphas[1]), "lr": float(lr), "epochs": int(epochs)}
+def trial_params(student: list[int] | dict, temperature: float, alphas: list[float], lr: float, epochs: int,
+                 prune_vocab: bool = False) -> dict:
+    """A trial's `distill:` values: a transformer student of a layer map, or a static one ({"static_dims": d}),
+    whose learning rate and epochs are distill.static_lr and static_epochs (not searched)."""
+    shared = {"prune_vocab": bool(prune_vocab), "temperature": float(temperature), "alpha_kd": float(alphas[0]),
+              "alpha_ce": float(alphas[1])}
+    if isinstance(student, dict):
+        return {"student": "static", "static_dims": int(student["static_dims"]), **shared}
+    return {"student": "transformer", "student_layers": len(student), "layer_map": list(student), **shared,
+            "lr": float(lr), "epochs": int(epochs)}
 
 
 def grid(dims: dict[str, list]) -> list[dict]:
-    """Every combination, depth-major."""
-    return [trial_params(*combo) for combo in itertools.product(*dims.values())]
+    """Every combination, family- and depth-major (a pruned trial right after its unpruned twin); a static
+    trial once, whatever the learning rates and epochs."""
+    trials = [trial_params(*combo) for combo in itertools.product(*dims.values())]
+    return list({json.dumps(t, sort_keys=True): t for t in trials}.values())
+
+
+def family(params: dict) -> str:
+    """A trial's family on the chart: FAMILIES."""
+    kind = params.get("student", "transformer")
+    return f"{kind}, pruned" if params.get("prune_vocab") else kind
 
 
 def trial_config(cfg: Config, params: dict) -> Config:
@@ -175,9 +211,12 @@ def trial_id(context: str, params: dict) -> str:
 
 
 def describe_params(p: dict) -> str:
-    """'depth 2 [0, 5] T=4 kd/ce=0.5/0.5 lr=1e-04 epochs=4'."""
-    return (f"depth {p['student_layers']} {p['layer_map']} T={p['temperature']:g} "
-            f"kd/ce={p['alpha_kd']:g}/{p['alpha_ce']:g} lr={p['lr']:.0e} epochs={p['epochs']}")
+    """'depth 2 [0, 5] T=4 kd/ce=0.5/0.5 lr=1e-04 epochs=4', 'static 64d T=2 kd/ce=0.5/0.5, pruned'."""
+    loss = f"T={p['temperature']:g} kd/ce={p['alpha_kd']:g}/{p['alpha_ce']:g}"
+    pruned = ", pruned" if p.get("prune_vocab") else ""
+    if p.get("student") == "static":
+        return f"static {p['static_dims']}d {loss}{pruned}"
+    return f"depth {p['student_layers']} {p['layer_map']} {loss} lr={p['lr']:.0e} epochs={p['epochs']}{pruned}"
 
 
 # ---------------------------------------------------------------- one trial
@@ -253,8 +292,10 @@ def run_trial(cfg: Config, paths: Paths, spec: dict) -> Record:
     start = time.perf_counter()
     record: Record = {"id": spec["id"], "params": spec["params"], "status": "done"}
     try:
-        report = distill(trial_config(cfg, spec["params"]), tpaths, on_epoch=hook)
-        record.update(history=report["history"], train_seconds=report["train_seconds"], cache=report["cache"])
+        report = (pruned_twin(cfg, paths, tpaths, spec["params"])
+                  or distill(trial_config(cfg, spec["params"]), tpaths, on_epoch=hook))
+        record.update(history=report["history"], train_seconds=report["train_seconds"], cache=report["cache"],
+                      vocab=report.get("vocab"), twin=report.get("twin"))
         metrics, val_preds = measure(cfg, paths, tpaths.distilled, cfg.sweep.variants)
         record.update(metrics)
         np.save(folder / "val_preds.npy", val_preds)
@@ -263,6 +304,39 @@ def run_trial(cfg: Config, paths: Paths, spec: dict) -> Record:
     record["seconds"] = round(time.perf_counter() - start, 1)
     write_json(folder / "trial.json", record)
     return record
+
+
+def pruned_twin(cfg: Config, paths: Paths, tpaths: TrialPaths, params: dict) -> dict | None:
+    """A pruned trial whose unpruned twin has finished: the twin's model, pruned on the transfer set.
+
+    Pruning happens after training (tasks/models/vocab.py), so training the twin's values again would
+    give the twin's weights: a pruned trial costs its measurement only. None when the trial is not
+    pruned or the twin has not finished (then it trains, and prunes, itself).
+
+    Returns:
+        The twin's training record (history, train_seconds, cache), plus `vocab` and `twin` (its id).
+    """
+    if not params.get("prune_vocab"):
+        return None
+    twin_id = trial_id(sweep_context(cfg, paths), {**params, "prune_vocab": False})
+    twin = load_record(paths, twin_id)
+    if twin is None or twin["status"] != "done":
+        return None
+    from tasks.distill import transfer_set, unlabeled_texts
+    from tasks.infra.common import load_labels, load_split
+    from tasks.infra.models import load_classifier, load_tokenizer, save_model
+    from tasks.models.vocab import prune_vocabulary
+
+    model_dir = sweep_dirs(paths)[1] / twin_id / "model"
+    tokenizer = load_tokenizer(str(model_dir), key=str(model_dir))
+    model, _ = load_classifier(str(model_dir), load_labels(paths), key=str(model_dir))
+    data = transfer_set(tokenizer, load_split(paths, "train"), unlabeled_texts(trial_config(cfg, params), paths),
+                        cfg.base.max_length)
+    model, tokenizer, vocab = prune_vocabulary(model, tokenizer, data, f"trial {twin_id}")
+    save_model(model, tokenizer, tpaths.distilled)
+    log.info("[sweep] trial %s: trial %s's model with its vocabulary pruned", tpaths.out.name, twin_id)
+    return {"history": twin["history"], "train_seconds": 0.0, "cache": twin.get("cache"), "vocab": vocab,
+            "twin": twin_id}
 
 
 def load_record(paths: Paths, tid: str) -> Record | None:
@@ -486,7 +560,7 @@ def choose(records: list[Record], teacher_preds: np.ndarray, labels: np.ndarray,
                 "reason": f"no trial within budget: every one is out ({_budget_text(cfg)})"}
 
     def tie_break(r: Record) -> tuple:
-        return -r["val"][metric], r["params"]["student_layers"], r["id"]
+        return -r["val"][metric], r["params"].get("student_layers", 0), r["id"]
 
     best = min(within, key=tie_break)
     contenders = []
@@ -577,9 +651,10 @@ def trial_rows(records: list[Record], choice: dict, metric: str) -> list[dict]:
     rows = []
     for r in records:
         p, info = r["params"], choice["trials"][r["id"]]
-        row = {"trial": r["id"], "status": r["status"], "depth": p["student_layers"],
-               "layer_map": " ".join(map(str, p["layer_map"])), "temperature": p["temperature"],
-               "alpha_kd": p["alpha_kd"], "alpha_ce": p["alpha_ce"], "lr": p["lr"], "epochs": p["epochs"]}
+        row = {"trial": r["id"], "status": r["status"], "family": family(p), "depth": p.get("student_layers", 0),
+               "layer_map": " ".join(map(str, p.get("layer_map") or [])), "static_dims": p.get("static_dims"),
+               "temperature": p["temperature"], "alpha_kd": p["alpha_kd"], "alpha_ce": p["alpha_ce"],
+               "lr": p.get("lr"), "epochs": p.get("epochs")}
         if r["status"] == "done":
             vt = info["vs_teacher"]
             row.update({"val_score": r["val"][metric], f"val_{metric}": r["val"][metric], "vs_teacher": vt["diff"], "vs_teacher_ci_low": vt["ci_low"],
@@ -598,17 +673,19 @@ def trial_rows(records: list[Record], choice: dict, metric: str) -> list[dict]:
 def table_markdown(rows: list[dict], teacher: dict, metric: str, choice: dict) -> str:
     """reports/sweep/table.md: the teacher, then every trial; P marks the Pareto front, ** the choice."""
     t = teacher
-    lines = [f"| trial | depth | map | T | kd/ce | lr | epochs | val {metric} | vs teacher (CI) | test acc | test F1 | "
-             "params | MB | fp32 b1 ms | served | b1 ms | b32 rows/s | budget |",
-             "|" + "---|" * 18,
-             f"| teacher | {t.get('depth', '')} | all | | | | | {t['val'][metric]:.4f} | | {t['test']['accuracy']:.4f} | "
+    lines = [f"| trial | family | depth | map / dims | T | kd/ce | lr | epochs | val {metric} | vs teacher (CI) | "
+             "test acc | test F1 | params | MB | fp32 b1 ms | served | b1 ms | b32 rows/s | budget |",
+             "|" + "---|" * 19,
+             f"| teacher | | {t.get('depth', '')} | all | | | | | {t['val'][metric]:.4f} | | {t['test']['accuracy']:.4f} | "
              f"{t['test']['f1_macro']:.4f} | {t['param_count']:,} | {t['size_mb']:.1f} | {t['torch_fp32']['latency_ms_b1']:.2f} | "
              f"torch-fp32 | {t['torch_fp32']['latency_ms_b1']:.2f} | {t['torch_fp32']['throughput_b32']:.0f} | |"]
     for r in rows:
         name = f"**{r['trial']}**" if r["chosen"] else r["trial"]
         name += " P" if r["pareto"] else ""
-        head = (f"| {name} | {r['depth']} | {r['layer_map']} | {r['temperature']:g} | {r['alpha_kd']:g}/{r['alpha_ce']:g} | "
-                f"{r['lr']:.0e} | {r['epochs']} |")
+        shape = f"{r['static_dims']}d" if r["static_dims"] else r["layer_map"]
+        lr = f"{r['lr']:.0e}" if r["lr"] is not None else "static"
+        head = (f"| {name} | {r['family']} | {r['depth']} | {shape} | {r['temperature']:g} | "
+                f"{r['alpha_kd']:g}/{r['alpha_ce']:g} | {lr} | {r['epochs'] if r['epochs'] is not None else ''} |")
         if r["status"] != "done":
             lines.append(head + f" {r['status']} |" + " |" * 10 + f" {r['budget']} |")
             continue
@@ -628,9 +705,15 @@ def plot_front(path: Path, rows: list[dict], teacher: dict, metric: str, max_dro
 
     done = [r for r in rows if r["status"] == "done"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter([r["latency_ms"] for r in done], [r[f"val_{metric}"] for r in done], c="tab:blue", label="trial")
+    styles = dict(zip(FAMILIES, (("o", "tab:blue"), ("^", "tab:cyan"), ("s", "tab:green"), ("D", "tab:olive"))))
+    for name, (marker, colour) in styles.items():  # one marker per family, each in the legend
+        mine = [r for r in done if r["family"] == name]
+        if mine:
+            ax.scatter([r["latency_ms"] for r in mine], [r[f"val_{metric}"] for r in mine], marker=marker, c=colour,
+                       label=name)
     for r in done:
-        ax.annotate(f"{r['depth']}L T{r['temperature']:g}", (r["latency_ms"], r[f"val_{metric}"]), fontsize=7,
+        shape = f"{r['static_dims']}d" if r["static_dims"] else f"{r['depth']}L"
+        ax.annotate(f"{shape} T{r['temperature']:g}", (r["latency_ms"], r[f"val_{metric}"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
     front = sorted((r for r in done if r["pareto"]), key=lambda r: r["latency_ms"])
     ax.plot([r["latency_ms"] for r in front], [r[f"val_{metric}"] for r in front], "--s", c="tab:orange", mfc="none",
@@ -642,7 +725,8 @@ def plot_front(path: Path, rows: list[dict], teacher: dict, metric: str, max_dro
     if chosen:
         ax.scatter([chosen[0]["latency_ms"]], [chosen[0][f"val_{metric}"]], s=260, facecolors="none",
                    edgecolors="red", linewidths=2, label=f"chosen ({chosen[0]['trial']})")
-    ax.set_xlabel("batch-1 latency, served variant (ms)")
+    ax.set_xscale("log")  # static students sit one to two orders of magnitude left of the transformers
+    ax.set_xlabel("batch-1 latency, served variant (ms, log scale)")
     ax.set_ylabel(f"val {metric}")
     ax.set_title("Compression sweep: accuracy against latency")
     ax.legend(fontsize=8, loc="lower right")
@@ -720,7 +804,7 @@ def sweep(cfg: Config, paths: Paths, params_file: Path | None = None, execute: E
         raise ConfigError(f"sweep.work_pool: {cfg.sweep.work_pool!r}: trials on a work pool are started by the Prefect "
                           "flow (the sweep deployment, or python -m flows.sweep); set it to null for kdistill sweep")
     start = time.perf_counter()
-    dims = space(cfg, teacher_layers(paths))
+    dims = space(cfg, teacher_layers(paths), teacher_width(paths))
     context = sweep_context(cfg, paths)
     metric = cfg.evaluate.metric
     teacher, teacher_preds = teacher_reference(cfg, paths, context)

@@ -321,6 +321,12 @@ class SweepConfig(Section):
         "spread", description="layer map of each depth: spread (distill's default map) | bottom | top layers")
     layer_maps: list[list[Annotated[int, Field(ge=0)]]] | None = Field(
         None, description="explicit layer maps, e.g. [[0, 5], [0, 2, 5]]; set: replaces depths and layer_rule")
+    prune_vocab: list[bool] = Field(
+        default_factory=lambda: [False, True], description="distill.prune_vocab values, crossed with every student "
+                                                           "(a pruned trial prunes its unpruned twin's model)")
+    static_dims: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [64, 256], description="static students (distill.student: static) of these "
+                                                       "distill.static_dims, beside the depths; []: none")
     temperatures: list[Annotated[float, BeforeValidator(_yaml_number), Field(gt=0)]] = Field(
         default_factory=lambda: [2.0, 4.0], description="distill.temperature values")
     alphas: list[list[Annotated[float, BeforeValidator(_yaml_number), Field(ge=0)]]] = Field(
@@ -349,7 +355,7 @@ class SweepConfig(Section):
     @model_validator(mode="after")
     def _rules(self) -> SweepConfig:
         space = {"temperatures": self.temperatures, "alphas": self.alphas, "learning_rates": self.learning_rates,
-                 "epochs": self.epochs, "variants": self.variants}
+                 "epochs": self.epochs, "variants": self.variants, "prune_vocab": self.prune_vocab}
         space["layer_maps" if self.layer_maps is not None else "depths"] = self.layer_maps or self.depths
         for key, values in space.items():
             if not values:

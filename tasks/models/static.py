@@ -195,7 +195,8 @@ def model2vec_table(encoder: torch.nn.Module, tokenizer, dims: int, device: torc
 
 
 def build_static(table: np.ndarray, tokenizer, labels: list[str], head_hidden: int = 0,
-                 max_position_embeddings: int = 512, pca_dims: int | None = None) -> StaticClassifier:
+                 max_position_embeddings: int = 512, pca_dims: int | None = None,
+                 normalize: bool = True) -> StaticClassifier:
     """A static classifier over `table` [V, D] with a new head for `labels`, in train mode.
 
     Args:
@@ -205,9 +206,10 @@ def build_static(table: np.ndarray, tokenizer, labels: list[str], head_hidden: i
         head_hidden: hidden units of an MLP head; 0: a linear head.
         max_position_embeddings: the teacher's, recorded so the position checks of base.max_length agree.
         pca_dims: recorded for provenance.
+        normalize: scale the mean to unit length before the head, as model2vec's encode does.
     """
     config = StaticConfig(vocab_size=table.shape[0], hidden_size=table.shape[1], head_hidden=head_hidden,
-                          skip_token_ids=sorted(set(tokenizer.all_special_ids)), pca_dims=pca_dims,
+                          skip_token_ids=sorted(set(tokenizer.all_special_ids)), pca_dims=pca_dims, normalize=normalize,
                           max_position_embeddings=max_position_embeddings, pad_token_id=tokenizer.pad_token_id,
                           num_labels=len(labels), id2label=dict(enumerate(labels)),
                           label2id={n: i for i, n in enumerate(labels)})

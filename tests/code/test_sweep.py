@@ -22,7 +22,7 @@ TINY = {  # seconds a trial: one epoch, few timing runs, two cheap variants; eve
     "distill": {"epochs": 1, "batch_size": 16},
     "evaluate": {"latency_runs": 3, "warmup_runs": 1},
     "sweep": {"depths": [1, 2], "temperatures": [2.0, 4.0], "epochs": [1], "max_drop": 1.0,
-              "variants": ["torch-fp32", "torch-int8"]},
+              "variants": ["torch-fp32", "torch-int8"], "prune_vocab": [False], "static_dims": []},
 }
 
 
@@ -341,3 +341,34 @@ def test_a_work_pool_needs_the_prefect_flow(ws, capsys):
     assert main(["--root", str(ws), "--params", str(ws / "params.yaml"), "-S", "sweep.work_pool=gpu", "sweep"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sweep.work_pool: 'gpu': trials on a work pool are started by the Prefect flow" in err[0]
+
+
+def test_the_sweep_covers_every_student_family_in_one_front(ws, builds):
+    """depth x pruning x static: a pruned trial is its twin's model pruned, static ones share one model2vec table."""
+    from tasks.sweep import FAMILIES, sweep
+
+    cfg = cfg_of(ws, "sweep.depths=[1]", "sweep.temperatures=[2.0]", "sweep.prune_vocab=[false, true]",
+                 "sweep.static_dims=[8]", "distill.static_epochs=1")
+    sweep(cfg, Paths(ws), None, echo=print)
+    trials = {t["id"]: t for t in read_json(ws / "reports" / "sweep" / "trials.json")["trials"]}
+    families = {(t["params"]["student"], t["params"]["prune_vocab"]): t for t in trials.values()}
+    assert set(families) == {("transformer", False), ("transformer", True), ("static", False), ("static", True)}
+    assert all(t["status"] == "done" for t in trials.values()) and len(builds) == 1  # one teacher run for all
+    pruned, twin = families[("transformer", True)], families[("transformer", False)]
+    assert pruned["twin"] == twin["id"] and pruned["vocab"]["vocab_kept"] < pruned["vocab"]["vocab_from"]
+    assert pruned["param_count"] < twin["param_count"] and pruned["history"] == twin["history"]
+    static = families[("static", False)]
+    assert static["param_count"] < twin["param_count"] and static["served"]["latency_ms_b1"] > 0
+    assert len(list((ws / "models" / "cache").glob("static-*.npy"))) == 1  # model2vec ran once for width 8
+    csv = (ws / "reports" / "sweep" / "trials.csv").read_text()
+    assert all(name in csv for name in FAMILIES)
+    table = (ws / "reports" / "sweep" / "table.md").read_text()
+    assert "| static | 0 | 8d |" in table and "transformer, pruned" in table
+
+
+def test_a_static_width_above_the_teachers_is_one_line(ws, capsys):
+    from tasks.cli import main
+
+    code = main(["--params", str(ws / "params.yaml"), "--root", str(ws), "-S", "sweep.static_dims=[64]", "sweep"])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: distill.static_dims=64: above the width")
