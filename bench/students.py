@@ -122,7 +122,7 @@ def scores(model_dir: Path, paths, metric: str, max_length: int) -> dict:
     """Test and val score of a saved classifier, and its test predictions (paired comparisons)."""
     from tasks.core.predict import predict_logits
     from tasks.infra.common import encode_split, load_labels, load_split
-    from tasks.infra.models import load_classifier, load_tokenizer
+    from tasks.models.loading import load_classifier, load_tokenizer
     from tasks.infra.stats import metric_value
 
     names = load_labels(paths)
@@ -142,7 +142,7 @@ def train_point(paths, cfg, task: str, point: str, seed: int, keep: bool, args) 
     from tasks.distill import transfer_set, unlabeled_texts
     from tasks.infra.common import load_split
     from tasks.infra.config import config_from_dict, to_dict
-    from tasks.infra.models import count_params, load_classifier, load_tokenizer, save_model
+    from tasks.models.loading import count_params, load_classifier, load_tokenizer, save_model
     from tasks.infra.storage import dir_size_mb
     from tasks.models.vocab import prune_vocabulary
 
@@ -192,7 +192,7 @@ def logreg_baseline(paths, cfg, point: str, args) -> Path:
 
     from tasks.core.data import Collator
     from tasks.infra.common import encode_split, load_labels, load_split
-    from tasks.infra.models import load_classifier, load_tokenizer, resolve_model, save_model
+    from tasks.models.loading import load_classifier, load_tokenizer, resolve_model, save_model
     from tasks.infra.storage import hash_dir
     from tasks.models.static import static_from_teacher
 
@@ -243,7 +243,7 @@ def timing(paths, cfg, args) -> dict:
     import torch
 
     from tasks.infra.common import encode_split, load_split
-    from tasks.infra.models import load_tokenizer
+    from tasks.models.loading import load_tokenizer
     from tasks.production.export import (choose_variant, load_predictor, serving_inputs,
                                          throughput_and_accuracy)
 

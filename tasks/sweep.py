@@ -233,7 +233,7 @@ def measure(cfg: Config, paths: Paths, model_dir: Path, variants: Iterable[str])
     import torch
 
     from tasks.infra.common import encode_split, load_labels, load_split
-    from tasks.infra.models import count_params, load_tokenizer
+    from tasks.models.loading import count_params, load_tokenizer
     from tasks.infra.storage import dir_size_mb
     from tasks.production.export import (
         choose_variant,
@@ -324,7 +324,7 @@ def pruned_twin(cfg: Config, paths: Paths, tpaths: TrialPaths, params: dict) -> 
         return None
     from tasks.distill import transfer_set, unlabeled_texts
     from tasks.infra.common import load_labels, load_split
-    from tasks.infra.models import load_classifier, load_tokenizer, save_model
+    from tasks.models.loading import load_classifier, load_tokenizer, save_model
     from tasks.models.vocab import prune_vocabulary
 
     model_dir = sweep_dirs(paths)[1] / twin_id / "model"

@@ -19,7 +19,7 @@ The student keeps the teacher's tokenizer and token ids (model2vec's rows are ma
 by token string), so it reads the same tokenised inputs as every other model here: the distill
 stage's transfer set and teacher-output cache, evaluate, promote, `kdistill predict`, score, the API
 and drift all load it as a sequence classifier of model type `kd-static` (registered with the
-Auto classes on import, as tasks/infra/zero_shot.py registers its type) and call
+Auto classes on import, as tasks/models/zero_shot.py registers its type) and call
 `model(input_ids=..., attention_mask=...)`. Special tokens ([CLS], [SEP], [PAD]) are left out of
 the mean, as model2vec leaves them out. It exports to ONNX (a Gather, a masked mean and the head:
 tasks/production/export.py), which is how it is served fastest.

@@ -17,7 +17,7 @@ from tasks.cli import main
 from tasks.core.data import make_dataset
 from tasks.core.student import build_student
 from tasks.infra.errors import ConfigError
-from tasks.infra.models import load_classifier, load_tokenizer, save_model
+from tasks.models.loading import load_classifier, load_tokenizer, save_model
 from tasks.infra.storage import Paths, write_json
 from tasks.models.static import build_static
 from tasks.models.vocab import check_prunable, is_pruned, prune_vocabulary, unprune

@@ -18,7 +18,7 @@ from tasks.cli import main
 from tasks.distill import make_student
 from tasks.infra.config import DistillConfig, load_config
 from tasks.infra.errors import ConfigError
-from tasks.infra.models import load_classifier, load_tokenizer
+from tasks.models.loading import load_classifier, load_tokenizer
 from tasks.infra.storage import Paths
 from tasks.models.static import StaticClassifier, build_static, is_static
 from tests.conftest import CORPUS, TINY_PARAMS, make_tiny_bert
@@ -64,7 +64,7 @@ def test_logits_are_the_head_of_the_mean_of_the_non_special_tokens(static_studen
 
 
 def test_a_saved_static_student_loads_and_serves_like_any_classifier(static_student, tiny_tokenizer, tmp_path):
-    from tasks.production.drift import encode
+    from tasks.models.monitor import encode
     from tasks.production.export import export_onnx, load_predictor
 
     student, _ = static_student

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tasks.infra.models import load_classifier, load_tokenizer
+from tasks.models.loading import load_classifier, load_tokenizer
 from tasks.infra.storage import Paths, hash_dir
 from tasks.lifecycle.registry import production_dir, read_registry, rollback
 from tasks.lifecycle.retrain import retrain
