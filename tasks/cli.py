@@ -87,6 +87,9 @@ def check_model_params(cfg) -> None:
         from tasks.models.static import check_dims, teacher_width
 
         check_dims(dc.static_dims, teacher_width(teacher or {}), f"the teacher {cfg.teacher.model!r}")
+        if cfg.finetune.method == "lora":
+            raise ConfigError("finetune.method: lora adapts attention and feed-forward layers, and the static "
+                              "student (distill.student: static) has none; expected full or none")
     elif layers and not dc.student_model:
         where = f"the teacher {cfg.teacher.model!r} has {layers} layers"
         if dc.student_layers >= layers:

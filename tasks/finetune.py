@@ -19,6 +19,7 @@ from tasks.core.loop import train
 from tasks.infra.errors import ConfigError
 from tasks.infra.metrics import write_curve_csv
 from tasks.models.loading import copy_model, load_classifier, load_tokenizer, prepare_torch
+from tasks.models.static import is_static
 from tasks.infra.storage import Paths, atomic_path, stage_log, write_json
 
 log = logging.getLogger("kd")
@@ -69,6 +70,9 @@ def finetune(cfg: Config, paths: Paths, resume: bool = False) -> dict:
             names = load_labels(paths)
             tokenizer = load_tokenizer(str(paths.distilled), key="models/distilled")
             model, _ = load_classifier(str(paths.distilled), names, key="models/distilled")
+            if fc.method == "lora" and is_static(model):
+                raise ConfigError("finetune.method: lora adapts attention and feed-forward layers, and the static "
+                                  "student (distill.student: static) has none; expected full or none")
             frames = {s: load_split(paths, s) for s in ("train", "val")}
             # Zero-shot mode's train rows may have no label (IGNORE_LABEL): only labelled ones can be fine-tuned on.
             frames["train"] = frames["train"][frames["train"]["label"] != IGNORE_LABEL]

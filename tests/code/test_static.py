@@ -172,3 +172,11 @@ def test_the_table_is_cached_per_teacher_and_width(tiny_tokenizer, tmp_path, mon
     assert torch.equal(first.embeddings.weight, again.embeddings.weight)
     with pytest.raises(pytest.fail.Exception):  # another teacher (or width) is another entry
         static.static_from_teacher(teacher, tiny_tokenizer, LABELS, 16, 0, True, cache=(tmp_path, "t2"))
+
+
+def test_lora_on_a_static_student_is_one_line(tmp_path, tiny_teacher_dir, capsys):
+    _, args = _workspace(tmp_path, tiny_teacher_dir)
+    assert main([*args, "-S", "finetune.method=lora", "run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("error: finetune.method: lora adapts attention and feed-forward layers, and the static "
+                       "student (distill.student: static) has none; expected full or none")
