@@ -323,12 +323,13 @@ def goals(points: dict) -> list[dict]:
     out = []
     for speed, drop in GOALS:
         timed = {p: r for p, r in points.items() if "served" in r}
-        meets = [p for p, r in timed.items() if r["served"]["speedup_b1"] >= speed and r["val_drop"] <= drop]
+        meets = [p for p, r in timed.items() if r["served"]["speedup_b1"] >= speed and r["val_drop"] <= drop + 1e-9]
         best = max(meets, key=lambda p: timed[p]["served"]["speedup_b1"], default=None)
         misses = {p: {"speedup_b1": round(r["served"]["speedup_b1"], 1), "val_points_lost": round(100 * r["val_drop"], 2),
                       "short": ([f"{speed / r['served']['speedup_b1']:.2f}x too slow"]
                                 if r["served"]["speedup_b1"] < speed else [])
-                               + ([f"{100 * (r['val_drop'] - drop):.2f} points over"] if r["val_drop"] > drop else [])}
+                               + ([f"{100 * (r['val_drop'] - drop):.2f} points over"] if r["val_drop"] > drop + 1e-9
+                                  else [])}
                   for p, r in timed.items() if p not in meets}
         out.append({"goal": f">= {speed:g}x faster than the fp32 teacher within {100 * drop:g} point(s) (val)",
                     "met_by": best, "meets": meets, "misses": misses})
