@@ -38,6 +38,12 @@ reviews): the fastest trial within the accuracy budget, served in its fastest va
   the zero-shot teacher.
 - [Drift and continual learning](drift.md): the monitor's false alarms and detection, its cost as
   the log grows, two retraining cycles on real domain shifts, the API under load.
+""", ""),
+          ("Measured without a results file", """
+Earlier READMEs also reported measurements whose numbers were copied from logs by hand and have no
+file in `reports/bench/`: the wall time of `make run` on a fresh clone and its time per stage, the
+`torch-bf16` serving variant next to the others, the trec50 task end to end, and the peak memory of
+validating a large file. They are not repeated here; each returns once its bench writes a JSON.
 """, "")])
 
 
