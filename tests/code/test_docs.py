@@ -160,3 +160,13 @@ def test_the_command_check_catches_an_unknown_command():
     commands = _commands("```\nmake runn\nkdistill -S a.b=1 distil\n```")
     assert ("make", ["runn"]) in commands and ("kdistill", ["-S", "a.b=1", "distil"]) in commands
     assert "runn" not in _makefile_targets() and "distil" not in _subcommands()
+
+
+def test_the_readme_is_a_front_door():
+    """At most 250 lines and 20,000 characters, and its first 120 lines show the three ways in."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 250 and len(text) <= 20_000
+    head = "\n".join(text.splitlines()[:120])
+    for shown in ("make ui", "make serve", "Deployments → training-pipeline → Run → Custom run", "dvc repro",
+                  "dvc exp run -S", "`schedule.drift_monitor`", "`retrain.on_drift`", "make run", "make test"):
+        assert shown in head, f"README's first 120 lines lack {shown!r}"
