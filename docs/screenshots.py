@@ -10,8 +10,13 @@ run folder only:
 2. starts a Prefect server on 127.0.0.1:PORT (its PREFECT_HOME inside the run folder) and runs the
    real drift-monitor flow on the run folder (`python -m flows.monitor`), which writes an Evidently
    report under reports/drift/;
-3. photographs the Prefect UI's page of that flow run, the Great Expectations Data Docs
-   (reports/validation/index.html) and the Evidently report into docs/img/, then stops the server.
+3. photographs the Prefect UI's page of that flow run, the Great Expectations Data Docs (the
+   validation result of the processed train split, under reports/validation/) and the Evidently
+   report into docs/img/, then stops the server.
+
+Data Docs load Bootstrap and jQuery from public CDNs; on a machine without that access the script
+renders a copy of the page whose CDN links point at Debian's packaged copies instead
+(`apt-get install -y libjs-bootstrap4 libjs-jquery`), and unstyled where those are missing too.
 
 The sweep's Pareto chart is not a screenshot: `kdistill sweep` draws it (reports/sweep/pareto.png),
 and the results pages show that file. A mistake (no run folder, no Chromium) is one line, exit 2.
@@ -60,6 +65,34 @@ def shoot(url: str, path: Path, width: int = 1440, height: int = 1000, wait_ms: 
     print(f"wrote {path.relative_to(REPO)}")
 
 
+# CDN assets of Great Expectations' Data Docs -> Debian's packaged copies (libjs-bootstrap4, libjs-jquery).
+OFFLINE_ASSETS = {
+    "https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css":
+        "/usr/share/javascript/bootstrap4/css/bootstrap.min.css",
+    "https://stackpath.bootstrapcdn.com/bootstrap/4.3.1/js/bootstrap.min.js":
+        "/usr/share/javascript/bootstrap4/js/bootstrap.min.js",
+    "https://code.jquery.com/jquery-3.7.1.min.js": "/usr/share/javascript/jquery/jquery.min.js",
+}
+
+
+def data_docs(root: Path) -> None:
+    """The Data Docs page of the processed train split's validation, its CDN assets served from disk."""
+    pages = sorted((root / "reports" / "validation" / "validations" / "processed" / "train").rglob("*.html"),
+                   key=lambda p: p.stat().st_mtime)
+    if not pages:
+        fail(f"{root}: no Data Docs page of the processed train split under reports/validation/validations/")
+    html = pages[-1].read_text(encoding="utf-8")
+    for url, local in OFFLINE_ASSETS.items():
+        if Path(local).is_file():
+            html = html.replace(url, Path(local).as_uri())
+    copy = pages[-1].with_name(".screenshot.html")  # beside the original: its relative links still resolve
+    copy.write_text(html, encoding="utf-8")
+    try:
+        shoot(copy.as_uri(), OUT / "data-docs.png", height=1100)
+    finally:
+        copy.unlink()
+
+
 def kdistill(root: Path, *args: str) -> None:
     subprocess.run([str(BIN / "kdistill"), "--root", str(root), *args], check=True, cwd=REPO)
 
@@ -106,11 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (root / "models" / "production").is_dir() or not (root / "reports" / "validation" / "index.html").is_file():
         fail(f"{args.root}: not a finished run (no models/production or reports/validation/index.html); run `make quick`")
     chromium()
-    shoot((root / "reports" / "validation" / "index.html").as_uri(), OUT / "data-docs.png", height=900)
+    data_docs(root)
     production_log(root)
     workspace(root)
     env = {**os.environ, "PREFECT_HOME": str(root / ".prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": f"http://127.0.0.1:{args.port}/api", "KDISTILL_ROOT": str(root)}
+           "PREFECT_API_URL": f"http://127.0.0.1:{args.port}/api", "KDISTILL_ROOT": str(root),
+           # the UI asks the API at this address (else it asks the default port, 4200)
+           "PREFECT_UI_API_URL": f"http://127.0.0.1:{args.port}/api"}
     subprocess.run([str(BIN / "python"), "-m", "flows.ui", "start", "--port", str(args.port)], check=True, cwd=REPO,
                    env=env)
     try:
