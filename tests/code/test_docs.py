@@ -170,3 +170,16 @@ def test_the_readme_is_a_front_door():
     for shown in ("make ui", "make serve", "Deployments → training-pipeline → Run → Custom run", "dvc repro",
                   "dvc exp run -S", "`schedule.drift_monitor`", "`retrain.on_drift`", "make run", "make test"):
         assert shown in head, f"README's first 120 lines lack {shown!r}"
+
+
+def test_a_bench_stamps_its_command_machine_and_date(monkeypatch):
+    """bench/_stamp.py: what the results pages print with each table, relative to the repo, no absolute path."""
+    from bench._stamp import stamp
+    from docs.gen.common import provenance
+
+    monkeypatch.setattr(sys, "argv", [str(REPO / "bench" / "serving.py"), "--threads", "1"])
+    report = stamp({"machine": {"cpu": "kept"}, "rows": 3})
+    assert report["command"].endswith("bench/serving.py --threads 1") and str(REPO) not in report["command"]
+    assert report["machine"] == {"cpu": "kept"} and report["date"].endswith("+00:00")
+    assert "machine" in stamp({}) and "not recorded" not in provenance("reports/bench/x.json", stamp({}))
+    assert provenance("reports/bench/x.json", {}).count("not recorded in the JSON") == 3
