@@ -183,3 +183,12 @@ def test_a_bench_stamps_its_command_machine_and_date(monkeypatch):
     assert report["machine"] == {"cpu": "kept"} and report["date"].endswith("+00:00")
     assert "machine" in stamp({}) and "not recorded" not in provenance("reports/bench/x.json", stamp({}))
     assert provenance("reports/bench/x.json", {}).count("not recorded in the JSON") == 3
+
+
+def test_every_repository_file_the_docs_name_exists():
+    """A module moved (issue 26 moved many) leaves no page pointing at its old path."""
+    named = re.compile(r"(?<![\w/.-])(?:tasks|flows|bench|tests|docs)/[\w/.-]+\.(?:py|md|png|svg|json|csv|html)\b")
+    missing = sorted({f"{page.relative_to(REPO)}: {path}" for page in PAGES
+                      for path in named.findall(page.read_text(encoding="utf-8"))
+                      if "STAGE" not in path and "<" not in path and not (REPO / path).exists()})
+    assert missing == []
