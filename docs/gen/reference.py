@@ -195,10 +195,11 @@ def describe_cron(cron: str, zone: str) -> str:
 LAYERS = {
     "tasks/core": "the distillation core, bottom layer: torch and transformers only",
     "tasks/infra": "infrastructure every layer shares, no domain code: the parameter schema, storage, readers, "
-                   "errors, statistics",
+                   "locks, the drop folder, the production log, the registry's read side, errors, statistics",
     "tasks/quality": "Great Expectations: the validation suites and the engine that runs them",
-    "tasks/models": "model kinds and model folders: loading, zero-shot, contrastive tuning, static students",
-    "tasks": "the stages, peers that never import one another, and `cli.py`, the `kdistill` command on top",
+    "tasks/models": "model kinds and model folders: loading, zero-shot teachers, contrastive tuning, the drift monitor's view of a model",
+    "tasks": "the stages, peers that never import one another; `cli.py`, the `kdistill` command on top; "
+             "small leaves every layer may ask",
     "tasks/lifecycle": "the model registry's write side, versions, the continual-learning cycle",
     "tasks/production": "serving variants, batch scoring, the HTTP API, the drift monitor",
     "tasks/sweep": "the compression sweep",
