@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         wrong = stale()
         for rel in wrong:
-            print(f"stale: {rel} (run `make docs`)", file=sys.stderr)
+            print(f"stale: {rel} (run `.venv/bin/python -m docs.gen`)", file=sys.stderr)
         return 1 if wrong else 0
     write()
     return 0

@@ -41,7 +41,7 @@ def test_generated_pages_are_current():
     """The committed generated pages and blocks equal a fresh generation (`make docs` rewrites them)."""
     from docs.gen.__main__ import stale
 
-    assert stale() == [], "stale generated docs (run `make docs` and commit): " + ", ".join(stale())
+    assert stale() == [], "stale generated docs (run `.venv/bin/python -m docs.gen` and commit): " + ", ".join(stale())
 
 
 def test_a_changed_result_changes_the_page(monkeypatch):
