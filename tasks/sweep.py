@@ -712,7 +712,7 @@ def plot_front(path: Path, rows: list[dict], teacher: dict, metric: str, max_dro
             ax.scatter([r["latency_ms"] for r in mine], [r[f"val_{metric}"] for r in mine], marker=marker, c=colour,
                        label=name)
     for r in done:
-        shape = f"{r['static_dims']}d" if r["static_dims"] else f"{r['depth']}L"
+        shape = (f"{r['static_dims']}d" if r["static_dims"] else f"{r['depth']}L") + ("p" if "pruned" in r["family"] else "")
         ax.annotate(f"{shape} T{r['temperature']:g}", (r["latency_ms"], r[f"val_{metric}"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
     front = sorted((r for r in done if r["pareto"]), key=lambda r: r["latency_ms"])
