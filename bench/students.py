@@ -121,7 +121,8 @@ def point_dir(paths, point: str) -> Path:
 def scores(model_dir: Path, paths, metric: str, max_length: int) -> dict:
     """Test and val score of a saved classifier, and its test predictions (paired comparisons)."""
     from tasks.core.predict import predict_logits
-    from tasks.infra.common import encode_split, load_labels, load_split
+    from tasks.infra.splits import load_labels, load_split
+    from tasks.models.training import encode_split
     from tasks.models.loading import load_classifier, load_tokenizer
     from tasks.infra.stats import metric_value
 
@@ -140,7 +141,7 @@ def scores(model_dir: Path, paths, metric: str, max_length: int) -> dict:
 def train_point(paths, cfg, task: str, point: str, seed: int, keep: bool, args) -> dict:
     """Train one point (3L also yields 3L-pruned) and score it; `keep` saves its model for the timing."""
     from tasks.distill import transfer_set, unlabeled_texts
-    from tasks.infra.common import load_split
+    from tasks.infra.splits import load_split
     from tasks.infra.config import config_from_dict, to_dict
     from tasks.models.loading import count_params, load_classifier, load_tokenizer, save_model
     from tasks.infra.storage import dir_size_mb
@@ -191,7 +192,8 @@ def logreg_baseline(paths, cfg, point: str, args) -> Path:
     from sklearn.linear_model import LogisticRegression
 
     from tasks.core.data import Collator
-    from tasks.infra.common import encode_split, load_labels, load_split
+    from tasks.infra.splits import load_labels, load_split
+    from tasks.models.training import encode_split
     from tasks.models.loading import load_classifier, load_tokenizer, resolve_model, save_model
     from tasks.infra.storage import hash_dir
     from tasks.models.static import static_from_teacher
@@ -242,7 +244,8 @@ def timing(paths, cfg, args) -> dict:
     import numpy as np
     import torch
 
-    from tasks.infra.common import encode_split, load_split
+    from tasks.infra.splits import load_split
+    from tasks.models.training import encode_split
     from tasks.models.loading import load_tokenizer
     from tasks.production.export import (choose_variant, load_predictor, serving_inputs,
                                          throughput_and_accuracy)
