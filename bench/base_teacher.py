@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--students", default=",".join(STUDENTS))
     parser.add_argument("--train-rows", type=int, default=2000, help="train rows kept per task (stratified sample)")
+    parser.add_argument("--eval-rows", type=int, default=0,
+                        help="val and test rows kept per task (stratified); 0: whole (smoke runs only: noisier scores)")
     parser.add_argument("--epochs", type=int, default=3, help="student epochs (the best epoch on val is kept)")
     parser.add_argument("--teacher-epochs", type=int, default=3, help="teacher epochs (trec50: 6; TEACHER_SETTINGS)")
     parser.add_argument("--teacher-lr", type=float, default=1e-4, help="(MPNet: 5e-5; TEACHER_SETTINGS)")
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
                                distill=params["distill"])
     start = time.perf_counter()
     for task in args.tasks.split(","):
-        data_root = prepare_data(task, Path(args.work) / task, args.train_rows, params)
+        data_root = prepare_data(task, Path(args.work) / task, args.train_rows, params, args.eval_rows)
         for seed in map(int, args.seeds.split(",")):
             workspaces = {}
             for teacher in TEACHERS:
@@ -154,15 +156,17 @@ def task_config(task: str, params: dict, overrides: dict):
                                            "evaluate": {"metric": TASK_METRIC.get(task, "accuracy")}, **overrides}))
 
 
-def prepare_data(task: str, root: Path, train_rows: int, params: dict) -> Path:
-    """Ingest `task` once into `root` (seed 42 split), keeping `train_rows` train rows; reused when done."""
+def prepare_data(task: str, root: Path, train_rows: int, params: dict, eval_rows: int = 0) -> Path:
+    """Ingest `task` once into `root` (seed 42 split), keeping `train_rows` train rows (and `eval_rows` val and
+    test rows, when set); reused when done with the same sizes."""
     from tasks.infra.common import load_split
     from tasks.infra.storage import Paths, write_json, write_parquet
     from tasks.ingest import ingest, stratified_split
 
     paths = Paths(root / "data")
     done = paths.root / "rows.json"
-    if done.is_file() and json.loads(done.read_text()).get("train_rows") == train_rows:
+    sizes = {"train_rows": train_rows, "eval_rows": eval_rows}
+    if done.is_file() and all(json.loads(done.read_text()).get(k) == v for k, v in sizes.items()):
         return paths.root
     shutil.rmtree(paths.root, ignore_errors=True)
     ingest(task_config(task, params, {}), paths)
@@ -170,7 +174,11 @@ def prepare_data(task: str, root: Path, train_rows: int, params: dict) -> Path:
     if train_rows < len(train):
         _, train = stratified_split(train, train_rows, 0)
         write_parquet(paths.split("train"), train)
-    write_json(done, {"train_rows": train_rows, "kept": len(train)})
+    for split in ("val", "test") if eval_rows else ():
+        frame = load_split(paths, split)
+        if eval_rows < len(frame):
+            write_parquet(paths.split(split), stratified_split(frame, eval_rows, 0)[1])
+    write_json(done, {**sizes, "kept": {s: len(load_split(paths, s)) for s in ("train", "val", "test")}})
     return paths.root
 
 
