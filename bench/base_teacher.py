@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from tasks.infra.config import load_config, to_dict
-    from tasks.infra.models import resolve_model
+    from tasks.models.loading import resolve_model
 
     resolve_model(TEACHERS["mpnet"])  # not assembled: one line saying to run `make base-teacher`
     torch.set_num_threads(args.threads)
@@ -216,7 +216,7 @@ def test_predictions(model_dir: Path, paths, max_length: int) -> list[int]:
     """A saved classifier's predicted label ids on the workspace's test split (for paired comparisons)."""
     from tasks.core.predict import predict_logits
     from tasks.infra.common import encode_split, load_labels, load_split
-    from tasks.infra.models import load_classifier, load_tokenizer
+    from tasks.models.loading import load_classifier, load_tokenizer
 
     tokenizer = load_tokenizer(str(model_dir))
     model, _ = load_classifier(str(model_dir), load_labels(paths))
@@ -243,7 +243,7 @@ def fit_student(task: str, student: str, seed: int, mpnet_root: Path, args, para
 def measure_speed(task: str, root: Path, seed: int, args, params: dict) -> dict:
     """Size and speed of each kind of model on the task's test split, each on its own tokens (one at a time)."""
     from tasks.infra.common import encode_split, load_split
-    from tasks.infra.models import count_params, load_classifier, load_tokenizer
+    from tasks.models.loading import count_params, load_classifier, load_tokenizer
     from tasks.infra.storage import dir_size_mb
     from tasks.production.export import (choose_variant, interleaved_latencies, load_predictor, serving_inputs,
                                          throughput_and_accuracy)

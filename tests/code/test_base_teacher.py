@@ -143,7 +143,7 @@ def test_cli_one_line_and_exit_code(fake, capsys):
 
 
 def test_not_assembled_says_run_make_base_teacher(tmp_path, monkeypatch):
-    from tasks.infra.models import resolve_model
+    from tasks.models.loading import resolve_model
 
     monkeypatch.setattr(bt, "MODELS_DIR", tmp_path / "nowhere")
     with pytest.raises(ConfigError, match=r"drift.embedder='all-mpnet-base-v2': not assembled .*run `make base-teacher`"):

@@ -123,7 +123,7 @@ def test_a_layer_map_past_the_teachers_depth_is_one_line(teacher_dir, teacher):
 
 def test_mpnet_positions_start_after_padding(teacher_dir):
     """130 positions, padding index 1: 128 usable tokens, as RoBERTa (the real MPNet: 514 -> 512)."""
-    from tasks.infra.models import check_max_length
+    from tasks.models.loading import check_max_length
 
     check_max_length(128, str(teacher_dir))
     with pytest.raises(ConfigError, match=r"base.max_length=129: above the position limit .* \(128 tokens"):
@@ -180,7 +180,7 @@ def test_onnx_fp32_and_int8_serve_the_mpnet_student(student_dir, corpus, tok):
 
 def test_lora_targets_every_mpnet_projection_and_keeps_the_head_whole(student_dir):
     from tasks.finetune import lora_wrap
-    from tasks.infra.models import load_classifier
+    from tasks.models.loading import load_classifier
 
     model, _ = load_classifier(str(student_dir), ["negative", "positive"])
     wrapped = lora_wrap(model, FinetuneConfig(method="lora"))
@@ -196,7 +196,7 @@ def test_lora_targets_every_mpnet_projection_and_keeps_the_head_whole(student_di
 
 def test_drift_embedder_can_be_mpnet(teacher_dir):
     """drift.embedder: MPNet's mean-pooled last hidden states, without its classifier head."""
-    from tasks.production.drift import encode, load_embedder
+    from tasks.models.monitor import encode, load_embedder
 
     embedder, embedder_tok = load_embedder(str(teacher_dir), None, None)
     assert type(embedder).__name__ == "MPNetModel"

@@ -69,7 +69,7 @@ def test_other_vocabulary_and_width_each_model_reads_its_own_tokens(workspace, s
     assert report["hidden_term"].startswith("off: the student's width 24 differs from the teacher's 32")
     assert any("hidden-state term off: the student's width 24" in r.getMessage() for r in caplog.records)
     # The cache keys on the teacher's tokens of the transfer set (logits only, the hidden term being off).
-    from tasks.infra.models import load_tokenizer
+    from tasks.models.loading import load_tokenizer
 
     teacher_tokens = transfer_set(load_tokenizer(str(workspace.teacher)), pd.read_parquet(workspace.split("train")), [],
                                   64)

@@ -24,7 +24,7 @@ from tests.drift._support import HELD_OUT, WINDOW, verdict_for, write_log
 
 
 def test_descriptors(monitor):
-    from tasks.production.drift import add_descriptors
+    from tasks.models.monitor import add_descriptors
 
     frame = add_descriptors(pd.DataFrame({"text": ["the film", "zzqx 123!", ""]}), {"the", "film"})
     assert frame["length"].tolist() == [8, 9, 0] and frame["words"].tolist() == [2, 2, 0]
@@ -46,7 +46,7 @@ def test_few_false_alarms_on_held_out_movies(monitor, movies, cfg):
 
 @pytest.mark.parametrize("domain", ["tweets", "amazon", "nyt"])
 def test_other_domains_are_flagged(monitor, domain, cfg):
-    from tasks.ingest import read_embedded
+    from tasks.infra.embedded import read_embedded
 
     verdict = verdict_for(monitor, read_embedded(domain).sample(WINDOW, random_state=1)["text"].tolist(), cfg)
     assert verdict["drift_detected"], verdict["signals"]
