@@ -97,3 +97,23 @@ def test_gpu_bench_real_mpnet_reaches_the_trainers_val_accuracy(tmp_path):
                    "--variants", "baseline,ours+cache"], tmp_path / "gpu.json")
     assert report["machine"]["baseline_best_val_accuracy"] > 0.8
     assert report["results"]["ours+cache"]["seconds_to_baseline_val"] is not None
+
+
+@pytest.mark.slow
+def test_gpu_bench_time_to_accuracy_path_on_cpu(tmp_path):
+    """--teacher-model and --data on a tiny saved MPNet: the teacher is fine-tuned first, every variant is
+    validated each epoch, and the time to the baseline's best val accuracy is reported (None allowed)."""
+    from tests.code.test_mpnet import make_mpnet_tokenizer, make_tiny_mpnet
+    from tests.conftest import save_model_dir
+
+    tok = make_mpnet_tokenizer()
+    folder = save_model_dir(make_tiny_mpnet(len(tok), layers=4), tok, tmp_path / "teacher")
+    report = _run(["--device", "cpu", "--teacher-model", str(folder), "--data", "movies", "--rows", "96", "--seq", "24",
+                   "--batch-size", "16", "--epochs", "2", "--teacher-epochs", "1", "--variants", "baseline,ours+cache"],
+                  tmp_path / "gpu.json")
+    machine, results = report["machine"], report["results"]
+    assert machine["data"] == "movies" and machine["teacher_finetune"]["seconds"] > 0
+    assert 0 <= machine["baseline_best_val_accuracy"] <= 1
+    assert len(results["baseline"]["epochs"]) == 2 and len(results["ours+cache"]["epochs"]) == 2
+    # The baseline reaches its own best by definition.
+    assert results["baseline"]["seconds_to_baseline_val"] is not None
