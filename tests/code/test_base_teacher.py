@@ -148,3 +148,40 @@ def test_not_assembled_says_run_make_base_teacher(tmp_path, monkeypatch):
     monkeypatch.setattr(bt, "MODELS_DIR", tmp_path / "nowhere")
     with pytest.raises(ConfigError, match=r"drift.embedder='all-mpnet-base-v2': not assembled .*run `make base-teacher`"):
         resolve_model("all-mpnet-base-v2", "drift.embedder")
+
+
+@pytest.fixture
+def assembled(tmp_path, monkeypatch):
+    """A tiny MPNet standing in for the assembled all-mpnet-base-v2 (models/base/ moved under tmp_path)."""
+    from tests.code.test_mpnet import make_mpnet_tokenizer, make_tiny_mpnet
+    from tests.conftest import save_model_dir
+
+    monkeypatch.setattr(bt, "MODELS_DIR", tmp_path / "base")
+    tok = make_mpnet_tokenizer()
+    folder = save_model_dir(make_tiny_mpnet(len(tok)), tok, tmp_path / "base" / "all-mpnet-base-v2")
+    (folder / bt.MARKER).write_text("{}")
+    return folder
+
+
+def test_the_name_works_as_teacher_model_in_the_form_and_the_cli(assembled, tmp_path):
+    import shutil
+
+    from flows.parameters import TeacherParams, check_overrides, to_overrides
+    from tasks.cli import preflight
+    from tasks.infra.config import load_config
+
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copy(repo / "params.yaml", tmp_path / "params.yaml")
+    overrides = to_overrides({"teacher": TeacherParams(model="all-mpnet-base-v2")})
+    check_overrides(overrides, tmp_path / "params.yaml")  # the Prefect form's check
+    preflight(load_config(tmp_path / "params.yaml", overrides))  # the CLI's: found, 12 layers, 128 positions
+    wrong = {**overrides, "distill": {"layer_map": [0, 12]}}
+    with pytest.raises(ConfigError, match=r"^distill.layer_map: .*0..11 \(the teacher 'all-mpnet-base-v2' has 12"):
+        preflight(load_config(tmp_path / "params.yaml", wrong))
+
+
+def test_the_name_works_as_drift_embedder(assembled):
+    from tasks.models.monitor import load_embedder
+
+    embedder, tokenizer = load_embedder("all-mpnet-base-v2", None, None)
+    assert type(embedder).__name__ == "MPNetModel" and len(tokenizer) == 100
