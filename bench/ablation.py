@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from bench._stamp import stamp  # noqa: E402
+
 # Loss weights of each variant; `unlabelled` adds the task's unlabelled transfer text.
 VARIANTS = {
     "ce": {"alpha_kd": 0.0, "alpha_ce": 1.0, "alpha_cos": 0.0},
@@ -251,7 +253,7 @@ def save(out: Path, results: dict) -> None:
     """Write the results atomically (an interrupted bench keeps every finished run)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.write_text(json.dumps(stamp(results), indent=1) + "\n")
     tmp.replace(out)
 
 

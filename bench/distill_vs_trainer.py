@@ -42,6 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from bench._stamp import stamp  # noqa: E402
+
 
 def _setup(args):
     import torch
@@ -252,7 +254,7 @@ def main() -> None:
                         "root": str(Path(args.root).resolve())},
            "results": results, "summary": summary}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(stamp(out), indent=2) + "\n")
 
 
 if __name__ == "__main__":

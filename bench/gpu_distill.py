@@ -43,6 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._stamp import stamp  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import (AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification,  # noqa: E402
@@ -379,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
                "fixed_length": args.fixed_length, "arch": teacher.config.model_type, "teacher_model": args.teacher_model,
                "data": args.data, "baseline_best_val_accuracy": target, "teacher_finetune": report_teacher}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(stamp({"machine": machine, "results": results}), indent=2) + "\n")
 
 
 if __name__ == "__main__":

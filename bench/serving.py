@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._stamp import stamp  # noqa: E402
+
 from tasks.production.export import VARIANTS  # noqa: E402  (inference.variant's choices but auto)
 
 
@@ -148,7 +150,7 @@ def main() -> int:
     report = run(args)
     print_table(report)
     out = root / "reports" / "bench" / "serving.json"
-    write_json(out, report)
+    write_json(out, stamp(report))
     print(f"wrote {out}")
     return 0
 
