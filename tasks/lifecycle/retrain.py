@@ -58,7 +58,7 @@ from tasks.core.student import build_student, num_layers
 from tasks.distill import loss_weights, make_step, student_layer_map, teacher_outputs, transfer_set
 from tasks.models.static import is_static, static_from_teacher
 from tasks.models.vocab import is_pruned, prune_vocabulary, unprune
-from tasks.infra.errors import DataError
+from tasks.infra.errors import ConfigError, DataError
 from tasks.models.loading import load_classifier, load_tokenizer, prepare_torch, save_model
 from tasks.infra.registry_view import lineage, production_dir, registry_path, run_source
 from tasks.lifecycle.registry import Decision, Transaction, cycle_lock, ensure_archived, new_entry, now, transaction
@@ -68,6 +68,7 @@ from tasks.infra.storage import (
     atomic_path,
     hash_dir,
     hash_file,
+    read_json,
     stage_log,
     write_json,
     write_parquet,
@@ -445,6 +446,15 @@ def retrain(cfg: Config, paths: Paths, trigger: str = "manual", detail: str | No
         names = load_labels(paths)
         teacher_dir = paths.root / (chain[-1].get("teacher") or paths.teacher.relative_to(paths.root))
         tokenizer = load_tokenizer(str(teacher_dir), key="teacher of the production lineage")
+        own = load_tokenizer(str(production_dir(paths)), key="models/production").get_vocab()
+        pruned = bool((read_json(production_dir(paths) / "config.json") or {}).get("pruned_vocab"))
+        if own != tokenizer.get_vocab() and not (pruned and set(own) <= set(tokenizer.get_vocab())):
+            # A pretrained student with its own tokenizer (distill.student_model): the cycle below would feed
+            # it the teacher's token ids, and build a fresh student from the teacher's layers. (A student
+            # pruned from the teacher's vocabulary is put back on it: `start_student`.)
+            raise ConfigError(f"retrain: the production student reads its own tokenizer, not its teacher's "
+                              f"({teacher_dir}); retraining such a pair is not supported: run the pipeline "
+                              "(kdistill run) on the new data instead")
         learned = {b["sha256"] for e in chain for b in e.get("batches", []) if b.get("status") == "used"}
         new_rows, batches = gather_labelled(cfg, paths, names, tokenizer, learned)
         old = old_data(paths, chain)
