@@ -125,7 +125,7 @@ def main() -> None:
 
 def prepare_task(task: str, root: Path, train_rows: int, args: argparse.Namespace, results: dict, params: dict):
     """Ingest the task, keep `train_rows` train rows, fine-tune its teacher once (reused if done)."""
-    from tasks.infra.common import load_split
+    from tasks.infra.splits import load_split
     from tasks.infra.config import config_from_dict, merge
     from tasks.infra.errors import GateError
     from tasks.ingest import ingest, stratified_split
@@ -169,7 +169,8 @@ def distil_and_score(run_cfg, paths) -> tuple[dict, dict]:
     benches that compare students over seeds (ablation, label_efficiency, precision)."""
     from tasks.core.predict import predict_logits
     from tasks.distill import distill
-    from tasks.infra.common import encode_split, load_labels, load_split
+    from tasks.infra.splits import load_labels, load_split
+    from tasks.models.training import encode_split
     from tasks.models.loading import load_classifier, load_tokenizer
     from tasks.infra.stats import metric_value
 

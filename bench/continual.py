@@ -120,7 +120,7 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from tasks.cli import setup_logging
+    from tasks.infra.logs import setup_logging
     from tasks.infra.config import load_config
     from tasks.infra.storage import Paths, hash_dir
     from tasks.lifecycle.registry import rollback

@@ -38,7 +38,8 @@ def main() -> None:
     import torch
     from _common import scratch_project
 
-    from tasks.infra.common import encode_split, load_split
+    from tasks.infra.splits import load_split
+    from tasks.models.training import encode_split
     from tasks.infra.config import load_config
     from tasks.core.predict import predict_logits
     from tasks.distill import distill

@@ -70,7 +70,8 @@ def main() -> None:
     from tasks.core.precision import autocast, cpu_has_bf16, precision_name, resolve_precision
     from tasks.core.predict import predict_logits
     from tasks.core.student import num_layers
-    from tasks.infra.common import encode_split, load_labels, load_split, supervised_step
+    from tasks.infra.splits import load_labels, load_split
+    from tasks.models.training import encode_split, supervised_step
     from tasks.infra.config import load_config
     from tasks.models.loading import load_classifier, load_tokenizer
     from tasks.infra.storage import Paths

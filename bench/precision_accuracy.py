@@ -41,7 +41,7 @@ def main() -> None:
 
     from ablation import distil_and_score
     from tasks.core.precision import cpu_has_bf16
-    from tasks.infra.common import load_labels, load_split
+    from tasks.infra.splits import load_labels, load_split
     from tasks.infra.config import load_config
     from tasks.infra.stats import paired_comparison, seed_summary
     from tasks.infra.storage import Paths

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.cli import run_stage
-from tasks.infra.common import load_labels, load_split
+from tasks.infra.splits import load_labels, load_split
 from tasks.infra.config import load_config
 from tasks.infra.storage import Paths, read_json, write_json
 

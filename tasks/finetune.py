@@ -11,7 +11,8 @@ import logging
 
 import torch
 
-from tasks.infra.common import encode_split, load_labels, load_split, loop_config, supervised_step
+from tasks.infra.splits import load_labels, load_split
+from tasks.models.training import encode_split, loop_config, supervised_step
 from tasks.infra.config import Config, FinetuneConfig
 from tasks.core.data import IGNORE_LABEL
 from tasks.core.dist import is_main
@@ -29,6 +30,9 @@ LORA_TARGETS = {
     "bert": ["query", "key", "value", "dense"],
     "roberta": ["query", "key", "value", "dense"],
     "electra": ["query", "key", "value", "dense"],
+    # MPNet's attention is attn.q/k/v/o; `dense` alone would also catch its classifier head's dense layer,
+    # which is trained whole (modules_to_save) instead.
+    "mpnet": ["q", "k", "v", "o", "intermediate.dense", "output.dense"],
 }
 HEAD_MODULES = {"distilbert": ["pre_classifier", "classifier"]}
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from docs.gen import reference, results, tables
 from docs.gen.common import ROOT, fill
+from docs.gen_stage_deps import stage_deps_table
 
 PAGES = {"docs/reference/configuration.md": reference.configuration_page, "docs/reference/cli.md": reference.cli_page,
-         "docs/reference/layout.md": reference.layout_page, **results.PAGES}
+         "docs/reference/layout.md": reference.layout_page, "docs/stage-deps.md": stage_deps_table, **results.PAGES}
 # Blocks inside hand-written files: file -> {block name: generator}.
 BLOCKS = {"README.md": {"schedule": reference.schedule_table, "results": tables.headline,
                         "layers": reference.layers_table, "deployments": reference.deployments_table},

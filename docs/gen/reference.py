@@ -197,7 +197,8 @@ LAYERS = {
     "tasks/infra": "infrastructure every layer shares, no domain code: the parameter schema, storage, readers, "
                    "locks, the drop folder, the production log, the registry's read side, errors, statistics",
     "tasks/quality": "Great Expectations: the validation suites and the engine that runs them",
-    "tasks/models": "model kinds and model folders: loading, zero-shot teachers, contrastive tuning, the drift monitor's view of a model",
+    "tasks/models": "model kinds and model folders: loading, zero-shot teachers, contrastive tuning, the training and "
+                    "prediction helpers the model stages share, the drift monitor's view of a model",
     "tasks": "the stages, peers that never import one another; `cli.py`, the `kdistill` command on top; "
              "small leaves every layer may ask",
     "tasks/lifecycle": "the model registry's write side, versions, the continual-learning cycle",
@@ -250,7 +251,10 @@ def layout_page() -> str:
            "layers and the model kinds, the lifecycle and production layers from those (never from each other), "
            "and the command line and the flows from everything. Each stage is a plain typed function in "
            "`tasks/STAGE.py`; `dvc.yaml`, the command line and the flows only call them, and each DVC stage "
-           "lists every module its code imports (`tests/code/test_dvc_deps.py`).", ""]
+           "lists every module its code imports (`tests/code/test_dvc_deps.py`; which stages an edit re-runs: "
+           "[What an edit re-runs](../stage-deps.md)). The allowed import directions are declared in "
+           "`pyproject.toml` (`[tool.importlinter]`) and checked by `lint-imports` in `make test` "
+           "(`tests/code/test_import_contracts.py`).", ""]
     for folder in _folders():
         out += [f"## `{folder}/`", "", LAYERS[folder][0].upper() + LAYERS[folder][1:] + ".", "",
                 table(["module", "what it is"], [[f"`{name}`", cell(doc)] for name, doc in _modules(folder)]), ""]
