@@ -146,7 +146,14 @@ def gather_labelled(cfg: Config, paths: Paths, names: list[str], tokenizer, lear
             quarantine(path, folder, result.errors, result.to_dict())
             batches.append({"file": path.name, "sha256": sha, "status": "quarantined", "errors": result.errors})
             continue
-        ids = frame["label"].map({n: i for i, n in enumerate(names)}).astype("int64")
+        ids = frame["label"].map({n: i for i, n in enumerate(names)})
+        if ids.isna().any():  # validation passed a label no class has: set the batch aside, never a traceback
+            row = int(ids.isna().to_numpy().argmax())
+            errors = [f"row {row + 1}: label {frame['label'].iloc[row]!r} is not one of {names}"]
+            quarantine(path, folder, errors)
+            batches.append({"file": path.name, "sha256": sha, "status": "quarantined", "errors": errors})
+            continue
+        ids = ids.astype("int64")
         frames.append(pd.DataFrame({"text": frame["text"].astype(str), "label": ids, "source": path.name}))
         batches.append({"file": path.name, "sha256": sha, "status": "used", "rows": len(frame)})
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["text", "label", "source"])

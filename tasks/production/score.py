@@ -280,13 +280,16 @@ def _set_aside(path: Path, reasons: list[str], report: dict | None = None) -> di
 
 
 def label_namer(labels: list[str]) -> Callable[[object], object]:
-    """A map of a raw label (a name, or a class id as 1, 1.0 or "1") to its name in `labels`; any other value is
-    kept for validation to refuse (scoring's labelled files and retraining's labelled batches)."""
+    """A map of a raw label (a name, or a class id as 1, 1.0 or "1") to its name in `labels`, normalised as ingest
+    reads labels (`tasks.infra.tables.normalise_label`: "positive " is "positive"); any other value is kept
+    for validation to refuse (scoring's labelled files and retraining's labelled batches)."""
     from tasks.infra.tables import normalise_label
 
     def name(value: object) -> object:
         norm = normalise_label(value)
-        return labels[norm] if type(norm) is int and 0 <= norm < len(labels) else value
+        if type(norm) is int:
+            return labels[norm] if 0 <= norm < len(labels) else value
+        return norm if isinstance(norm, str) else value
     return name
 
 
