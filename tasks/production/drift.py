@@ -11,7 +11,9 @@ Seven signals, each a test with a threshold in params.yaml (`drift:`):
 
 - `descriptors`: K-S tests on four text descriptors (length in characters, word count, share of
   words outside the training vocabulary, share of non-letter characters) against the reference;
-  fires when at least `min_descriptors` of them have p < `descriptor_p`. The vocabulary share is
+  fires when at least `min_descriptors` of them have p < `descriptor_p`. A reference row's vocabulary
+  share is measured against the other training rows' words (leave one out, `add_descriptors`): against
+  a vocabulary holding its own words it would be 0 for every row, unlike any unseen text. The share is
   computed here, not with Evidently's OOV descriptor, which calls nltk.download().
 - `text`: Evidently's domain classifier on the raw text against the reference (ROC AUC of telling
   window from reference apart); fires above `text_auc`.
@@ -46,6 +48,7 @@ import logging
 import re
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,19 +78,30 @@ def report_dir(paths: Paths, now: datetime.datetime) -> Path:
     return drift_dir(paths) / f"{now:%Y%m%dT%H%M%S.%f}Z-{uuid.uuid4().hex[:6]}"
 
 
-def vocabulary(texts: pd.Series) -> set[str]:
-    """The lower-cased words of the training texts."""
-    return {w for t in texts.astype(str) for w in WORD.findall(t.lower())}
+def vocabulary(texts: pd.Series) -> Counter[str]:
+    """The lower-cased words of the training texts, each with the number of texts it occurs in."""
+    return Counter(w for t in texts.astype(str) for w in set(WORD.findall(t.lower())))
 
 
-def add_descriptors(frame: pd.DataFrame, vocab: set[str]) -> pd.DataFrame:
-    """A copy of `frame` with the four descriptor columns computed from `text` (see DESCRIPTORS)."""
+def add_descriptors(frame: pd.DataFrame, vocab: Counter[str], own_rows: bool = False) -> pd.DataFrame:
+    """A copy of `frame` with the four descriptor columns computed from `text` (see DESCRIPTORS).
+
+    Args:
+        frame: rows with `text`.
+        vocab: the training vocabulary (`vocabulary`: word -> texts it occurs in).
+        own_rows: `frame`'s rows are among the texts `vocab` was built from (the reference). Each is then
+            measured against the vocabulary of the *other* training texts (leave one out): a word only
+            this text has is out of vocabulary, as it would be for a text the vocabulary never saw. Without
+            it a training text's `oov_share` is 0 by construction, every held-out window differs from
+            the reference on it, and the descriptor fires on clean traffic (issue 25 item 12).
+    """
     out = frame.copy()
     texts = out["text"].astype(str)
     words = texts.str.lower().map(WORD.findall)
+    least = 2 if own_rows else 1  # texts a word must occur in to be known: its own text does not count
     out["length"] = texts.str.len().astype(float)
     out["words"] = texts.str.split().str.len().astype(float)
-    out["oov_share"] = words.map(lambda ws: sum(w not in vocab for w in ws) / len(ws) if ws else 1.0)
+    out["oov_share"] = words.map(lambda ws: sum(vocab.get(w, 0) < least for w in ws) / len(ws) if ws else 1.0)
     out["nonletter_share"] = texts.map(lambda t: sum(not (c.isalpha() or c.isspace()) for c in t) / max(len(t), 1))
     return out
 
@@ -102,7 +116,7 @@ class Monitor:
     model_hash: str
     version: int | None
     baseline_accuracy: float | None  # the registry's test accuracy of the production model
-    vocab: set[str]
+    vocab: Counter[str]  # training words -> texts they occur in (see add_descriptors)
     max_length: int
     embedder: object  # the model whose embeddings `emb` are (`model` itself for drift.embedder "student")
     embedder_tokenizer: object
@@ -303,7 +317,7 @@ def load_monitor(cfg: Config, paths: Paths) -> Monitor:
     # The reference needs no predictions: the prediction signals compare with the held-out split.
     reference = _scored_split(monitor, sample, drift_dir(paths) / _cache_name("reference", key, cfg),
                               "reference", predict=False)
-    monitor.reference = add_descriptors(reference, vocab)
+    monitor.reference = add_descriptors(reference, vocab, own_rows=True)
     monitor.heldout = _scored_split(monitor, val, drift_dir(paths) / _cache_name("heldout", key, cfg),
                                     "held-out", predict=True)
     monitor.ref_unit = unit_rows(np.stack(monitor.reference["emb"]))
