@@ -168,7 +168,7 @@ def distil_and_score(run_cfg, paths) -> tuple[dict, dict]:
     from tasks.core.predict import predict_logits
     from tasks.distill import distill
     from tasks.infra.common import encode_split, load_labels, load_split
-    from tasks.infra.models import load_classifier, load_tokenizer
+    from tasks.models.loading import load_classifier, load_tokenizer
     from tasks.infra.stats import metric_value
 
     shutil.rmtree(paths.checkpoints("distill"), ignore_errors=True)

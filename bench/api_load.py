@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench" / "api_load.json")
     args = parser.parse_args()
 
-    from tasks.ingest import read_embedded
+    from tasks.infra.embedded import read_embedded
     from tasks.infra.storage import write_json
 
     texts = read_embedded("movies")["text"].sample(500, random_state=0).tolist()

@@ -61,7 +61,7 @@ def copy_workspace(src: Path, dst: Path) -> Path:
 
 
 def domain_rows(name: str, exclude: set[str]):
-    from tasks.ingest import read_embedded
+    from tasks.infra.embedded import read_embedded
 
     frame = read_embedded(name)[["text", "label"]].drop_duplicates("text")
     return frame[~frame["text"].isin(exclude)].sample(frac=1.0, random_state=0).reset_index(drop=True)

@@ -77,7 +77,7 @@ def run_ours(args) -> dict:
     from _common import scratch_project
 
     from tasks.distill import distill
-    from tasks.infra.models import load_classifier, load_tokenizer
+    from tasks.models.loading import load_classifier, load_tokenizer
 
     cfg, paths = _setup(args)
     with scratch_project(paths, args.rows) as scratch:
@@ -106,7 +106,7 @@ def run_trainer(args, dynamic: bool) -> dict:
     from tasks.core.precision import precision_name, resolve_precision
     from tasks.core.student import build_student, default_layer_map, num_layers
     from tasks.distill import loss_weights
-    from tasks.infra.models import load_classifier, load_tokenizer
+    from tasks.models.loading import load_classifier, load_tokenizer
 
     cfg, paths = _setup(args)
     dc = cfg.distill

@@ -73,8 +73,8 @@ def pools(monitor, processed: Path, heldout_rows: int, domain_rows: int) -> dict
     import numpy as np
     import pandas as pd
 
-    from tasks.production.drift import knn_distance, predictions_frame
-    from tasks.ingest import read_embedded
+    from tasks.models.monitor import knn_distance, predictions_frame
+    from tasks.infra.embedded import read_embedded
 
     splits = {s: pd.read_parquet(processed / f"{s}.parquet") for s in ("train", "val", "test")}
     test = splits["test"].assign(label=lambda f: f["label"].map(lambda v: monitor.labels[v]))
@@ -125,7 +125,8 @@ def full_monitor(monitor, pool: dict, d, size: int, windows: int, mixed: int, fr
 
 def timed_runs(monitor, pool: dict, d, size: int, runs: int) -> list[float]:
     """Seconds per monitoring run, as `kdistill drift` does it: embed the logged window, then check it."""
-    from tasks.production.drift import check_window, embed
+    from tasks.models.monitor import embed
+    from tasks.production.drift import check_window
 
     seconds = []
     for i in range(runs):
@@ -275,7 +276,7 @@ def main() -> None:
     if args.mixed < 1 or args.windows < 1:
         sys.exit("error: --windows and --mixed: expected >= 1")
     from tasks.infra.config import load_config, to_dict
-    from tasks.production.drift import load_monitor
+    from tasks.models.monitor import load_monitor
     from tasks.infra.storage import Paths, write_json
 
     cfg = load_config(ROOT / "params.yaml", args.set)

@@ -4,7 +4,7 @@
 the last `drift.window_rows` rows, or the last `drift.window_days` days; retrain's unlabelled pool
 takes the rows since the last cycle. Before, every part file of the log was read and the window
 cut afterwards, so a workspace that had scored for a year paid for the whole year on every run.
-tasks.production.score.read_log now opens only the day partitions the window needs.
+tasks.infra.prodlog.read_log now opens only the day partitions the window needs.
 
 This bench writes a synthetic log in the production schema (score.log_rows' columns: time, text,
 prediction, confidence, prob_<label>, model_version, model_hash, source, label), `--rows-per-day`
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.infra.storage import Paths
-from tasks.production.score import production_log_dir, read_log, write_part
+from tasks.infra.prodlog import production_log_dir, read_log, write_part
 
 WORDS = ["the", "a", "film", "movie", "plot", "acting", "great", "awful", "boring", "brilliant", "slow", "moving", "cast", "script", "story"]
 
@@ -127,7 +127,7 @@ def main() -> None:
                           "python": platform.python_version(), "pandas": pd.__version__},
               "settings": {k: v for k, v in vars(args).items() if k != "out"},
               "results": results, "growth_first_to_last": growth,
-              "note": "log reading only (tasks.production.score.read_log); the monitor's scoring of the "
+              "note": "log reading only (tasks.infra.prodlog.read_log); the monitor's scoring of the "
                       "window does not depend on the log's size"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -42,7 +42,8 @@ from tasks.core.cache import LogitCache  # noqa: E402
 from tasks.core.data import TokenDataset  # noqa: E402
 from tasks.core.loop import LoopConfig, resolve_device, train  # noqa: E402
 from tasks.core.loss import LossWeights, distillation_loss, mean_pool  # noqa: E402
-from tasks.core.precision import PRECISIONS, precision_name, resolve_precision  # noqa: E402
+from tasks.core.precision import precision_name, resolve_precision  # noqa: E402
+from tasks.precisions import PRECISIONS  # noqa: E402
 from tasks.core.student import build_student, default_layer_map  # noqa: E402
 
 # Dense bf16 peak, TFLOP/s (no sparsity), by device-name substring.

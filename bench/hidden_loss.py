@@ -40,7 +40,7 @@ def main() -> None:
     from tasks.infra.config import load_config
     from tasks.core.predict import predict_logits
     from tasks.distill import distill
-    from tasks.infra.models import load_classifier, load_tokenizer
+    from tasks.models.loading import load_classifier, load_tokenizer
     from tasks.infra.storage import Paths
 
     torch.set_num_threads(args.threads)

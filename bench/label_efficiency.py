@@ -13,7 +13,7 @@ the capped train rows become an unlabelled transfer file (text only). Each cell 
   into the same 3-layer shape over the labelled rows plus the unlabelled file (`distill.unlabeled`,
   soft targets only; params.yaml's loss weights);
 - the few-label teacher two ways where `--setfit-fractions` says: plain fine-tuning, and SetFit's
-  contrastive tuning of the body before the same fine-tuning (tasks/infra/contrastive.py,
+  contrastive tuning of the body before the same fine-tuning (tasks/models/contrastive.py,
   `teacher.method: setfit`); `b` distils from whichever scores better on val.
 
 Every stage is the pipeline's own function (ingest, teacher, distill), so this is the path a user
@@ -231,7 +231,7 @@ def train_teacher(paths, task: str, method: str, seed: int, repeats: int, args, 
 def labels_alone(base, paths, task: str, seed: int, repeats: int, args, params: dict) -> dict:
     """`a`: the 3-layer student from the pretrained base's layers 0, 2, 4, CE on the labelled rows only."""
     from tasks.infra.common import load_labels
-    from tasks.infra.models import load_classifier, load_tokenizer, save_model
+    from tasks.models.loading import load_classifier, load_tokenizer, save_model
 
     model = params["teacher"]["model"]
     if not paths.teacher.is_dir():  # the untrained base as the "teacher" the student's layers come from

@@ -70,7 +70,7 @@ def main() -> None:
     from tasks.core.student import num_layers
     from tasks.infra.common import encode_split, load_labels, load_split, supervised_step
     from tasks.infra.config import load_config
-    from tasks.infra.models import load_classifier, load_tokenizer
+    from tasks.models.loading import load_classifier, load_tokenizer
     from tasks.infra.storage import Paths
 
     torch.set_num_threads(args.threads)

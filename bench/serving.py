@@ -56,7 +56,7 @@ def run(args) -> dict:
     from tasks.infra.config import load_config
     from tasks.production.export import (choose_variant, interleaved_latencies, load_predictor, serving_inputs,
                                          throughput_and_accuracy, weights_hash)
-    from tasks.infra.models import load_tokenizer
+    from tasks.models.loading import load_tokenizer
     from tasks.infra.storage import Paths
 
     cfg = load_config(args.params)

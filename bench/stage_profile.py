@@ -39,8 +39,8 @@ PARTS = {
     "optimiser step": ("torch/optim/optimizer.py", "wrapper"),
     "prediction (val, test)": ("tasks/core/predict.py", "predict_logits"),
     "cache build (teacher forward)": ("tasks/core/cache.py", "build"),
-    "model load": ("tasks/infra/models.py", "load_classifier"),
-    "model save": ("tasks/infra/models.py", "save_model"),
+    "model load": ("tasks/models/loading.py", "load_classifier"),
+    "model save": ("tasks/models/loading.py", "save_model"),
     "checkpoints": ("tasks/core/loop.py", "_save"),
 }
 

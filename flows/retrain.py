@@ -33,7 +33,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from flows.training import _run_source, workspace_slot
+from flows.training import flow_run_source, workspace_slot
 from flows.workspace import Workspace
 
 
@@ -76,7 +76,7 @@ def run_cycle(root: str, trigger: str, detail: str | None) -> dict:
 
     cfg = load_config(Path(root) / "params.yaml")
     try:
-        return retrain(cfg, Paths(Path(root)), trigger, detail, source=_run_source())
+        return retrain(cfg, Paths(Path(root)), trigger, detail, source=flow_run_source())
     except CycleRunning as err:
         get_run_logger().warning("%s", err)
         return {"status": "skipped", "promoted": False, "reason": str(err), "version": None, "trigger": trigger}
@@ -113,7 +113,7 @@ def run_rollback(root: str, version: int, data: bool) -> dict:
     from tasks.infra.storage import Paths
 
     return do_rollback(load_config(Path(root) / "params.yaml"), Paths(Path(root)), version, data,
-                       source=_run_source())
+                       source=flow_run_source())
 
 
 @flow(name="rollback", persist_result=True,

@@ -44,8 +44,8 @@ from flows.parameters import (
 from flows.reports import PUBLISHERS, publish_failure, publish_validation
 from flows.workspace import GateFailed, StageFailed, Workspace, describe, run_dvc_stage
 from tasks.infra.params_file import apply_overrides
+from tasks.infra.registry_view import SOURCE_ENV
 from tasks.infra.storage import Paths, read_json
-from tasks.lifecycle.registry import SOURCE_ENV
 
 PIPELINE = ("ingest", "validate", "teacher", "distill", "finetune", "evaluate", "promote")
 
@@ -95,7 +95,8 @@ def _logger():
         return logging.getLogger("kd")
 
 
-def _run_source() -> str:
+def flow_run_source() -> str:
+    """Who asked for a registry change, as the registry records it: this Prefect flow run (name and id)."""
     name = runtime.flow_run.name
     return f"prefect flow run {name} ({runtime.flow_run.id})" if name else "prefect"
 
@@ -123,7 +124,7 @@ def run_stage(stage: str, root: str) -> dict:
     """
     logger = get_run_logger()
     paths = Paths(Path(root))
-    run = run_dvc_stage(Path(root), stage, logger.log, env={SOURCE_ENV: _run_source()})
+    run = run_dvc_stage(Path(root), stage, logger.log, env={SOURCE_ENV: flow_run_source()})
     logger.info(describe(run))
     if run.status == "failed":
         error = run.failure()

@@ -56,7 +56,7 @@ OPERATIONS = {
 def preflight(cfg) -> None:
     """Fail at once, before any stage runs, on a file or model folder the params name but lack."""
     from tasks.infra.errors import ConfigError
-    from tasks.infra.models import resolve_model
+    from tasks.models.loading import resolve_model
 
     if cfg.ingest.source == "files":
         for split, path in cfg.ingest.files.items():
@@ -79,7 +79,7 @@ def check_model_params(cfg) -> None:
     """
     from tasks.core.student import check_layer_map
     from tasks.infra.errors import ConfigError
-    from tasks.infra.models import check_max_length, saved_config
+    from tasks.models.loading import check_max_length, saved_config
 
     dc, teacher = cfg.distill, saved_config(cfg.teacher.model, "teacher.model")
     layers = (teacher or {}).get("num_hidden_layers") or (teacher or {}).get("n_layers")
@@ -129,7 +129,7 @@ def predict_texts(model_dir: str, texts: list[str], max_length: int = 128, batch
     from tasks.core.predict import softmax
     from tasks.infra.errors import DataError
     from tasks.production.export import load_predictor, predict_dataset
-    from tasks.infra.models import load_tokenizer
+    from tasks.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir, key="--model")
     data = make_dataset(tokenizer, texts, None, max_length)
@@ -160,7 +160,7 @@ def _predict(args, cfg, paths) -> None:
         check_text(where, text)
     where, texts = [w for w, _ in texts], [text for _, text in texts]
     from tasks.production.export import resolve_variant
-    from tasks.infra.models import check_max_length
+    from tasks.models.loading import check_max_length
 
     check_max_length(cfg.base.max_length, args.model, "--model")
     variant = resolve_variant(args.variant or cfg.inference.variant, args.model, paths.reports / "bench" / "serving.json")

@@ -28,9 +28,10 @@ from tasks.core.precision import precision_name, resolve_precision
 from tasks.core.loss import LossWeights, distillation_loss, mean_pool
 from tasks.core.student import build_student, default_layer_map, num_layers
 from tasks.infra.errors import ConfigError
-from tasks.ingest import read_embedded, read_table
+from tasks.infra.embedded import read_embedded
+from tasks.infra.tables import read_table
 from tasks.infra.metrics import write_curve_csv
-from tasks.infra.models import count_params, load_classifier, load_tokenizer, save_model, prepare_torch
+from tasks.models.loading import count_params, load_classifier, load_tokenizer, prepare_torch, save_model
 from tasks.infra.storage import Paths, hash_dir, stage_log, write_json
 
 log = logging.getLogger("kd")

@@ -17,7 +17,7 @@ from tasks.core.loop import resolve_device
 from tasks.core.predict import predict_logits
 from tasks.infra.errors import DataError, GateError
 from tasks.infra.metrics import classification_metrics, write_confusion_csv
-from tasks.infra.models import count_params, load_classifier, load_tokenizer
+from tasks.models.loading import count_params, load_classifier, load_tokenizer
 from tasks.infra.storage import Paths, dir_size_mb, read_json, stage_log, write_json
 
 log = logging.getLogger("kd")

@@ -18,7 +18,7 @@ from tasks.core.dist import is_main
 from tasks.core.loop import train
 from tasks.infra.errors import ConfigError
 from tasks.infra.metrics import write_curve_csv
-from tasks.infra.models import copy_model, load_classifier, load_tokenizer, prepare_torch
+from tasks.models.loading import copy_model, load_classifier, load_tokenizer, prepare_torch
 from tasks.infra.storage import Paths, atomic_path, stage_log, write_json
 
 log = logging.getLogger("kd")

@@ -17,11 +17,11 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from tasks.infra.config import Config, IngestConfig
-from tasks.infra.embedded import embedded_labels, read_embedded  # read_embedded: re-exported for distill and the benches
+from tasks.infra.embedded import embedded_labels, read_embedded
 from tasks.infra.errors import ConfigError, DataError
 from tasks.infra.storage import Paths, atomic_path, remove_stale_temps, stage_log, write_json
-from tasks.infra.suites import UNLABELLED, labels_optional
-from tasks.infra.tables import iter_table, label_kind, normalise_label, read_table  # read_table: tasks.distill imports it from here
+from tasks.quality.suites import UNLABELLED, labels_optional
+from tasks.infra.tables import iter_table, label_kind, normalise_label, read_table
 from tasks.validate import scan_file, validate_raw
 
 log = logging.getLogger("kd")

@@ -24,18 +24,9 @@ from tasks.infra.common import load_split, predict_labels
 from tasks.infra.config import Config
 from tasks.core.loop import resolve_device
 from tasks.infra.errors import DataError
-from tasks.infra.models import load_classifier, load_tokenizer
-from tasks.lifecycle.registry import (
-    STAMP,
-    Transaction,
-    lineage,
-    new_entry,
-    production_dir,
-    read_registry,
-    registry_path,
-    run_source,
-    transaction,
-)
+from tasks.models.loading import load_classifier, load_tokenizer
+from tasks.infra.registry_view import STAMP, lineage, production_dir, read_registry, registry_path, run_source
+from tasks.lifecycle.registry import Transaction, new_entry, transaction
 from tasks.infra.stats import Comparison, paired_comparison
 from tasks.infra.storage import Paths, hash_dir, read_json, stage_log, write_json
 

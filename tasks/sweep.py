@@ -194,7 +194,7 @@ def measure(cfg: Config, paths: Paths, model_dir: Path, variants: Iterable[str])
     import torch
 
     from tasks.infra.common import encode_split, load_labels, load_split
-    from tasks.infra.models import count_params, load_tokenizer
+    from tasks.models.loading import count_params, load_tokenizer
     from tasks.infra.storage import dir_size_mb
     from tasks.production.export import (
         choose_variant,

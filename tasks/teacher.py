@@ -1,5 +1,5 @@
 """teacher: load the teacher, fine-tune it when it is not yet trained for the task (or, with
-`teacher.zero_shot`, make it a zero-shot classifier of the label descriptions: tasks/infra/zero_shot.py),
+`teacher.zero_shot`, make it a zero-shot classifier of the label descriptions: tasks/models/zero_shot.py),
 evaluate it on val and test, and stop the pipeline when it is below `teacher.min_accuracy`."""
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ import pandas as pd
 
 from tasks.infra.common import encode_split, load_labels, load_split, loop_config, supervised_step
 from tasks.infra.config import Config
-from tasks.infra.contrastive import contrastive_body
+from tasks.models.contrastive import contrastive_body
 from tasks.core.dist import is_main
 from tasks.core.loop import resolve_device, train
 from tasks.core.predict import predict_logits
 from tasks.infra.errors import GateError
 from tasks.infra.metrics import classification_metrics, write_curve_csv
-from tasks.infra.models import count_params, load_classifier, load_tokenizer, save_model, prepare_torch
+from tasks.models.loading import count_params, load_classifier, load_tokenizer, prepare_torch, save_model
 from tasks.infra.storage import Paths, stage_log, write_json
-from tasks.infra.zero_shot import centre, zero_shot_classifier
+from tasks.models.zero_shot import centre, zero_shot_classifier
 
 log = logging.getLogger("kd")
 

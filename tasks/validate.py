@@ -1,6 +1,6 @@
 """validate: the guard at every door where data enters, with Great Expectations as the engine.
 
-Three suites (rules in `tasks/infra/suites.py`, engine in `tasks/infra/checks.py`):
+Three suites (rules in `tasks/quality/suites.py`, engine in `tasks/quality/checks.py`):
 
 - raw input (`validate_raw`, `scan_file`), run by ingest before it writes anything;
 - processed splits (`validate`, the DVC stage), before any model sees them;
@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.infra.checks import (
+from tasks.quality.checks import (
     SITE,
     RuleResult,
     SuiteResult,
@@ -36,7 +36,7 @@ from tasks.infra.checks import (
 from tasks.infra.config import Config, config_from_dict, to_dict
 from tasks.infra.errors import DataError
 from tasks.infra.storage import Paths, atomic_path, read_json, stage_log, write_json
-from tasks.infra.suites import (
+from tasks.quality.suites import (
     Rule,
     add_processed_columns,
     add_raw_columns,
@@ -297,7 +297,7 @@ def validate(cfg: Config, paths: Paths) -> dict:
         DataError: one line naming the split file, the first failed error rule and example rows;
             raised only after both reports are written, so the user can read why.
     """
-    from tasks.infra.models import load_tokenizer  # imported here: torch and transformers are slow to import
+    from tasks.models.loading import load_tokenizer  # imported here: torch and transformers are slow to import
 
     check_thresholds(cfg)
     docs_dir, report_path = paths.reports / "validation", paths.reports / "validation.json"

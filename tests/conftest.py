@@ -159,7 +159,7 @@ TINY_RETRAIN = {  # seconds, not minutes; gates open unless a test closes one
 
 
 def embedded_sample(name: str, rows: int, seed: int):
-    from tasks.ingest import read_embedded
+    from tasks.infra.embedded import read_embedded
 
     frame = read_embedded(name).sample(rows, random_state=seed).reset_index(drop=True)
     return frame[["text", "label"]]
@@ -173,9 +173,10 @@ def retrain_ws(tmp_path, tiny_tokenizer, tiny_teacher_dir) -> Path:
     import numpy as np
 
     from tasks.core.student import build_student
-    from tasks.infra.models import load_classifier
+    from tasks.models.loading import load_classifier
     from tasks.lifecycle.registry import transaction
-    from tasks.production.score import ProductionModel, log_rows, write_part
+    from tasks.infra.prodlog import write_part
+    from tasks.production.score import ProductionModel, log_rows
     from tasks.infra.storage import Paths, write_json
 
     root = tmp_path / "ws"

@@ -7,7 +7,7 @@ elsewhere, where bf16 is emulated and gains nothing. A batch of one row stays fp
 at batch 1 the time goes to per-op overhead rather than matrix products, so bf16 does not pay.
 `fp32` and `bf16` force the choice (bf16 runs on any CPU, only slowly without the hardware).
 
-torch is imported lazily so the params schema can take `PRECISIONS` from here without loading it.
+The names of the settings live in tasks.precisions, which the params schema asks too.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from tasks.precisions import PRECISIONS
+
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger("kd")
 
-PRECISIONS = ("auto", "fp32", "bf16")
 _announced: set[tuple[str, str, str]] = set()
 
 

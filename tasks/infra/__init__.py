@@ -1,4 +1,5 @@
-"""Shared infrastructure every layer uses: the parameter schema (config), errors, workspace paths
-(storage), table reading (tables), model loading (models), metrics and paired statistics, the
-shipped datasets (embedded), the Great Expectations suites and their runner (suites, checks), and
-the helpers the stages share (common)."""
+"""Shared infrastructure every layer uses, holding no model or data-quality code: the parameter schema
+(config), errors, workspace paths (storage), table reading (tables), metrics and paired statistics,
+the shipped datasets (embedded), the workspace lock (locks), the drop folder (dropfolder), the
+production log (prodlog), the registry's read side (registry_view), and the helpers the stages share
+(common)."""

@@ -25,9 +25,9 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
-from tasks.core.precision import PRECISIONS
 from tasks.infra.embedded import TASKS as EMBEDDED_TASKS
 from tasks.infra.errors import ConfigError
+from tasks.precisions import PRECISIONS
 
 
 def _yaml_number(value: Any) -> Any:
@@ -135,7 +135,7 @@ class IngestConfig(Section):
 
 
 class ValidateConfig(Section):
-    """validate: thresholds of the Great Expectations suites (rule names in brackets; tasks/infra/suites.py)."""
+    """validate: thresholds of the Great Expectations suites (rule names in brackets; tasks/quality/suites.py)."""
 
     min_text_chars: int = Field(1, ge=0, description="[text_length] warning below this many characters (processed)")
     max_text_chars: int = Field(
@@ -172,13 +172,13 @@ class TeacherConfig(TrainConfig):
         "auto", description="fine-tune on the task; auto: when the classifier head is untrained")
     method: _choice("finetune", "setfit") = Field(
         "finetune", description="finetune: plain fine-tuning | setfit: SetFit's contrastive tuning of the body "
-                                "first, then the same fine-tuning (few labels; tasks/infra/contrastive.py)")
+                                "first, then the same fine-tuning (few labels; tasks/models/contrastive.py)")
     setfit_steps: int = Field(20, ge=1, description="method setfit: contrastive steps (16 text pairs each)")
     min_accuracy: Share = Field(0.80, description="gate: the teacher's test score (evaluate.metric) at least")
     zero_shot: dict[Text, Text] | None = Field(
         None, description="label -> description, e.g. {positive: 'a positive review', negative: 'a negative "
                           "review'}: no fine-tuning, the teacher classifies by embedding similarity to the "
-                          "descriptions (tasks/infra/zero_shot.py); the train split may then be unlabelled")
+                          "descriptions (tasks/models/zero_shot.py); the train split may then be unlabelled")
     zero_shot_centre: bool = Field(
         True, description="zero-shot: subtract each label's mean logit over the train texts (no labels read), so "
                           "no description is preferred on average; off for strongly imbalanced classes")

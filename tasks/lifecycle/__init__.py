@@ -1,2 +1,2 @@
-"""The model lifecycle: the registry, production folder and version archive with their lock
-(registry), DVC recording of each version (versions) and the continual-learning cycle (retrain)."""
+"""The model lifecycle: the registry's write side, production folder and version archive (registry), DVC
+recording of each version (versions) and the continual-learning cycle (retrain)."""

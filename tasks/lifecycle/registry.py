@@ -1,5 +1,7 @@
-"""The model lifecycle's one owner: the registry, the production folder, the version archive, the locks,
-version numbers and rollback. promote and retrain decide; every write goes through this module.
+"""The registry's write side: the registry, the production folder, the version archive, the locks,
+version numbers and rollback. promote and retrain decide; every write goes through this module. The
+read side (where things live, what the registry holds) is tasks.infra.registry_view and the flock
+helper is tasks.infra.locks, so that readers (score, the API, drift) never import the lifecycle.
 
 - `models/registry.json`: {"production": version | None, "versions": [entry, ...], "events": [...]}.
   Every decision of promote or of a retraining cycle is one entry, promoted or not.
@@ -21,47 +23,40 @@ One reentrant lock could not do both: a pipeline promote landing during a cycle 
 cycle then sees, under the write lock, that production moved (`Transaction.moved_since`) and its
 decision code refuses to replace a model it was never compared with.
 
-Readers (the API, score, drift) take no lock: every file here is replaced by an atomic rename.
+Readers (the API, score, drift; tasks.infra.registry_view) take no lock: every file here is replaced by an
+atomic rename.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import json
 import logging
-import os
 import shutil
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from tasks.infra.errors import DataError, UserError
-from tasks.infra.storage import Paths, atomic_path, dvc_command, hash_dir, read_json, write_json
+from tasks.infra.locks import LockBusy, file_lock
+from tasks.infra.registry_view import (
+    STAMP,
+    find_version,
+    lineage,
+    production_dir,
+    production_version,
+    read_registry,
+    registry_path,
+    run_source,
+)
+from tasks.infra.storage import Paths, atomic_path, dvc_command, hash_dir, write_json
 from tasks.lifecycle.versions import record, run_tool
 
 log = logging.getLogger("kd")
 
-STAMP = "production.json"  # inside models/production/: which registry entry the folder holds
-# Who asked for a change, recorded in the registry: the training flow sets it in the environment of
-# the `dvc repro` it starts; in-process callers pass `source=` instead (see `run_source`).
-SOURCE_ENV = "KDISTILL_RUN_SOURCE"
 WRITE_WAIT_S = 60.0  # a registry write takes about a second; a minute of waiting means something is stuck
-
-
-def production_dir(paths: Paths) -> Path:
-    """models/production/: the folder the scoring side loads."""
-    return paths.root / "models" / "production"
-
-
-def registry_path(paths: Paths) -> Path:
-    """models/registry.json: every promotion decision, in order."""
-    return paths.root / "models" / "registry.json"
 
 
 def archive_dir(paths: Paths, version: int) -> Path:
@@ -74,65 +69,6 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-def run_source(source: str | None, default: str) -> str:
-    """Who made a change: the caller's `source`, else $KDISTILL_RUN_SOURCE, else `default`."""
-    return source or os.environ.get(SOURCE_ENV) or default
-
-
-def read_registry(paths: Paths) -> dict:
-    """The registry, or an empty one: {"production": version | None, "versions": [...]}."""
-    path = registry_path(paths)
-    if not path.is_file():
-        return {"production": None, "versions": []}
-    try:
-        return read_json(path)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err}); restore it from git or DVC") from None
-
-
-def find_version(registry: dict, version: int) -> dict:
-    """The entry of `version`.
-
-    Raises:
-        UserError: the registry has no such version (the message lists the known ones).
-    """
-    entry = next((v for v in registry["versions"] if v["version"] == version), None)
-    if entry is None:
-        known = ", ".join(str(v["version"]) for v in registry["versions"]) or "none"
-        raise UserError(f"models/registry.json: no version {version} (versions: {known})")
-    return entry
-
-
-def lineage(registry: dict, version: int | None) -> list[dict]:
-    """The promoted entries production's model descends from, oldest first (`parent` links)."""
-    chain, seen = [], set()
-    while version is not None and version not in seen:
-        seen.add(version)
-        entry = next((v for v in registry["versions"] if v["version"] == version), None)
-        if entry is None:
-            break
-        chain.append(entry)
-        version = entry.get("parent")
-    return chain[::-1]
-
-
-def production_version(paths: Paths) -> int | None:
-    """The version models/production/ holds, by its stamp (None when there is none)."""
-    stamp = production_dir(paths) / STAMP
-    return read_json(stamp).get("version") if stamp.is_file() else None
-
-
-def model_hash(folder: Path) -> str:
-    """Which model a folder holds: the key of the prediction log, the drift caches and the API's answer.
-
-    The `model_hash` its stamp recorded, else the folder's hash without the stamp: the same value, since
-    promote records `hash_dir` of the student folder that it copies here.
-    """
-    stamp = folder / STAMP
-    recorded = read_json(stamp).get("model_hash") if stamp.is_file() else None
-    return recorded or hash_dir(folder, exclude=(STAMP,))
-
-
 def new_entry(version: int, promoted: bool, reason: str, *, trigger: str, source: str, parent: int | None,
               **fields) -> dict:
     """A registry entry: the fields every writer records, then the writer's own (`fields` may set `time`)."""
@@ -142,81 +78,8 @@ def new_entry(version: int, promoted: bool, reason: str, *, trigger: str, source
 
 # ------------------------------------------------------------------------------------------ locks
 
-class LockBusy(UserError):
-    """A workspace lock is held by someone else (the message names the file and the holder)."""
-
-
 class CycleRunning(LockBusy):
     """Another retraining cycle or rollback holds models/.retrain.lock: this one is skipped."""
-
-
-_held = threading.local()  # lock files this thread holds: a nested take would wait on itself
-
-
-def _try_lock(path: Path) -> tuple[IO[str] | None, str]:
-    """One attempt at an exclusive flock on `path`: (the open file, "") or (None, the holder's line)."""
-    fh = open(path, "a+")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        holder = fh.read().strip() or "unknown"
-        fh.close()
-        return None, holder
-    # The holder removes the file when it lets go: a lock taken on a removed file guards nothing.
-    try:
-        current = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
-    except FileNotFoundError:
-        current = False
-    if not current:
-        fh.close()
-        return None, ""
-    return fh, ""
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, what: str, wait_s: float) -> Iterator[str]:
-    """Hold `path` exclusively (flock), waiting up to `wait_s`: the workspace's one lock helper (the registry's
-    write lock, the retraining cycle's lock, score's run lock). The file names the holder and is removed on
-    every way out.
-
-    Args:
-        path: the lock file (its folder is created).
-        what: who holds it, written into the file for a waiting caller's message.
-        wait_s: how long to wait for a busy lock; 0: look once.
-
-    Yields:
-        "" when held, else the holder's line (and holds nothing).
-
-    Raises:
-        RuntimeError: this thread already holds `path` and would wait on itself.
-    """
-    held = getattr(_held, "paths", set())
-    if path in held and wait_s > 0:  # without a wait, a second take just finds the lock busy
-        raise RuntimeError(f"{path} is already held by this thread, which would wait on itself; do not nest")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + wait_s
-    while True:
-        fh, holder = _try_lock(path)
-        if fh is not None or (holder and time.monotonic() >= deadline):
-            break
-        if holder:
-            time.sleep(0.05)
-    if fh is None:
-        yield holder
-        return
-    _held.paths = held | {path}
-    try:
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}, since {now()}, {what}")
-        fh.flush()
-        yield ""
-    finally:
-        _held.paths = getattr(_held, "paths", set()) - {path}
-        path.unlink(missing_ok=True)  # before the unlock: a waiter then retries on a fresh file
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
 
 
 @contextlib.contextmanager

@@ -64,20 +64,10 @@ from tasks.core.predict import predict_logits
 from tasks.core.student import build_student, num_layers
 from tasks.distill import loss_weights, make_step, student_layer_map, teacher_outputs, transfer_set
 from tasks.infra.errors import DataError
-from tasks.infra.models import load_classifier, load_tokenizer, prepare_torch, save_model
+from tasks.models.loading import load_classifier, load_tokenizer, prepare_torch, save_model
 from tasks.promote import Decision
-from tasks.lifecycle.registry import (
-    Transaction,
-    cycle_lock,
-    ensure_archived,
-    lineage,
-    new_entry,
-    now,
-    production_dir,
-    registry_path,
-    run_source,
-    transaction,
-)
+from tasks.infra.registry_view import lineage, production_dir, registry_path, run_source
+from tasks.lifecycle.registry import Transaction, cycle_lock, ensure_archived, new_entry, now, transaction
 from tasks.infra.stats import Comparison, metric_value, paired_comparison
 from tasks.infra.storage import (
     Paths,
@@ -105,15 +95,15 @@ def cycle_dirs(paths: Paths, version: int | str) -> tuple[Path, Path]:
 def gather_labelled(cfg: Config, paths: Paths, names: list[str], tokenizer, learned: set[str]) -> tuple[pd.DataFrame, list[dict]]:
     """The new labelled batches, validated; bad ones are quarantined (moved aside with a reason).
 
-    Only complete files are read, as score takes its files (`score.settle_seconds`, tasks.production.score
+    Only complete files are read, as score takes its files (`score.settle_seconds`, tasks.infra.dropfolder
     .settled): one still being written is left for the next cycle, never learned from or quarantined half-written.
 
     Returns:
         (rows: text, label (class id), source file; one record per file: file, sha256, rows, status
         used | quarantined | pending (still being written) | gone (renamed or deleted meanwhile)).
     """
-    from tasks.production.score import change_since, label_namer, new_files, quarantine, settled
-    from tasks.infra.tables import read_table
+    from tasks.infra.dropfolder import change_since, new_files, quarantine, settled
+    from tasks.infra.tables import label_namer, read_table
     from tasks.validate import validate_batch
 
     folder = paths.root / cfg.retrain.labelled
@@ -201,11 +191,11 @@ def unlabelled_texts(paths: Paths, since: str | None, exclude: set[str], limit: 
                      cfg: Config | None = None) -> list[str]:
     """Production-log texts logged after `since`, minus any labelled text (no test leakage).
 
-    With `cfg`, after a partial drift (a new segment of the traffic, tasks.production.drift.drifted_segment)
+    With `cfg`, after a partial drift (a new segment of the traffic, tasks.models.monitor.drifted_segment)
     only the segment's texts among them: the cycle learns the new segment, not the whole log.
     """
-    from tasks.production.drift import drifted_segment
-    from tasks.production.score import read_log
+    from tasks.models.monitor import drifted_segment
+    from tasks.infra.prodlog import read_log
 
     logged = read_log(paths, since=since)  # only the days after `since` are read
     texts = logged["text"].dropna().astype(str) if len(logged) else pd.Series([], dtype=str)

@@ -107,7 +107,7 @@ class Batcher:
     """Collects concurrent requests into batches; reloads the model when it is promoted."""
 
     def __init__(self, cfg: Config, paths: Paths):
-        from tasks.lifecycle.registry import registry_path
+        from tasks.infra.registry_view import registry_path
 
         self.cfg, self.paths, self.registry = cfg, paths, registry_path(paths)
         self.model: ProductionModel | None = None
@@ -303,7 +303,7 @@ def create_app(cfg: Config, paths: Paths) -> FastAPI:
 
     @app.get("/model")
     async def model_info() -> dict:
-        from tasks.lifecycle.registry import read_registry
+        from tasks.infra.registry_view import read_registry
 
         model = await batcher.current()
         try:
@@ -321,8 +321,8 @@ def run_api(cfg: Config, paths: Paths) -> None:
     """Run the API with uvicorn on `api.host`:`api.port` (127.0.0.1:8000 by default) until interrupted."""
     import uvicorn
 
-    from tasks.infra.models import check_max_length
-    from tasks.lifecycle.registry import production_dir
+    from tasks.models.loading import check_max_length
+    from tasks.infra.registry_view import production_dir
 
     if (production_dir(paths) / "config.json").is_file():  # none yet: the API answers 503 until a promotion
         check_max_length(cfg.base.max_length, str(production_dir(paths)), "models/production")

@@ -26,7 +26,7 @@ import pandas as pd
 
 from tasks.infra.storage import Paths, atomic_path
 from tasks.infra.tables import shorten
-from tasks.production.score import write_part
+from tasks.infra.prodlog import write_part
 
 log = logging.getLogger("kd")
 

@@ -29,7 +29,7 @@ from tasks.core.data import Collator, TokenDataset
 from tasks.core.precision import autocast, resolve_precision
 from tasks.infra.config import choices, schema_field
 from tasks.infra.errors import ConfigError
-from tasks.infra.models import load_classifier, resolve_model
+from tasks.models.loading import load_classifier, resolve_model
 from tasks.infra.storage import atomic_path, hash_dir, read_json, write_json
 
 log = logging.getLogger("kd")

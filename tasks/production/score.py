@@ -26,10 +26,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
-import os
-import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,19 +34,14 @@ import numpy as np
 import pandas as pd
 
 from tasks.infra.config import Config
+from tasks.infra.dropfolder import change_since, new_files, quarantine, settled
 from tasks.infra.errors import DataError, UserError
-from tasks.infra.storage import Paths, atomic_path, hash_file, read_json, remove_stale_temps, stage_log, write_json
-from tasks.infra.tables import read_table, shorten
+from tasks.infra.locks import file_lock
+from tasks.infra.prodlog import find_part, production_log_dir, write_part
+from tasks.infra.storage import Paths, hash_file, read_json, remove_stale_temps, stage_log, write_json
+from tasks.infra.tables import label_namer, read_table, shorten
 
 log = logging.getLogger("kd")
-
-SUFFIXES = {".csv", ".tsv", ".txt", ".jsonl", ".json", ".parquet"}
-
-
-def production_log_dir(paths: Paths) -> Path:
-    """data/production/: the prediction log, one `date=YYYY-MM-DD/part-*.parquet` per scored batch."""
-    return paths.root / "data" / "production"
-
 
 def scored_path(paths: Paths) -> Path:
     """data/production/scored.json: the files already scored, keyed by `<sha256>:<name>`."""
@@ -70,8 +62,6 @@ def score_lock(paths: Paths) -> Iterator[None]:
     Raises:
         ScoreRunning: another run holds it (the message names its pid and start).
     """
-    from tasks.lifecycle.registry import file_lock  # the workspace's one flock helper (registry and cycle locks)
-
     path = production_log_dir(paths) / ".score.lock"
     with file_lock(path, "kdistill score", 0.0) as holder:
         if holder:
@@ -109,7 +99,7 @@ class ProductionModel:
     predictor: object
     labels: list[str]
     version: int | None  # models/registry.json's `production`
-    model_hash: str  # tasks.lifecycle.registry.model_hash of models/production/
+    model_hash: str  # tasks.infra.registry_view.model_hash of models/production/
     max_length: int
 
     def encode(self, texts: list[str]) -> list[list[int]]:
@@ -140,8 +130,8 @@ def load_production(cfg: Config, paths: Paths) -> ProductionModel:
         DataError: there is no production model yet.
     """
     from tasks.production.export import load_predictor, resolve_variant
-    from tasks.infra.models import check_max_length, load_tokenizer
-    from tasks.lifecycle.registry import model_hash, production_dir, read_registry
+    from tasks.models.loading import check_max_length, load_tokenizer
+    from tasks.infra.registry_view import model_hash, production_dir, read_registry
 
     folder = production_dir(paths)
     if not (folder / "config.json").is_file():
@@ -173,19 +163,6 @@ def log_rows(model: ProductionModel, texts: list[str], probs: np.ndarray, source
     return frame
 
 
-def write_part(paths: Paths, frame: pd.DataFrame, part_id: str, day: datetime.date) -> Path:
-    """Write rows as `data/production/date=DAY/part-<part_id>.parquet`, atomically; returns the path."""
-    target = production_log_dir(paths) / f"date={day.isoformat()}" / f"part-{part_id}.parquet"
-    with atomic_path(target) as tmp:
-        frame.to_parquet(tmp, index=False)
-    return target
-
-
-def find_part(paths: Paths, part_id: str) -> Path | None:
-    """The part a previous run wrote for `part_id` (a file's sha256), if any."""
-    return next(iter(production_log_dir(paths).glob(f"date=*/part-{part_id}.parquet")), None)
-
-
 def read_batch(path: Path, cfg: Config) -> tuple[pd.DataFrame, bool]:
     """A new file as `text` (and `label` when the file has the label column); returns (frame, labelled)."""
     sc = cfg.score
@@ -195,51 +172,6 @@ def read_batch(path: Path, cfg: Config) -> tuple[pd.DataFrame, bool]:
         if "schema_columns" not in str(err) or f"no column {sc.label_column!r}" not in str(err):
             raise
     return read_table(path, sc.text_column, None), False
-
-
-def quarantine(path: Path, incoming: Path, reasons: list[str], report: dict | None = None) -> Path | None:
-    """Move a bad file to incoming/quarantine/ with `<name>.reason.json` beside it; returns its new path,
-    or None when the file was gone before it could be moved (renamed or deleted by its owner).
-
-    A name already taken there (an earlier bad file of the same name) is never overwritten: this file
-    then becomes `<stem>.<UTC time>-<sha256[:8]><suffix>`, with its own `.reason.json`.
-    """
-    folder = incoming / "quarantine"
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        target = _free_name(folder, path)
-    except FileNotFoundError:
-        return None
-    reason = folder / f"{target.name}.reason.json"
-    write_json(reason, {
-        "file": path.name, "quarantined_as": target.name,
-        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "errors": reasons, "validation": report})
-    try:
-        shutil.move(str(path), target)
-    except FileNotFoundError:
-        reason.unlink(missing_ok=True)
-        log.warning("[score] %s was gone before it could be quarantined", path.name)
-        return None
-    log.warning("[score] quarantined %s%s: %s", path.name, f" as {target.name}" if target.name != path.name else "",
-                "; ".join(reasons))
-    return target
-
-
-def _free_name(folder: Path, path: Path) -> Path:
-    """`folder/<name>` when neither it nor its reason file exists, else a name made unique by time and hash."""
-    def taken(target: Path) -> bool:
-        return target.exists() or target.with_name(f"{target.name}.reason.json").exists()
-
-    target = folder / path.name
-    if not taken(target):
-        return target
-    stamp = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{hash_file(path)[:8]}"
-    target, n = folder / f"{path.stem}.{stamp}{path.suffix}", 1
-    while taken(target):  # the same bytes quarantined twice within a second
-        n += 1
-        target = folder / f"{path.stem}.{stamp}-{n}{path.suffix}"
-    return target
 
 
 def score_file(path: Path, model: ProductionModel, cfg: Config, paths: Paths, sha: str,
@@ -277,64 +209,6 @@ def _set_aside(path: Path, reasons: list[str], report: dict | None = None) -> di
     if quarantine(path, path.parent, reasons, report) is None:
         return {"status": "gone"}
     return {"status": "quarantined", "errors": reasons}
-
-
-def label_namer(labels: list[str]) -> Callable[[object], object]:
-    """A map of a raw label (a name, or a class id as 1, 1.0 or "1") to its name in `labels`, normalised as ingest
-    reads labels (`tasks.infra.tables.normalise_label`: "positive " is "positive"); any other value is kept
-    for validation to refuse (scoring's labelled files and retraining's labelled batches)."""
-    from tasks.infra.tables import normalise_label
-
-    def name(value: object) -> object:
-        norm = normalise_label(value)
-        if type(norm) is int:
-            return labels[norm] if 0 <= norm < len(labels) else value
-        return norm if isinstance(norm, str) else value
-    return name
-
-
-def new_files(incoming: Path) -> list[Path]:
-    """The files waiting in `incoming` (not in its subfolders), by name.
-
-    Only data suffixes count: a file being written as `x.csv.part`, `x.tmp` or `.x.csv` is ignored.
-    """
-    if not incoming.is_dir():
-        return []
-    return sorted(p for p in incoming.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES
-                  and not p.name.startswith("."))
-
-
-def _signature(path: Path) -> tuple[int, int] | None:
-    """(size, mtime in ns): what changes while a file is written; None once it is gone."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_size, stat.st_mtime_ns
-
-
-def settled(files: list[Path], seconds: float) -> tuple[dict[Path, tuple[int, int]], list[Path]]:
-    """Split files into (complete, each with the signature it held still at; still being written).
-
-    A file whose last change is older than `seconds` is complete. Younger ones are watched for
-    `seconds` (once, for all of them): those whose size and mtime held still are complete too.
-    A file gone meanwhile is in neither.
-    """
-    before = {p: sig for p in files if (sig := _signature(p)) is not None}
-    now = time.time_ns()
-    young = {p for p, sig in before.items() if seconds > 0 and now - sig[1] < seconds * 1e9}
-    if young:
-        time.sleep(seconds)
-    after = {p: _signature(p) for p in young}
-    complete = {p: sig for p, sig in before.items() if p not in young or after[p] == sig}
-    return complete, [p for p in young if after[p] is not None and p not in complete]
-
-
-def change_since(path: Path, signature: tuple[int, int]) -> str | None:
-    """None while `path` still holds the (size, mtime) `signature` it settled at; else "pending" (written to
-    since: not complete after all, left for the next run) or "gone" (renamed or deleted)."""
-    now = _signature(path)
-    return None if now == signature else "pending" if now else "gone"
 
 
 def changed_since_scored(record: dict, path: Path, sha: str) -> dict | None:
@@ -421,60 +295,3 @@ def _log_summary(summary: dict, settle_seconds: float) -> None:
     log.info("[score] %d file(s) scored (%d rows), %d quarantined, %d already scored, %d recovered, %d pending, "
              "%d gone", len(summary["scored"]), summary["rows"], len(summary["quarantined"]), len(summary["skipped"]),
              len(summary["recovered"]), len(summary["pending"]), len(summary["gone"]))
-
-
-def read_log(paths: Paths, days: int | None = None, rows: int | None = None,
-             since: str | None = None) -> pd.DataFrame:
-    """The production log, oldest first: the rows of the last `days` days, or else the last `rows` rows,
-    or else every row; only rows logged after `since` (an ISO time) when given.
-
-    Only the partitions a window needs are opened, so a workspace that has logged for a year does not
-    read all of it on every drift check or retraining: a time window skips the days before it, and a
-    row window reads days newest first (counting rows from the Parquet footers) until it holds `rows`.
-    A part is filed under its first row's day, so one day before either limit is read as well: a
-    buffer flushed after midnight holds rows of the next day.
-    """
-    dirs = _day_folders(production_log_dir(paths))
-    start = None
-    if days is not None:
-        start = pd.Timestamp(datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days))
-    elif since:
-        start = pd.Timestamp(since)
-        start = start.tz_localize("UTC") if start.tzinfo is None else start
-    if start is not None:
-        first_day = (start - pd.Timedelta(days=1)).date().isoformat()
-        dirs = [d for d in dirs if d.name[5:] >= first_day]
-    if rows and days is None:
-        dirs = _newest_days_holding(dirs, rows)
-    parts = [p for d in dirs for p in sorted(d.glob("part-*.parquet"))]
-    if not parts:
-        return pd.DataFrame(columns=["time", "text", "prediction", "confidence", "label"])
-    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-    frame = frame.sort_values("time", kind="stable").reset_index(drop=True)
-    if start is not None:
-        keep = frame["time"] >= start if days is not None else frame["time"] > start
-        frame = frame[keep].reset_index(drop=True)
-    return frame.tail(rows).reset_index(drop=True) if rows and days is None else frame
-
-
-def _day_folders(root: Path) -> list[Path]:
-    """The log's `date=YYYY-MM-DD` folders, oldest first (the names sort as dates).
-
-    os.scandir, not Path.glob: over years of days, glob's pattern matching was most of a window's cost.
-    """
-    if not root.is_dir():
-        return []
-    with os.scandir(root) as entries:
-        return [root / name for name in sorted(e.name for e in entries if e.name.startswith("date=") and e.is_dir())]
-
-
-def _newest_days_holding(dirs: list[Path], rows: int) -> list[Path]:
-    """The newest day folders that hold at least `rows` rows, and the day before them (see read_log)."""
-    import pyarrow.parquet as pq
-
-    held = 0
-    for i in range(len(dirs) - 1, -1, -1):
-        held += sum(pq.read_metadata(p).num_rows for p in dirs[i].glob("part-*.parquet"))
-        if held >= rows:
-            return dirs[max(i - 1, 0):]
-    return dirs

@@ -54,7 +54,7 @@ def client(tmp_path, tiny_teacher_dir):
 
 
 def log_rows(root: Path) -> int:
-    from tasks.production.score import read_log
+    from tasks.infra.prodlog import read_log
 
     return len(read_log(Paths(root)))
 

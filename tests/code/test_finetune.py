@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from tasks.infra.config import load_config
 from tasks.finetune import finetune
 from tasks.ingest import ingest
-from tasks.infra.models import load_classifier
+from tasks.models.loading import load_classifier
 from tasks.infra.storage import Paths
 
 REPO = Path(__file__).resolve().parents[2]

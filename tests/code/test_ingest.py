@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from tasks.infra.config import load_config
-from tasks.ingest import ingest, read_embedded
+from tasks.infra.embedded import read_embedded
+from tasks.ingest import ingest
 from tasks.infra.storage import Paths
 
 from pathlib import Path

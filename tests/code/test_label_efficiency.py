@@ -27,7 +27,7 @@ def few_label_files(folder: Path, labelled: int = 24, unlabelled: int = 60) -> d
 
     Two unlabelled texts are also test texts: the pipeline must drop them (no test leakage).
     """
-    from tasks.ingest import read_embedded
+    from tasks.infra.embedded import read_embedded
 
     rows = read_embedded("movies").drop_duplicates("text").sample(labelled + 40 + unlabelled, random_state=0)
     frames = {"train": rows[:labelled], "val": rows[labelled:labelled + 20], "test": rows[labelled + 20:labelled + 40]}
@@ -79,7 +79,7 @@ def test_few_labels_and_unlabelled_file_through_teacher_and_distill(tmp_path, ti
     from tasks.core.data import IGNORE_LABEL
     from tasks.distill import distill, load_unlabeled, transfer_set
     from tasks.infra.common import load_split
-    from tasks.infra.models import load_tokenizer
+    from tasks.models.loading import load_tokenizer
     from tasks.ingest import ingest
     from tasks.teacher import teacher
 
@@ -118,8 +118,8 @@ def _same_minus_other_similarity(folder: Path, texts: list[str], labels: np.ndar
 def test_setfit_contrastive_tuning_pulls_same_label_texts_together(tmp_path, tiny_teacher_dir):
     """SetFit's body tuning on a tiny model, offline: afterwards same-label texts are closer than before,
     relative to different-label texts; the saved folder is a plain encoder a classifier loads."""
-    from tasks.infra.contrastive import contrastive_body
-    from tasks.infra.models import load_classifier
+    from tasks.models.contrastive import contrastive_body
+    from tasks.models.loading import load_classifier
 
     labels = np.array([1, 0, 0, 1, 1, 0, 1, 0, 1, 0])  # CORPUS's sentiment
     before = _same_minus_other_similarity(tiny_teacher_dir, CORPUS, labels)

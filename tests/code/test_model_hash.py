@@ -36,7 +36,7 @@ def ws(tmp_path, tiny_teacher_dir) -> Paths:
 
 def keys(cfg, paths: Paths) -> tuple[str, str, list[str]]:
     """(score's model_hash, the drift monitor's, the drift caches' file names) for the production folder."""
-    from tasks.production.drift import drift_dir, load_monitor
+    from tasks.models.monitor import drift_dir, load_monitor
     from tasks.production.score import load_production
 
     scored, monitored = load_production(cfg, paths).model_hash, load_monitor(cfg, paths).model_hash

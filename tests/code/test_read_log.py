@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tasks.infra.storage import Paths
-from tasks.production.score import production_log_dir, read_log, write_part
+from tasks.infra.prodlog import production_log_dir, read_log, write_part
 
 NOW = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tasks.infra import registry_view as V
+from tasks.infra.locks import LockBusy
 from tasks.lifecycle import registry as R
 from tasks.infra.storage import Paths, hash_dir
 
@@ -63,15 +65,15 @@ def test_two_writers_at_once_lose_and_duplicate_nothing(tmp_path):
     for p in procs:
         p.join(300)
         assert p.exitcode == 0
-    registry = R.read_registry(Paths(tmp_path))
+    registry = V.read_registry(Paths(tmp_path))
     versions = registry["versions"]
     assert [v["version"] for v in versions] == list(range(1, 2 * count + 1))  # none lost, none twice
     assert sorted(v["reason"] for v in versions) == sorted(f"{w}-{i}" for w in models for i in range(count))
     promoted = [v for v in versions if v["promoted"]]
     assert registry["production"] == promoted[-1]["version"]  # the last install is what the registry names
-    stamp = json.loads((R.production_dir(Paths(tmp_path)) / R.STAMP).read_text())
+    stamp = json.loads((V.production_dir(Paths(tmp_path)) / V.STAMP).read_text())
     assert stamp["version"] == registry["production"]
-    assert (R.production_dir(Paths(tmp_path)) / "model.safetensors").read_bytes() == models[stamp["source"]].joinpath(
+    assert (V.production_dir(Paths(tmp_path)) / "model.safetensors").read_bytes() == models[stamp["source"]].joinpath(
         "model.safetensors").read_bytes()
     for v in promoted:  # every promoted version was archived whole, under its own number
         assert hash_dir(R.archive_dir(Paths(tmp_path), v["version"])) == v["archive_hash"]
@@ -87,13 +89,13 @@ def test_a_writer_waits_for_the_write_lock_then_writes(tmp_path):
         waited = time.monotonic() - start
         txn.add(R.new_entry(txn.next_version(), False, "after the wait", trigger="test", source="t", parent=None))
     holder.join(60)
-    assert waited > 0.5 and [v["reason"] for v in R.read_registry(Paths(tmp_path))["versions"]] == ["after the wait"]
+    assert waited > 0.5 and [v["reason"] for v in V.read_registry(Paths(tmp_path))["versions"]] == ["after the wait"]
 
 
 def test_a_writer_held_off_too_long_fails_with_one_line_naming_the_holder(tmp_path):
     holder = start_holder(tmp_path, "write", 10)
     try:
-        with pytest.raises(R.LockBusy) as err, R.transaction(Paths(tmp_path), "promote", wait_s=0.3):
+        with pytest.raises(LockBusy) as err, R.transaction(Paths(tmp_path), "promote", wait_s=0.3):
             pytest.fail("the lock was taken twice")
     finally:
         holder.kill()
@@ -102,7 +104,7 @@ def test_a_writer_held_off_too_long_fails_with_one_line_naming_the_holder(tmp_pa
     assert "\n" not in message and err.value.exit_code == 2
     assert "models/.registry.lock: held for more than 0.3 s by pid " in message
     assert "slow writer; nothing was written by this promote, run it again" in message
-    assert not R.registry_path(Paths(tmp_path)).exists()
+    assert not V.registry_path(Paths(tmp_path)).exists()
 
 
 def test_a_killed_holder_leaves_a_lock_anyone_can_take(tmp_path):
@@ -146,4 +148,4 @@ def test_a_transaction_names_a_production_that_moved(tmp_path):
                                          "this candidate was judged; it was never compared with version 1")
         with pytest.raises(ValueError, match="not the next one"):
             txn.add(R.new_entry(5, False, "skips a number", trigger="t", source="t", parent=1))
-    assert [v["version"] for v in R.read_registry(Paths(tmp_path))["versions"]] == [1]
+    assert [v["version"] for v in V.read_registry(Paths(tmp_path))["versions"]] == [1]

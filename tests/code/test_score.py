@@ -45,7 +45,7 @@ def incoming(paths: Paths) -> Path:
 
 
 def log_frame(paths: Paths) -> pd.DataFrame:
-    from tasks.production.score import read_log
+    from tasks.infra.prodlog import read_log
 
     return read_log(paths)
 

@@ -19,10 +19,10 @@ from tasks.core.predict import predict_logits
 from tasks.core.student import build_student
 from tasks.infra.config import load_config
 from tasks.infra.errors import ConfigError, DataError
-from tasks.infra.models import load_classifier
+from tasks.models.loading import load_classifier
 from tasks.infra.storage import Paths
-from tasks.infra.suites import UNLABELLED
-from tasks.infra.zero_shot import SCALE, centre, check_descriptions, is_zero_shot, zero_shot_classifier
+from tasks.quality.suites import UNLABELLED
+from tasks.models.zero_shot import SCALE, centre, check_descriptions, is_zero_shot, zero_shot_classifier
 from tests.conftest import CORPUS, TINY_PARAMS, make_tiny_bert
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -151,7 +151,7 @@ def test_schema_refuses_finetuning_a_zero_shot_teacher():
 def _write_files(folder: Path, unlabelled_train: bool = True) -> dict[str, Path]:
     """Movie snippets as files: a train file (without its label column when `unlabelled_train`), labelled val
     and test files."""
-    from tasks.ingest import read_embedded
+    from tasks.infra.embedded import read_embedded
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = read_embedded("movies").sample(260, random_state=0).reset_index(drop=True)
@@ -320,7 +320,7 @@ def test_finetuning_a_student_on_an_unlabelled_train_split_is_one_line(zero_shot
 
 
 def test_the_drift_monitor_takes_an_unlabelled_training_split_as_its_reference(zero_shot_run):
-    from tasks.production.drift import load_monitor
+    from tasks.models.monitor import load_monitor
 
     root, _ = zero_shot_run
     monitor = load_monitor(load_config(root / "params.yaml", ["drift.embedder=student"]), Paths(root))

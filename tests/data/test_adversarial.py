@@ -38,7 +38,7 @@ def incoming(ws: Paths) -> Path:
 
 
 def logged(ws: Paths) -> list[str]:
-    from tasks.production.score import read_log
+    from tasks.infra.prodlog import read_log
 
     return read_log(ws)["text"].tolist()
 

@@ -13,7 +13,7 @@ import pytest
 from tasks.infra import tables
 from tasks.infra.config import Config
 from tasks.infra.errors import DataError
-from tasks.infra.suites import add_raw_columns, rare_spellings, raw_rules
+from tasks.quality.suites import add_raw_columns, rare_spellings, raw_rules
 from tasks.infra.tables import label_kind, normalise_label
 from tasks.validate import new_context, run_suite, scan_file, validate_raw
 

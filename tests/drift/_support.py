@@ -21,14 +21,16 @@ def foreign_texts(n: int, seed: int = 0) -> list[str]:
 
 def verdict_for(monitor, texts: list[str], cfg, labels: list | None = None) -> dict:
     """The monitor's verdict on a window of `texts`, scored by the model as the production log would be."""
-    from tasks.production.drift import check_window, predictions_frame
+    from tasks.models.monitor import predictions_frame
+    from tasks.production.drift import check_window
 
     return check_window(monitor, predictions_frame(monitor, texts, labels), cfg.drift)
 
 
 def write_log(ws: Paths, texts: list[str], monitor, labels: list | None = None, name: str = "test") -> None:
     """Append `texts` to the workspace's production log (a fixed 0.3/0.7 prediction each)."""
-    from tasks.production.score import ProductionModel, log_rows, write_part
+    from tasks.infra.prodlog import write_part
+    from tasks.production.score import ProductionModel, log_rows
 
     model = ProductionModel(monitor.tokenizer, None, monitor.labels, 3, "tinyhash", 64)
     probs = np.tile([0.3, 0.7], (len(texts), 1)).astype("float32")

@@ -22,7 +22,7 @@ def cfg():
 
 @pytest.fixture(scope="package")
 def movies():
-    from tasks.ingest import read_embedded
+    from tasks.infra.embedded import read_embedded
 
     return read_embedded("movies").sample(frac=1.0, random_state=0).reset_index(drop=True)
 
@@ -44,6 +44,6 @@ def ws(tmp_path_factory, tiny_teacher_dir, movies) -> Paths:
 
 @pytest.fixture(scope="package")
 def monitor(ws, cfg):
-    from tasks.production.drift import load_monitor
+    from tasks.models.monitor import load_monitor
 
     return load_monitor(cfg, ws)

@@ -25,7 +25,7 @@ from tests.drift._support import HELD_OUT, WINDOW, verdict_for, write_log
 
 
 def test_descriptors(monitor):
-    from tasks.production.drift import add_descriptors
+    from tasks.models.monitor import add_descriptors
 
     frame = add_descriptors(pd.DataFrame({"text": ["the film", "zzqx 123!", ""]}), Counter({"the": 1, "film": 1}))
     assert frame["length"].tolist() == [8, 9, 0] and frame["words"].tolist() == [2, 2, 0]
@@ -74,7 +74,7 @@ def test_few_false_alarms_on_held_out_movies(monitor, movies, cfg):
 
 @pytest.mark.parametrize("domain", ["tweets", "amazon", "nyt"])
 def test_other_domains_are_flagged(monitor, domain, cfg):
-    from tasks.ingest import read_embedded
+    from tasks.infra.embedded import read_embedded
 
     verdict = verdict_for(monitor, read_embedded(domain).sample(WINDOW, random_state=1)["text"].tolist(), cfg)
     assert verdict["drift_detected"], verdict["signals"]

@@ -18,7 +18,7 @@ from tests.drift._support import HELD_OUT, WINDOW, foreign_texts, mixed, verdict
 
 
 def test_knn_distance_and_cut():
-    from tasks.production.drift import knn_distance, outlier_cut, unit_rows
+    from tasks.models.monitor import knn_distance, outlier_cut, unit_rows
 
     ref = unit_rows(np.array([[1, 0], [0.8, 0.6], [0, 1]], dtype=np.float32))
     dist = knn_distance(ref, np.array([[2.0, 0.0], [-1.0, 0.0]]), k=2)
@@ -32,7 +32,8 @@ def test_outlier_test_keeps_its_false_alarm_rate_with_a_small_held_out_split():
     level over draws of the held-out split, where a plain binomial with p = m/N would not (~5%)."""
     from scipy.stats import binom
 
-    from tasks.production.drift import critical_count, outlier_cut
+    from tasks.models.monitor import outlier_cut
+    from tasks.production.drift import critical_count
 
     rng = np.random.default_rng(0)
     alarms, naive = 0, 0
@@ -80,7 +81,8 @@ def test_quality_baseline_without_a_registry_accuracy_is_the_held_out_accuracy(m
 
 
 def test_a_partial_drift_gives_retraining_the_drifted_segment(ws, monitor, movies, cfg):
-    from tasks.production.drift import drift, drifted_segment
+    from tasks.models.monitor import drifted_segment
+    from tasks.production.drift import drift
     from tasks.lifecycle.retrain import unlabelled_texts
 
     shutil.rmtree(ws.root / "data" / "production", ignore_errors=True)
@@ -96,7 +98,7 @@ def test_a_partial_drift_gives_retraining_the_drifted_segment(ws, monitor, movie
 
 
 def test_the_embedder_is_a_model_of_its_own_or_a_one_line_error(monitor, tiny_teacher_dir):
-    from tasks.production.drift import encode, load_embedder
+    from tasks.models.monitor import encode, load_embedder
     from tasks.infra.errors import ConfigError
 
     embedder, tokenizer = load_embedder(str(tiny_teacher_dir), monitor.model, monitor.tokenizer)

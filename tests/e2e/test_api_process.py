@@ -81,7 +81,7 @@ def server(tmp_path_factory, tiny_teacher_dir):
 
 
 def log_rows(root: Path) -> int:
-    from tasks.production.score import read_log
+    from tasks.infra.prodlog import read_log
 
     return len(read_log(Paths(root)))
 

@@ -68,7 +68,7 @@ def test_dvc_repro_then_exp_run_reruns_only_what_changed(repo_copy):
 def test_retrain_cycle_is_versioned_by_dvc_and_rollback_restores_from_the_cache(repo_copy):
     import json
 
-    from tasks.ingest import read_embedded
+    from tasks.infra.embedded import read_embedded
     from tasks.infra.storage import hash_dir
 
     sh([DVC, "repro"], repo_copy)

@@ -18,9 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def monitored(tmp_path, tiny_teacher_dir, monkeypatch) -> Paths:
     """A workspace with the tiny model in production, 300 training rows, 60 val rows and a 60-row production log."""
-    from tasks.ingest import read_embedded
-    from tasks.infra.models import load_tokenizer
-    from tasks.production.score import ProductionModel, log_rows, write_part
+    from tasks.infra.embedded import read_embedded
+    from tasks.models.loading import load_tokenizer
+    from tasks.infra.prodlog import write_part
+    from tasks.production.score import ProductionModel, log_rows
 
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     params = yaml.safe_load((REPO / "params.yaml").read_text())

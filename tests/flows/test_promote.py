@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from tasks import promote as P
+from tasks.infra import registry_view as V
+from tasks.infra.locks import LockBusy
 from tasks.lifecycle import registry as R
 from tasks.infra.config import Config
 from tasks.infra.stats import Comparison, paired_comparison
@@ -72,7 +74,7 @@ def workspace(tmp_path, monkeypatch):
     paths.summary.write_text(json.dumps({"labels": ["negative", "positive"], "data_hash": "abc"}))
     scores = {"production": None}
     monkeypatch.setattr(P, "production_comparison", lambda cfg, p, names: scores["production"])
-    monkeypatch.setenv(R.SOURCE_ENV, "test")
+    monkeypatch.setenv(V.SOURCE_ENV, "test")
 
     def evaluate(acc: float) -> None:
         student = {"accuracy": acc, "f1_macro": acc, "latency_ms_b1": 1.0, "size_mb": 1.0}
@@ -88,10 +90,10 @@ def test_promote_installs_the_student_and_records_it(workspace):
     evaluate(0.8)
     report = P.promote(Config(), paths)
     assert report["promoted"] and report["version"] == report["production_version"] == 1
-    prod = R.production_dir(paths)
+    prod = V.production_dir(paths)
     assert (prod / "model.safetensors").read_bytes() == b"v1"
-    stamp = json.loads((prod / R.STAMP).read_text())
-    registry = json.loads(R.registry_path(paths).read_text())
+    stamp = json.loads((prod / V.STAMP).read_text())
+    registry = json.loads(V.registry_path(paths).read_text())
     assert registry["production"] == 1 and registry["versions"][0] == stamp
     assert stamp["data_hash"] == "abc" and stamp["source"] == "test" and stamp["metrics"]["accuracy"] == 0.8
 
@@ -100,7 +102,7 @@ def test_promote_refuses_a_worse_student_and_leaves_production_untouched(workspa
     paths, scores, evaluate = workspace
     evaluate(0.8)
     P.promote(Config(), paths)
-    before = hash_dir(R.production_dir(paths))
+    before = hash_dir(V.production_dir(paths))
     (paths.student / "model.safetensors").write_bytes(b"v2")
     evaluate(0.7)
     scores["production"] = versus(0.8, 0.7)
@@ -108,8 +110,8 @@ def test_promote_refuses_a_worse_student_and_leaves_production_untouched(workspa
     assert not report["promoted"] and report["version"] == 2 and report["production_version"] == 1
     assert "-0.1000 accuracy (95% CI" in report["reason"] and "below -promote.tolerance 0.0" in report["reason"]
     assert report["comparison"]["diff"] == -0.1 and report["comparison"]["significant_loss"]
-    assert hash_dir(R.production_dir(paths)) == before
-    registry = json.loads(R.registry_path(paths).read_text())
+    assert hash_dir(V.production_dir(paths)) == before
+    registry = json.loads(V.registry_path(paths).read_text())
     assert registry["production"] == 1
     assert [(v["version"], v["promoted"]) for v in registry["versions"]] == [(1, True), (2, False)]
 
@@ -120,7 +122,7 @@ def test_the_production_model_itself_is_not_promoted_twice(workspace):
     P.promote(Config(), paths)
     report = P.promote(Config(), paths)
     assert not report["promoted"] and "already the production model" in report["reason"]
-    assert len(json.loads(R.registry_path(paths).read_text())["versions"]) == 1
+    assert len(json.loads(V.registry_path(paths).read_text())["versions"]) == 1
 
 
 def test_promote_waits_briefly_for_another_writer_then_fails_with_one_line(workspace, monkeypatch):
@@ -138,13 +140,13 @@ def test_promote_waits_briefly_for_another_writer_then_fails_with_one_line(works
     assert held.wait(30)
     monkeypatch.setattr(R, "WRITE_WAIT_S", 0.3)
     try:
-        with pytest.raises(R.LockBusy, match=r"^\S+/models/.registry.lock: held for more than 0.3 s by pid \d+, since "
+        with pytest.raises(LockBusy, match=r"^\S+/models/.registry.lock: held for more than 0.3 s by pid \d+, since "
                                              r"\S+, retraining \(drift\); nothing was written by this promote, run it "
                                              r"again$"):
             P.promote(Config(), paths)
     finally:
         done.set()
         thread.join(60)
-    assert not R.registry_path(paths).exists() and not R.production_dir(paths).exists()
+    assert not V.registry_path(paths).exists() and not V.production_dir(paths).exists()
     report = P.promote(Config(), paths)  # once the writer let go, the same promote goes through
     assert report["promoted"] and report["version"] == 1

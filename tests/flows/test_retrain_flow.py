@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from tasks.lifecycle.registry import SOURCE_ENV, read_registry
+from tasks.infra.registry_view import SOURCE_ENV, read_registry
 from tasks.infra.storage import Paths
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -30,7 +30,7 @@ def spaced(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_score_logs_labels_as_ingest_reads_them(retrain_ws):
-    from tasks.production.score import read_log
+    from tasks.infra.prodlog import read_log
     from tests.conftest import embedded_sample
 
     incoming = retrain_ws / "data" / "incoming"

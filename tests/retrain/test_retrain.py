@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from tasks.infra.errors import UserError
-from tasks.lifecycle.registry import production_dir, read_registry, registry_path
+from tasks.infra.registry_view import production_dir, read_registry, registry_path
 from tasks.infra.storage import Paths, hash_dir, hash_file
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -144,7 +144,7 @@ def test_rollback_restores_exact_files(retrain_ws, retrain_cfg):
     assert read_registry(paths)["events"][-1] == {**read_registry(paths)["events"][-1], "action": "rollback",
                                                   "from": 2, "to": 1}
     # the lineage follows production: version 1's memory no longer includes cycle 2's data
-    from tasks.lifecycle.registry import lineage
+    from tasks.infra.registry_view import lineage
 
     assert [e["version"] for e in lineage(read_registry(paths), 1)] == [1]
 
@@ -321,7 +321,7 @@ def test_a_pipeline_promote_during_a_cycle_gets_its_own_version_and_wins(retrain
                                                                           tiny_tokenizer):
     import tasks.promote as pm
     from tasks.core.student import build_student
-    from tasks.infra.models import load_classifier
+    from tasks.models.loading import load_classifier
     from tasks.infra.storage import write_json
 
     paths = Paths(retrain_ws)
@@ -382,7 +382,7 @@ def test_a_labelled_batch_still_being_written_waits_for_the_next_cycle(retrain_w
     import os
 
     from tasks.infra.config import with_overrides
-    from tasks.infra.models import load_tokenizer
+    from tasks.models.loading import load_tokenizer
     from tasks.lifecycle.retrain import gather_labelled
 
     paths, folder = Paths(retrain_ws), retrain_ws / "data" / "incoming" / "labelled"

@@ -10,7 +10,7 @@ with), and a head whose row for each label is that label's description embedded 
 It is an ordinary sequence classifier to the rest of the pipeline: saved as `models/teacher/`
 (safetensors, tokenizer, a config.json of model type `kd-zero-shot`), it loads through
 `load_classifier` (the Auto classes know the type once this module is imported, which
-`tasks.infra.models` does), the distill stage's cache, evaluate and promote use it unchanged,
+`tasks.models.loading` does), the distill stage's cache, evaluate and promote use it unchanged,
 and the student built from its layers inherits the description head as its starting point. A
 retraining cycle fine-tunes it like any teacher once labelled batches arrive: the head stays a
 cosine classifier, now trained.

@@ -16,7 +16,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from tasks.infra.models import resolve_model, save_model
+from tasks.models.loading import resolve_model, save_model
 
 log = logging.getLogger("kd")
 

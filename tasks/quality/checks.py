@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from tasks.infra.errors import DataError
-from tasks.infra.suites import Rule
+from tasks.quality.suites import Rule
 from tasks.infra.tables import shorten
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from tasks.infra import zero_shot  # noqa: F401 - registers the zero-shot teacher's model type with the Auto classes
+from tasks.models import zero_shot  # noqa: F401 - registers the zero-shot teacher's model type with the Auto classes
 from tasks.infra.errors import ConfigError
 from tasks.infra.storage import atomic_path
 
