@@ -193,6 +193,7 @@ def load_monitor(cfg: Config, paths: Paths) -> Monitor:
     from tasks.infra.storage import read_json
     from tasks.infra.registry_view import STAMP, model_hash, production_dir, read_registry
 
+    registry = read_registry(paths)  # first: it completes a swap a killed writer left
     folder = production_dir(paths)
     if not (folder / "config.json").is_file():
         raise DataError(f"{folder}: no production model; run the promote stage first")
@@ -205,7 +206,6 @@ def load_monitor(cfg: Config, paths: Paths) -> Monitor:
     model, _ = load_classifier(str(folder), None, key="models/production")
     model = model.cpu().eval()
     tokenizer = load_tokenizer(str(folder), key="models/production")
-    registry = read_registry(paths)
     entry = next((v for v in registry.get("versions", []) if v.get("version") == registry.get("production")), stamp)
     train, val = pd.read_parquet(paths.split("train")), pd.read_parquet(paths.split("val"))
     if val.empty:

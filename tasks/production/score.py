@@ -133,6 +133,7 @@ def load_production(cfg: Config, paths: Paths) -> ProductionModel:
     from tasks.models.loading import check_max_length, load_tokenizer
     from tasks.infra.registry_view import model_hash, production_dir, read_registry
 
+    version = read_registry(paths).get("production")  # first: it completes a swap a killed writer left
     folder = production_dir(paths)
     if not (folder / "config.json").is_file():
         raise DataError(f"{folder}: no production model; run the promote stage first")
@@ -140,7 +141,7 @@ def load_production(cfg: Config, paths: Paths) -> ProductionModel:
     variant = resolve_variant(cfg.inference.variant, folder, paths.reports / "bench" / "serving.json")
     predictor = load_predictor(folder, variant, cfg.inference.threads)
     return ProductionModel(load_tokenizer(str(folder), key="models/production"), predictor, list(predictor.labels),
-                           read_registry(paths).get("production"), model_hash(folder),
+                           version, model_hash(folder),
                            cfg.base.max_length)
 
 

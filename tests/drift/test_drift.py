@@ -34,7 +34,7 @@ def test_descriptors(monitor):
 
 
 def test_a_training_text_is_measured_against_the_other_training_texts_words():
-    from tasks.production.drift import add_descriptors, vocabulary
+    from tasks.models.monitor import add_descriptors, vocabulary
 
     train = pd.DataFrame({"text": ["the film was grand", "the film was dull"]})
     vocab = vocabulary(train["text"])
@@ -50,7 +50,8 @@ def test_held_out_windows_do_not_differ_from_the_reference_in_oov_share(ws, cfg,
     where any bias left would show (measured: p = 0.16, means 0.217 and 0.222)."""
     from scipy.stats import ks_2samp
 
-    from tasks.production.drift import add_descriptors, drift
+    from tasks.models.monitor import add_descriptors
+    from tasks.production.drift import drift
 
     shutil.rmtree(ws.root / "data" / "production", ignore_errors=True)
     write_log(ws, movies.iloc[HELD_OUT]["text"].iloc[:WINDOW].tolist(), monitor, name="oov")
