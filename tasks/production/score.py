@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.infra.config import Config
-from tasks.infra.dropfolder import change_since, new_files, quarantine, settled
+from tasks.infra.dropfolder import change_since, check_own_folder, new_files, outside_link, quarantine, settled
 from tasks.infra.errors import DataError, UserError
 from tasks.infra.locks import file_lock
 from tasks.infra.prodlog import find_part, production_log_dir, write_part
@@ -232,6 +232,7 @@ def score(cfg: Config, paths: Paths) -> dict:
         DataError: scored.json is not readable (it is then left as it is).
     """
     incoming = paths.root / cfg.score.incoming
+    check_own_folder("score.incoming", incoming, production_log_dir(paths))
     summary: dict = {key: [] for key in ("scored", "quarantined", "skipped", "recovered", "pending", "gone")}
     summary["rows"] = 0
     with stage_log("score") as info, score_lock(paths):
@@ -244,6 +245,9 @@ def score(cfg: Config, paths: Paths) -> dict:
             # not complete after all.
             if (status := change_since(path, seen)) is not None:
                 summary[status].append(path.name)
+                continue
+            if (why := outside_link(path, incoming)) is not None:  # the link is set aside, its target never read
+                summary[_set_aside(path, [why])["status"]].append(path.name)
                 continue
             try:
                 sha = hash_file(path)
