@@ -4,7 +4,9 @@
   probabilities per text. Limits (`api.max_texts`, `api.max_chars`) answer 413, and so does a body
   larger than the largest request they allow, before it is read; an empty text, one with no tokens
   or a wrong shape 422; malformed JSON (or a body that is not UTF-8) 400; always `{"error": "one line"}`.
-- `GET /health`: whether a model is loaded; `GET /model`: its version and metrics from the registry.
+- `GET /health`: "ok", "no model", or "degraded" (serving, but a reload or a log write failed: the
+  reason, the retry and the rows kept are in `problems`); `GET /model`: its version and metrics from
+  the registry (503 when the registry cannot be read). Anything unexpected: a JSON 500, never a traceback.
 
 The model is loaded once. Each request is checked and tokenised on its own, with the model it
 will be answered by, before it joins a batch: a text the tokenizer cannot take (a lone UTF-16
@@ -12,11 +14,13 @@ surrogate) gets its own 422 and never reaches the others. Concurrent requests ar
 a single worker collects what arrives within `api.batch_wait_ms` (up to `api.max_batch` texts)
 into one forward pass, run in a thread so the event loop keeps accepting requests. When a batch
 fails, its requests are retried one by one, so an error fails only the request it belongs to.
-Every prediction goes to the same production log as `kdistill score` (buffered; a part file is
-written atomically every `api.flush_rows` rows or `api.flush_seconds`, and at shutdown, always off
-the event loop). A newly promoted model is picked up without a restart: each request compares
+Every prediction goes to the same production log as `kdistill score` (tasks.production.api_log:
+buffered, a part file written atomically every `api.flush_rows` rows or `api.flush_seconds` by a
+timer whether or not requests arrive, and at shutdown, always off the event loop; a failed write
+keeps the rows). A newly promoted model is picked up without a restart: each request compares
 models/registry.json's modification time with the loaded one's, and the model it captured then
-gives both the probabilities and the version of its answer.
+gives both the probabilities and the version of its answer; a failed load is retried with backoff.
+Headers and bodies must arrive within `api.read_timeout_seconds` (tasks.production.api_http).
 Binds 127.0.0.1 by default (`api.host`).
 """
 

@@ -154,3 +154,20 @@ def test_a_retraining_cycles_promotion_killed_at_every_rename_leaves_a_consisten
     assert consistent(scratch) == 2  # the unkilled run promoted version 2
     outcomes = kill_everywhere(retrain_ws, tmp_path / "work", ["retrain"], list(range(first, last + 1)))
     assert set(outcomes) == {1, 2}, outcomes
+
+
+def test_a_killed_distills_temporary_model_copies_are_removed_by_the_next_run(retrain_ws, tmp_path):
+    """Issue 25 item 4: a distill killed while saving its model left a full model copy (.distilled.tmp-*) for ever."""
+    shutil.copytree(retrain_ws / "models" / "student", retrain_ws / "models" / "distilled")  # an earlier run's
+    command = [*argv(retrain_ws, "distill")[:-1], "-S", "distill.epochs=1", "-S", "distill.unlabeled_max_rows=0",
+               "distill"]
+    traced, trace = tmp_path / "traced", tmp_path / "renames.json"
+    shutil.copytree(retrain_ws, traced, symlinks=True)
+    assert run([a.replace(str(retrain_ws), str(traced)) for a in command], trace=str(trace)) == 0
+    models = str(traced / "models")
+    n = next(i for i, t in enumerate(json.loads(trace.read_text()), 1) if t.startswith(f"{models}/.distilled.tmp-"))
+    assert run(command, kill_at=n + 1) == -9  # killed with the old model moved aside and the new one not yet in
+    stale = lambda: sorted(p.name for p in (retrain_ws / "models").glob(".distilled.tmp-*"))  # noqa: E731
+    assert len(stale()) == 2
+    assert run(command) == 0
+    assert stale() == [] and (retrain_ws / "models" / "distilled" / "config.json").is_file()
