@@ -248,7 +248,8 @@ class EvaluateConfig(Section):
     latency_runs: int = Field(50, ge=1, description="timed single-example runs (median and p99 latency)")
     warmup_runs: int = Field(10, ge=0, description="untimed runs before the timed ones")
     throughput_batches: int = Field(10, ge=1, description="timed batches of 32 for throughput")
-    threads: int = Field(1, ge=1, le=MAX_THREADS, description="fixed thread count of the speed measurement, recorded in metrics.json")
+    threads: int = Field(1, ge=1, le=MAX_THREADS,
+                         description="fixed thread count of the speed measurement, recorded in metrics.json")
     metric: _choice("accuracy", "f1_macro") = Field(
         "accuracy", description="the figure of retention, the teacher gate, early stopping, promote and retrain; "
                                 "f1_macro for imbalanced tasks (sms-spam)")

@@ -311,7 +311,8 @@ def create_app(cfg: Config, paths: Paths) -> FastAPI:
 
         model = await batcher.current()
         try:
-            registry = read_registry(paths)
+            # In a thread: reading first recovers a killed writer's swap, which may wait for the write lock.
+            registry = await asyncio.to_thread(read_registry, paths)
         except (UserError, OSError, ValueError) as err:  # unreadable or not JSON: say which file, as one line
             raise ApiError(503, f"the registry cannot be read: {shorten(err, 200)}") from None
         entry = next((v for v in registry.get("versions", []) if v.get("version") == model.version), {})

@@ -28,7 +28,7 @@ def promote(root: Path, *strace: str) -> subprocess.CompletedProcess:
                            *argv(root, "promote")], env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_promote_killed_by_strace_between_the_swaps_renames_leaves_a_consistent_lifecycle(candidate_ws, tmp_path):  # noqa: F811
+def test_promote_killed_by_strace_between_the_swaps_renames_is_completed(candidate_ws, tmp_path):  # noqa: F811
     # Which rename moves the new folder in: counted by a cheap forked run (the injected hook's count), then
     # checked on strace's own report of the rename it killed. strace makes each run slow (~25 s), so this
     # test kills at the window issue 25 found worst (no production model at all); the hook-driven test kills
