@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.infra.common import load_split
+from tasks.infra.splits import load_split
 from tasks.infra.storage import Paths, write_parquet
 
 

@@ -35,6 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from bench._stamp import stamp  # noqa: E402
+
 # Loss weights of each variant; `unlabelled` adds the task's unlabelled transfer text.
 VARIANTS = {
     "ce": {"alpha_kd": 0.0, "alpha_ce": 1.0, "alpha_cos": 0.0},
@@ -123,7 +125,7 @@ def main() -> None:
 
 def prepare_task(task: str, root: Path, train_rows: int, args: argparse.Namespace, results: dict, params: dict):
     """Ingest the task, keep `train_rows` train rows, fine-tune its teacher once (reused if done)."""
-    from tasks.infra.common import load_split
+    from tasks.infra.splits import load_split
     from tasks.infra.config import config_from_dict, merge
     from tasks.infra.errors import GateError
     from tasks.ingest import ingest, stratified_split
@@ -167,7 +169,8 @@ def distil_and_score(run_cfg, paths) -> tuple[dict, dict]:
     benches that compare students over seeds (ablation, label_efficiency, precision)."""
     from tasks.core.predict import predict_logits
     from tasks.distill import distill
-    from tasks.infra.common import encode_split, load_labels, load_split
+    from tasks.infra.splits import load_labels, load_split
+    from tasks.models.training import encode_split
     from tasks.models.loading import load_classifier, load_tokenizer
     from tasks.infra.stats import metric_value
 
@@ -251,7 +254,7 @@ def save(out: Path, results: dict) -> None:
     """Write the results atomically (an interrupted bench keeps every finished run)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.write_text(json.dumps(stamp(results), indent=1) + "\n")
     tmp.replace(out)
 
 

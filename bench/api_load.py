@@ -27,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench._stamp import stamp  # noqa: E402
 DEFAULT = Path("/tmp/full/models/student")
 
 
@@ -119,7 +121,7 @@ def main() -> None:
               "seconds": round(wall, 2), "requests_per_s": round(len(ms) / wall, 1),
               "p50_ms": round(statistics.median(ms), 1), "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1),
               "cpu_count": os.cpu_count()}
-    write_json(args.out, report)
+    write_json(args.out, stamp(report))
     print(f"{report['requests']} requests ({errors} errors) in {wall:.1f} s at concurrency {args.concurrency}: "
           f"{report['requests_per_s']} req/s, p50 {report['p50_ms']} ms, p99 {report['p99_ms']} ms")
     print(f"wrote {args.out}")

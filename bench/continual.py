@@ -32,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench._stamp import stamp  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # From scratch: no rehearsal, no warm start, no LwF. Its teacher gate is opened (a teacher trained on
@@ -118,7 +120,7 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from tasks.cli import setup_logging
+    from tasks.infra.logs import setup_logging
     from tasks.infra.config import load_config
     from tasks.infra.storage import Paths, hash_dir
     from tasks.lifecycle.registry import rollback
@@ -177,7 +179,7 @@ def main() -> None:
                "rollback": {"from": back["previous"], "to": 1, "weights_identical": restored},
                "seconds": round(time.perf_counter() - started, 1)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
+        args.out.write_text(json.dumps(stamp(out), indent=2, default=str) + "\n")
         print(f"wrote {args.out} ({out['seconds']:.0f} s in all)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -42,6 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from bench._stamp import stamp  # noqa: E402
+
 
 def _setup(args):
     import torch
@@ -56,7 +58,7 @@ def _setup(args):
 
 
 def _train_frame(paths, rows: int | None):
-    from tasks.infra.common import load_split
+    from tasks.infra.splits import load_split
 
     train = load_split(paths, "train")
     return train.sample(rows, random_state=0).reset_index(drop=True) if rows and rows < len(train) else train
@@ -65,7 +67,8 @@ def _train_frame(paths, rows: int | None):
 def _accuracy(model, tokenizer, paths, max_length: int, split: str = "test", precision: str = "fp32") -> float:
     """Accuracy on a split (test: fp32, the same yardstick for every row; val: the run's precision)."""
     from tasks.core.predict import predict_logits
-    from tasks.infra.common import encode_split, load_split
+    from tasks.infra.splits import load_split
+    from tasks.models.training import encode_split
 
     data = encode_split(tokenizer, load_split(paths, split), max_length)
     preds = predict_logits(model.cpu(), data, tokenizer.pad_token_id, 128, precision=precision).argmax(-1)
@@ -252,7 +255,7 @@ def main() -> None:
                         "root": str(Path(args.root).resolve())},
            "results": results, "summary": summary}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(stamp(out), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench._stamp import stamp  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DOMAINS = ("tweets", "amazon", "nyt")
@@ -324,7 +326,7 @@ def main() -> None:
         "seconds_per_run": {"median": statistics.median(seconds), "max": max(seconds), "runs": len(seconds)},
         "setup_seconds": setup,
     }
-    write_json(args.out, report)
+    write_json(args.out, stamp(report))
     power_curve_svg(report, args.out.with_suffix(".svg"))
     print_report(report, args.out)
 

@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._stamp import stamp  # noqa: E402
+
 import numpy as np
 import pandas as pd
 
@@ -130,7 +132,7 @@ def main() -> None:
               "note": "log reading only (tasks.infra.prodlog.read_log); the monitor's scoring of the "
                       "window does not depend on the log's size"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(stamp(report), indent=2) + "\n")
     print(f"time at {last['factor']}x / at {first['factor']}x: {growth}")
 
 

@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._stamp import stamp  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import BertConfig, BertForSequenceClassification  # noqa: E402
@@ -228,7 +230,7 @@ def main() -> None:
                "resolved_precision": precision_name(resolve_precision(args.precision, device)), "rows": args.rows, "seq": args.seq, "batch_size": args.batch_size,
                "epochs": args.epochs, "tiny": args.tiny, "fixed_length": args.fixed_length}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(stamp({"machine": machine, "results": results}), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from bench._stamp import stamp  # noqa: E402
+
 VARIANTS = {"pooled (cached)": {"hidden_loss": "pooled", "alpha_cos": 0.1},
             "tokens (teacher online)": {"hidden_loss": "tokens", "alpha_cos": 0.1},
             "no alignment": {"alpha_cos": 0.0}}
@@ -36,7 +38,8 @@ def main() -> None:
     import torch
     from _common import scratch_project
 
-    from tasks.infra.common import encode_split, load_split
+    from tasks.infra.splits import load_split
+    from tasks.models.training import encode_split
     from tasks.infra.config import load_config
     from tasks.core.predict import predict_logits
     from tasks.distill import distill
@@ -66,8 +69,8 @@ def main() -> None:
         print(f"{name:<26}{r['seconds']:>9.1f}{r['cache_seconds']:>9.1f}{r['samples_per_s']:>11.1f}{r['accuracy']:>10.4f}")
     out = ROOT / "reports" / "bench" / "hidden_loss.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": args.rows, "epochs": args.epochs, "threads": args.threads,
-                               "results": results}, indent=2) + "\n")
+    out.write_text(json.dumps(stamp({"rows": args.rows, "epochs": args.epochs, "threads": args.threads,
+                                     "results": results}), indent=2) + "\n")
 
 
 def report_labels(paths) -> list[str]:

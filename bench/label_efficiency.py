@@ -116,7 +116,7 @@ def task_config(task: str, args: argparse.Namespace, params: dict, **sections):
 
 def prepare_task(task: str, root: Path, args: argparse.Namespace, results: dict, params: dict):
     """Ingest the task once, cap its train and val rows; returns the workspace's Paths."""
-    from tasks.infra.common import load_labels, load_split
+    from tasks.infra.splits import load_labels, load_split
     from tasks.infra.storage import Paths, write_parquet
     from tasks.ingest import ingest, stratified_split
 
@@ -184,7 +184,7 @@ def make_workspace(base, root: Path, labelled, unlabelled, repeats: int = 1):
 def run_cell(base, key: str, task: str, fraction: float, seed: int, args, results: dict, params: dict,
              out: Path) -> None:
     """Train and score a cell's teachers, `a` and `b`, saving the results after each."""
-    from tasks.infra.common import load_split
+    from tasks.infra.splits import load_split
 
     train = load_split(base, "train")
     labelled, unlabelled = labelled_subset(train, fraction, seed)
@@ -230,7 +230,7 @@ def train_teacher(paths, task: str, method: str, seed: int, repeats: int, args, 
 
 def labels_alone(base, paths, task: str, seed: int, repeats: int, args, params: dict) -> dict:
     """`a`: the 3-layer student from the pretrained base's layers 0, 2, 4, CE on the labelled rows only."""
-    from tasks.infra.common import load_labels
+    from tasks.infra.splits import load_labels
     from tasks.models.loading import load_classifier, load_tokenizer, save_model
 
     model = params["teacher"]["model"]

@@ -31,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._stamp import stamp  # noqa: E402
+
 
 def timed_pair(work, repeats: int) -> dict[str, float]:
     """Median seconds of `work(dtype)` for fp32 (None) and bf16, alternated, after one warm-up each."""
@@ -68,7 +70,8 @@ def main() -> None:
     from tasks.core.precision import autocast, cpu_has_bf16, precision_name, resolve_precision
     from tasks.core.predict import predict_logits
     from tasks.core.student import num_layers
-    from tasks.infra.common import encode_split, load_labels, load_split, supervised_step
+    from tasks.infra.splits import load_labels, load_split
+    from tasks.models.training import encode_split, supervised_step
     from tasks.infra.config import load_config
     from tasks.models.loading import load_classifier, load_tokenizer
     from tasks.infra.storage import Paths
@@ -158,7 +161,7 @@ def main() -> None:
     report = {"machine": machine, "settings": {k: v for k, v in vars(args).items() if k != "out"},
               "max_length": cfg.base.max_length, "results": results, "agreement": agreement}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(stamp(report), indent=2) + "\n")
     print(f"auto resolves to {machine['auto_resolves_to']} here (hardware bf16: {machine['hardware_bf16']}); "
           f"wrote {args.out}")
 

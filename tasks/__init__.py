@@ -8,12 +8,15 @@
 - `lifecycle/`: the registry's write side (transactions, version archive, rollback) and the retraining cycle;
 - `production/`: serving variants, batch scoring, the online API and drift monitoring (lifecycle and
   production never import each other: they meet in the lower packages);
-- `models/`: model kinds and folders (loading, the zero-shot teacher, contrastive tuning, the drift monitor);
-- `quality/`: the Great Expectations suites and their runner;
-- `infra/`: the parameter schema, storage paths, tables, metrics and statistics, the lock, the drop
-  folder, the production log and the registry's read side;
+- `sweep/`: the compression sweep (search space, trials, execution, the choice, reports);
+- `models/`: model kinds and folders (loading, the zero-shot teacher, contrastive tuning, training helpers,
+  the drift monitor);
+- `quality/`: the Great Expectations suites, their runner, and the raw-input and new-batch doors;
+- `infra/`: the parameter schema, storage paths, tables and splits, metrics and statistics, logging, the
+  lock, the drop folder, the production log and the registry's read side;
 - `precisions.py`: base.precision's names, the one leaf both the schema and the core ask;
 - `cli.py`: the `kdistill` command.
 
-Nothing in this package needs a Prefect server.
+Which layer may import which is declared in pyproject.toml ([tool.importlinter]) and checked by
+`lint-imports` in `make test`. Nothing in this package needs a Prefect server.
 """

@@ -10,12 +10,11 @@ import argparse
 import importlib
 import json
 import logging
-import os
 import sys
-import warnings
 from pathlib import Path
 
 from tasks.infra.errors import UserError
+from tasks.infra.logs import setup_logging
 
 log = logging.getLogger("kd")
 
@@ -229,21 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(quiet: bool) -> None:
-    """Plain timestamped log lines on stderr; the libraries' chatter turned down."""
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    try:
-        import transformers
-
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except ImportError:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `kdistill` console script."""
     args = build_parser().parse_args(argv)
@@ -269,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             print(cycle_table(report) if "scores" in report else report["reason"], file=sys.stderr)
             print(json.dumps({k: report.get(k) for k in ("version", "status", "promoted", "reason")}, indent=2))
         elif args.command == "sweep":
-            from tasks.sweep import sweep
+            from tasks.sweep.run import sweep
 
             sweep(cfg, paths, None if args.no_apply else Path(args.params))
         elif args.command == "rollback":

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.infra.common import encode_split, load_labels, load_split, loop_config
+from tasks.infra.splits import load_labels, load_split
+from tasks.models.training import encode_split, loop_config
 from tasks.infra.config import Config, DistillConfig
 from tasks.core.cache import LogitCache, TeacherOutputs, cache_key, fingerprint_tokens, teacher_forward
 from tasks.core.data import IGNORE_LABEL, TokenDataset, make_dataset

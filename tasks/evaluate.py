@@ -10,7 +10,8 @@ import time
 import numpy as np
 import torch
 
-from tasks.infra.common import encode_split, load_labels, load_split
+from tasks.infra.splits import load_labels, load_split
+from tasks.models.training import encode_split
 from tasks.infra.config import Config
 from tasks.core.data import Collator, TokenDataset
 from tasks.core.loop import resolve_device

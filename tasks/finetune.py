@@ -11,7 +11,8 @@ import logging
 
 import torch
 
-from tasks.infra.common import encode_split, load_labels, load_split, loop_config, supervised_step
+from tasks.infra.splits import load_labels, load_split
+from tasks.models.training import encode_split, loop_config, supervised_step
 from tasks.infra.config import Config, FinetuneConfig
 from tasks.core.data import IGNORE_LABEL
 from tasks.core.dist import is_main

@@ -3,7 +3,7 @@ encode the labels, split deterministically, and write `data/processed/`.
 
 Raw inputs are only read. Local files are first streamed through the raw suite's row rules (in
 bounded memory, so a bad row deep in a huge file fails fast), then loaded and checked by the whole
-raw suite (`tasks.validate.validate_raw`); any error rule stops ingest before it writes anything.
+raw suite (`tasks.quality.doors.validate_raw`); any error rule stops ingest before it writes anything.
 Output, written as one folder swap: `{train,val,test}.parquet` with columns `text` (str) and
 `label` (int64 index into the label names), `summary.json`, and `raw_validation.json` (the raw
 suite's results, which the validate stage turns into reports).
@@ -22,7 +22,7 @@ from tasks.infra.errors import ConfigError, DataError
 from tasks.infra.storage import Paths, atomic_path, remove_stale_temps, stage_log, write_json
 from tasks.quality.suites import UNLABELLED, labels_optional
 from tasks.infra.tables import iter_table, label_kind, normalise_label, read_table
-from tasks.validate import scan_file, validate_raw
+from tasks.quality.doors import scan_file, validate_raw
 
 log = logging.getLogger("kd")
 

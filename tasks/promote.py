@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.infra.common import load_split, predict_labels
+from tasks.infra.splits import load_split
+from tasks.models.training import predict_labels
 from tasks.infra.config import Config
 from tasks.core.loop import resolve_device
 from tasks.infra.errors import DataError
 from tasks.models.loading import load_classifier, load_tokenizer
 from tasks.infra.registry_view import STAMP, lineage, production_dir, read_registry, registry_path, run_source
-from tasks.lifecycle.registry import Transaction, new_entry, transaction
+from tasks.lifecycle.registry import Decision, Transaction, new_entry, transaction
 from tasks.infra.stats import Comparison, paired_comparison
 from tasks.infra.storage import Paths, hash_dir, read_json, stage_log, write_json
 
@@ -41,14 +42,6 @@ class Gates:
     tolerance: float  # promote.tolerance: score the candidate may lose against production (< 0: a gain required)
     metric: str = "accuracy"  # evaluate.metric
     confidence: float = 0.95  # evaluate.confidence: of the paired comparison's interval
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Whether to promote, and the one-line reason a person reads in the log and the registry."""
-
-    promote: bool
-    reason: str
 
 
 def decide(candidate: dict, production: Comparison | None, gates: Gates) -> Decision:

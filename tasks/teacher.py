@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.infra.common import encode_split, load_labels, load_split, loop_config, supervised_step
+from tasks.infra.splits import load_labels, load_split
+from tasks.models.training import encode_split, loop_config, supervised_step
 from tasks.infra.config import Config
 from tasks.models.contrastive import contrastive_body
 from tasks.core.dist import is_main

@@ -1,7 +1,7 @@
 """Inference with a classifier: logits for a whole tokenised dataset, and the probabilities they give.
 
 Scoring rows with a PyTorch model comes here (validation in the training loop, the teacher and
-evaluate stages, promote and retrain through tasks.infra.common), so batching, padding and the
+evaluate stages, promote and retrain through tasks.models.training), so batching, padding and the
 compute precision (base.precision, resolved by tasks.core.precision) are written once; so is the
 softmax, which the drift monitor (its own forward pass, for hidden states) takes from here too.
 """

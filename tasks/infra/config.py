@@ -15,6 +15,7 @@ never silently falls back to a default.
 from __future__ import annotations
 
 import contextlib
+import copy
 import typing
 import warnings
 from pathlib import Path
@@ -164,6 +165,13 @@ class TrainConfig(Section):
     save_every_steps: int = Field(0, ge=0, description="checkpoint every N steps; 0: at the end of each epoch only")
 
 
+def _train_default(name: str, default: Any) -> Any:
+    """TrainConfig's field `name` (its bounds and description, written once there) with another default."""
+    info = copy.copy(TrainConfig.model_fields[name])
+    info.default = default
+    return info
+
+
 class TeacherConfig(TrainConfig):
     """teacher: which model, whether to fine-tune it, and its quality gate."""
 
@@ -206,6 +214,8 @@ class TeacherConfig(TrainConfig):
 class DistillConfig(TrainConfig):
     """distill: the student and the distillation loss."""
 
+    epochs: int = _train_default("epochs", 4)
+    lr: float = _train_default("lr", 1e-4)
     student_layers: int = Field(0, ge=0, description="student depth; 0: half the teacher's layers")
     layer_map: list[Annotated[int, Field(ge=0)]] | None = Field(
         None, description="teacher layer of each student layer, e.g. [0, 2, 4]; null: every other layer")
@@ -235,6 +245,9 @@ class DistillConfig(TrainConfig):
 class FinetuneConfig(TrainConfig):
     """finetune: optional supervised fine-tuning of the distilled student."""
 
+    epochs: int = _train_default("epochs", 1)
+    lr: float = _train_default("lr", 2e-5)
+    patience: int = _train_default("patience", 1)
     method: _choice("full", "lora", "none") = Field("none", description="fine-tuning method; none: skip the stage")
     lora_r: int = Field(8, ge=1, description="LoRA rank")
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator")
@@ -245,7 +258,7 @@ class EvaluateConfig(Section):
     """evaluate: teacher against student, the retention gate, and the speed measurement."""
 
     min_retention: Float = Field(0.95, ge=0, description="gate: student score / teacher score at least")
-    latency_runs: int = Field(50, ge=1, description="timed single-example runs (median and p99 latency)")
+    latency_runs: int = Field(100, ge=1, description="timed single-example runs (median and p99 latency)")
     warmup_runs: int = Field(10, ge=0, description="untimed runs before the timed ones")
     throughput_batches: int = Field(10, ge=1, description="timed batches of 32 for throughput")
     threads: int = Field(1, ge=1, le=MAX_THREADS,
@@ -271,7 +284,7 @@ class ScheduleConfig(Section):
 
     timezone: Text = Field("UTC", description="time zone of the cron schedules")
     training_pipeline: Cron | None = Field(None, description="the training-pipeline flow, e.g. '0 3 * * 0'")
-    drift_monitor: Cron | None = Field(None, description="the drift-monitor flow, e.g. '0 * * * *'")
+    drift_monitor: Cron | None = Field("0 6 * * *", description="the drift-monitor flow, e.g. '0 * * * *'")
     retrain: Cron | None = Field(None, description="the retrain flow, drift or not, e.g. '0 4 * * 1'")
 
 
@@ -290,7 +303,7 @@ SERVING_VARIANTS = tuple(v for v in typing.get_args(InferenceConfig.model_fields
 
 
 class SweepConfig(Section):
-    """sweep: the compression sweep (`kdistill sweep`, tasks/sweep.py): students searched against one teacher,
+    """sweep: the compression sweep (`kdistill sweep`, tasks/sweep/): students searched against one teacher,
     the cheapest by `objective` within the accuracy budget chosen and written into `distill:`."""
 
     method: _choice("grid", "optuna") = Field("grid", description="grid: every combination | optuna: a budgeted "

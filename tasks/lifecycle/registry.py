@@ -76,6 +76,15 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
+@dataclass(frozen=True)
+class Decision:
+    """Whether to promote, and the one-line reason a person reads in the log and the registry: what promote
+    and a retraining cycle each decide, and what their registry entry records (`promoted`, `reason`)."""
+
+    promote: bool
+    reason: str
+
+
 def new_entry(version: int, promoted: bool, reason: str, *, trigger: str, source: str, parent: int | None,
               **fields) -> dict:
     """A registry entry: the fields every writer records, then the writer's own (`fields` may set `time`)."""

@@ -48,15 +48,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.infra.common import (
-    encode_split,
-    load_labels,
-    load_split,
-    loop_config,
-    predict_labels,
-    predict_probs,
-    supervised_step,
-)
+from tasks.infra.splits import load_labels, load_split
+from tasks.models.training import encode_split, loop_config, predict_labels, predict_probs, supervised_step
 from tasks.infra.config import Config, TrainConfig
 from tasks.core.loop import LoopConfig, resolve_device, train
 from tasks.core.loss import soft_target_kl
@@ -65,9 +58,8 @@ from tasks.core.student import build_student, num_layers
 from tasks.distill import loss_weights, make_step, student_layer_map, teacher_outputs, transfer_set
 from tasks.infra.errors import DataError
 from tasks.models.loading import load_classifier, load_tokenizer, prepare_torch, save_model
-from tasks.promote import Decision
 from tasks.infra.registry_view import lineage, production_dir, registry_path, run_source
-from tasks.lifecycle.registry import Transaction, cycle_lock, ensure_archived, new_entry, now, transaction
+from tasks.lifecycle.registry import Decision, Transaction, cycle_lock, ensure_archived, new_entry, now, transaction
 from tasks.infra.stats import Comparison, metric_value, paired_comparison
 from tasks.infra.storage import (
     Paths,
@@ -105,7 +97,7 @@ def gather_labelled(cfg: Config, paths: Paths, names: list[str], tokenizer, lear
     from tasks.infra.dropfolder import change_since, check_own_folder, new_files, outside_link, quarantine, settled
     from tasks.infra.prodlog import production_log_dir
     from tasks.infra.tables import label_namer, read_table
-    from tasks.validate import validate_batch
+    from tasks.quality.doors import validate_batch
 
     folder = paths.root / cfg.retrain.labelled
     check_own_folder("retrain.labelled", folder, production_log_dir(paths))

@@ -368,7 +368,7 @@ def resolve_variant(setting: str, model_dir: str | Path, bench_json: str | Path)
     return chosen
 
 
-# Timing of serving variants: bench/serving.py's benchmark and the compression sweep (tasks/sweep.py) both
+# Timing of serving variants: bench/serving.py's benchmark and the compression sweep (tasks/sweep/) both
 # measure with these, so a sweep trial's latency means what the serving benchmark's does.
 
 def serving_inputs(data: TokenDataset, pad_id: int, runs: int, batch_size: int) -> tuple[list, list]:

@@ -1,7 +1,7 @@
 """score: label the new files in data/incoming/ with the production model; append them to the log.
 
 Each new file (CSV, TSV, JSONL or Parquet; a label column optional) is read, validated
-(`tasks.validate.validate_batch`) and either quarantined (moved to `data/incoming/quarantine/` with a
+(`tasks.quality.doors.validate_batch`) and either quarantined (moved to `data/incoming/quarantine/` with a
 `.reason.json` beside it) or scored by `models/production/` and written to the production log:
 `data/production/date=YYYY-MM-DD/part-<file sha256>.parquet`, one part per file, written atomically.
 
@@ -181,7 +181,7 @@ def score_file(path: Path, model: ProductionModel, cfg: Config, paths: Paths, sh
     | "pending" | "gone"}). Pending: the file changed since `signature` was taken (before hashing), so
     what was read may not be what `sha` names; nothing is written and the next run takes it again.
     Gone: it was renamed or deleted meanwhile."""
-    from tasks.validate import validate_batch
+    from tasks.quality.doors import validate_batch
 
     def changed() -> dict | None:
         status = None if signature is None else change_since(path, signature)

@@ -78,7 +78,7 @@ def test_few_labels_and_unlabelled_file_through_teacher_and_distill(tmp_path, ti
     unlabelled rows enter the transfer set without labels (soft targets only)."""
     from tasks.core.data import IGNORE_LABEL
     from tasks.distill import distill, load_unlabeled, transfer_set
-    from tasks.infra.common import load_split
+    from tasks.infra.splits import load_split
     from tasks.models.loading import load_tokenizer
     from tasks.ingest import ingest
     from tasks.teacher import teacher
@@ -134,7 +134,7 @@ def test_setfit_contrastive_tuning_pulls_same_label_texts_together(tmp_path, tin
 def test_teacher_method_setfit_tunes_the_body_on_the_train_rows_first(tmp_path, tiny_teacher_dir, monkeypatch):
     """`teacher.method: setfit`: the teacher stage fine-tunes the body SetFit tuned on the labelled train rows."""
     import tasks.teacher as teacher_stage
-    from tasks.infra.common import load_split
+    from tasks.infra.splits import load_split
     from tasks.ingest import ingest
 
     calls = []

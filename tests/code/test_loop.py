@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import make_tiny_bert
-from tasks.infra.common import supervised_step
+from tasks.models.training import supervised_step
 from tasks.core import loop
 from tasks.core.data import TokenDataset, make_dataset
 from tasks.core.loop import LoopConfig, TrainResult, train, validation_metrics

@@ -13,7 +13,7 @@ from tasks.core.loop import LoopConfig, train
 from tasks.core.precision import resolve_precision
 from tasks.core.predict import predict_logits
 from tasks.distill import teacher_outputs
-from tasks.infra.common import supervised_step
+from tasks.models.training import supervised_step
 from tasks.infra.config import Config, load_config
 from tasks.infra.errors import ConfigError
 from tasks.infra.storage import Paths
@@ -140,7 +140,7 @@ def test_auto_prediction_keeps_a_single_row_in_fp32(tiny_tokenizer, hardware_bf1
 
 
 def test_loop_config_takes_base_precision():
-    from tasks.infra.common import loop_config
+    from tasks.models.training import loop_config
 
     cfg = Config()
     cfg.base.precision = "bf16"

@@ -1,9 +1,10 @@
-"""Code tests of the compression sweep (tasks/sweep.py) on a tiny teacher and 200 movie rows:
+"""Code tests of the compression sweep (tasks/sweep/) on a tiny teacher and 200 movie rows:
 the grid and the Optuna search, one teacher run for every layer map, resume, the choice rule, the
 params.yaml edit, and the user errors of `kdistill sweep`."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def builds(monkeypatch) -> list:
 
 
 def test_grid_trains_every_combination_from_one_teacher_run(ws, builds):
-    from tasks.sweep import sweep
+    from tasks.sweep.run import sweep
 
     lines: list[str] = []
     summary = sweep(cfg_of(ws), Paths(ws), ws / "params.yaml", echo=lines.append)
@@ -103,7 +104,7 @@ def test_grid_trains_every_combination_from_one_teacher_run(ws, builds):
 def test_the_cache_serves_every_layer_map(ws, builds):
     """Depth 1 after depth 3: the entry built for one map serves the other, with the mapped layers' states."""
     from tasks.core.cache import LogitCache
-    from tasks.sweep import sweep
+    from tasks.sweep.run import sweep
 
     sweep(cfg_of(ws, "sweep.layer_maps=[[1, 2, 3], [3]]", "sweep.temperatures=[2.0]"), Paths(ws), echo=print)
     assert len(builds) == 1
@@ -115,7 +116,8 @@ def test_the_cache_serves_every_layer_map(ws, builds):
 def test_parallel_trials_run_as_processes_reading_the_one_cache(ws, builds):
     """sweep.parallel 2: the first trial alone in this process (it builds the cache), the rest two at a
     time in their own processes, which find the cache built."""
-    from tasks.sweep import sweep, sweep_dirs
+    from tasks.sweep.records import sweep_dirs
+    from tasks.sweep.run import sweep
 
     sweep(cfg_of(ws, "sweep.parallel=2", "sweep.depths=[1, 2, 3]", "sweep.temperatures=[2.0]"), Paths(ws), echo=print)
     trials = read_json(ws / "reports" / "sweep" / "trials.json")["trials"]
@@ -127,7 +129,8 @@ def test_parallel_trials_run_as_processes_reading_the_one_cache(ws, builds):
 
 def test_resume_runs_only_unfinished_trials(ws, monkeypatch):
     import tasks.distill
-    from tasks.sweep import sweep, sweep_dirs
+    from tasks.sweep.records import sweep_dirs
+    from tasks.sweep.run import sweep
 
     ran = []
     distill = tasks.distill.distill
@@ -149,7 +152,8 @@ def test_resume_runs_only_unfinished_trials(ws, monkeypatch):
 def test_optuna_search_finishes_n_trials_and_resumes(ws):
     import optuna
 
-    from tasks.sweep import sweep, sweep_dirs
+    from tasks.sweep.records import sweep_dirs
+    from tasks.sweep.run import sweep
 
     cfg = cfg_of(ws, "sweep.method=optuna", "sweep.n_trials=3", "sweep.depths=[1, 2, 3]")
     lines: list[str] = []
@@ -169,36 +173,38 @@ def test_optuna_search_finishes_n_trials_and_resumes(ws):
 def test_optuna_hook_prunes_after_an_epoch(ws, monkeypatch):
     import optuna
 
-    import tasks.sweep as sw
+    import tasks.sweep.trial as sw
+    from tasks.sweep.space import trial_params
 
     monkeypatch.setattr(sw, "make_pruner", lambda: optuna.pruners.ThresholdPruner(lower=2.0))  # always below
     storage = f"sqlite:///{ws / 'study.db'}"
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     trial = study.ask()
-    params = sw.trial_params([0, 2], 2.0, [0.5, 0.5], 1e-4, 3)
+    params = trial_params([0, 2], 2.0, [0.5, 0.5], 1e-4, 3)
     record = sw.run_trial(cfg_of(ws), Paths(ws), {"id": "pruned1", "params": params,
                                                   "pruning": {"storage": storage, "study": "s",
                                                               "trial_id": trial._trial_id}})
-    assert record["status"] == "pruned" and "after epoch 1" in record["reason"]
-    assert len(record["history"]) == 1
+    assert record.status == "pruned" and "after epoch 1" in record.reason
+    assert len(record.history) == 1 and record.val is None and "val" not in record.to_json()
     assert study.trials[0].intermediate_values.keys() == {1}
 
 
-def rec(tid: str, preds: list[int], latency: float, depth: int = 1, size: float = 1.0) -> dict:
-    from tasks.sweep import trial_params
+def rec(tid: str, preds: list[int], latency: float, depth: int = 1, size: float = 1.0):
+    from tasks.sweep.records import Trial
+    from tasks.sweep.space import trial_params
 
     params = trial_params(list(range(depth)), 2.0, [0.5, 0.5], 1e-4, 1)
-    return {"id": tid, "status": "done", "params": params, "val_preds": np.array(preds),
-            "val": {"accuracy": 0.0}, "served": {"latency_ms_b1": latency, "size_mb": size}}
+    return Trial(id=tid, status="done", params=params, val_preds=np.array(preds), val={"accuracy": 0.0},
+                 served={"latency_ms_b1": latency, "size_mb": size})
 
 
-def scored(records: list[dict], labels: np.ndarray) -> list[dict]:
+def scored(records: list, labels: np.ndarray) -> list:
     for r in records:
-        r["val"]["accuracy"] = float(np.mean(r["val_preds"] == labels))
+        r.val["accuracy"] = float(np.mean(r.val_preds == labels))
     return records
 
 
-def three_trials() -> tuple[list[dict], np.ndarray]:
+def three_trials() -> tuple[list, np.ndarray]:
     """A teacher right on all 200 val rows; 'best' (5 ms) equals it, 'near' (2 ms) is 4 rows worse (-0.02,
     within the noise), 'far' (1 ms) 60 rows worse (-0.30, significantly below)."""
     labels = np.array([0, 1] * 100)
@@ -210,7 +216,7 @@ def three_trials() -> tuple[list[dict], np.ndarray]:
 
 
 def test_latency_objective_takes_the_fastest_trial_within_max_drop_of_the_teacher(ws):
-    from tasks.sweep import choose
+    from tasks.sweep.choice import choose
 
     records, labels = three_trials()
     # max_drop 0.05: 'far' is out (0.30 below the teacher), 'near' (0.02 below) is the fastest left.
@@ -228,16 +234,16 @@ def test_latency_objective_takes_the_fastest_trial_within_max_drop_of_the_teache
 
 
 def test_size_objective_takes_the_smallest_trial_within_budget(ws):
-    from tasks.sweep import choose
+    from tasks.sweep.choice import choose
 
     records, labels = three_trials()
     for r, mb in zip(records, (30.0, 50.0, 40.0)):
-        r["served"]["size_mb"] = mb
+        r.served["size_mb"] = mb
     assert choose(records, labels, labels, cfg_of(ws, "sweep.objective=size", "sweep.max_drop=1.0"), 2)["chosen"] == "best"
 
 
 def test_accuracy_objective_takes_the_fastest_trial_not_significantly_below_the_best(ws):
-    from tasks.sweep import choose
+    from tasks.sweep.choice import choose
 
     records, labels = three_trials()
     choice = choose(records, labels, labels, cfg_of(ws, "sweep.objective=accuracy", "sweep.max_drop=1.0"), 2)
@@ -250,7 +256,7 @@ def test_accuracy_objective_takes_the_fastest_trial_not_significantly_below_the_
 
 
 def test_choice_ties_break_deterministically(ws):
-    from tasks.sweep import choose
+    from tasks.sweep.choice import choose
 
     labels = np.array([0, 1] * 50)
     records = scored([rec("b2", labels, 2.004, 2), rec("a1", labels, 2.001, 2), rec("c0", labels, 2.0, 3)], labels)
@@ -258,13 +264,13 @@ def test_choice_ties_break_deterministically(ws):
     # Latencies within 5% of the lowest and equal scores: the shallower, then the lower id.
     assert choose(records, labels, labels, cfg, 2)["chosen"] == "a1"
     assert choose(list(reversed(records)), labels, labels, cfg, 2)["chosen"] == "a1"
-    records.append({**rec("p", labels, 0.1), "status": "pruned"})
+    records.append(dataclasses.replace(rec("p", labels, 0.1), status="pruned"))
     out = choose(records, labels, labels, cfg, 2)
     assert out["chosen"] == "a1" and not out["trials"]["p"]["budget"]
 
 
 def test_latencies_within_timing_noise_tie_and_the_more_accurate_wins(ws):
-    from tasks.sweep import choose
+    from tasks.sweep.choice import choose
 
     labels = np.array([0, 1] * 100)
     worse = labels.copy()
@@ -279,17 +285,20 @@ def test_latencies_within_timing_noise_tie_and_the_more_accurate_wins(ws):
 
 
 def test_pareto_front():
-    from tasks.sweep import pareto_front
+    from tasks.sweep.choice import pareto_front
+
+    from tasks.sweep.records import Trial
 
     def r(tid, latency, acc):
-        return {"id": tid, "status": "done", "served": {"latency_ms_b1": latency}, "val": {"accuracy": acc}}
+        return Trial(id=tid, params={}, status="done", served={"latency_ms_b1": latency}, val={"accuracy": acc})
 
     records = [r("fast", 1.0, 0.7), r("slow", 3.0, 0.9), r("dominated", 3.5, 0.8), r("mid", 2.0, 0.85)]
     assert pareto_front(records, "accuracy") == {"fast", "slow", "mid"}
 
 
 def test_apply_params_keeps_comments_and_other_keys(tmp_path):
-    from tasks.sweep import apply_params, trial_params
+    from tasks.sweep.run import apply_params
+    from tasks.sweep.space import trial_params
 
     params = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", params)
@@ -341,3 +350,15 @@ def test_a_work_pool_needs_the_prefect_flow(ws, capsys):
     assert main(["--root", str(ws), "--params", str(ws / "params.yaml"), "-S", "sweep.work_pool=gpu", "sweep"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sweep.work_pool: 'gpu': trials on a work pool are started by the Prefect flow" in err[0]
+
+
+def test_a_trial_record_round_trips_through_trial_json_and_refuses_unknown_keys():
+    from tasks.sweep.records import Trial
+
+    trial = rec("t1", [0, 1, 1], 2.5, depth=2)
+    again = Trial.from_json(trial.to_json(), trial.val_preds)
+    assert again == dataclasses.replace(trial, val_preds=again.val_preds)
+    np.testing.assert_array_equal(again.val_preds, trial.val_preds)
+    assert "val_preds" not in trial.to_json() and "reason" not in trial.to_json()  # only what the trial has
+    with pytest.raises(ValueError, match="unknown record keys \\['latency'\\]"):
+        Trial.from_json({**trial.to_json(), "latency": 1.0})

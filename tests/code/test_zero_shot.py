@@ -94,7 +94,7 @@ def test_supervised_step_skips_rows_without_a_label(tiny_tokenizer):
     """The teacher's and fine-tuning's step: a retraining cycle replays a zero-shot run's unlabelled train rows."""
     import torch.nn.functional as F
 
-    from tasks.infra.common import supervised_step
+    from tasks.models.training import supervised_step
 
     model = make_tiny_bert(len(tiny_tokenizer)).eval()
     batch = _encode(tiny_tokenizer, CORPUS[:4])

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tasks.infra.config import Config
-from tasks.validate import BatchResult, validate_batch
+from tasks.quality.doors import BatchResult, validate_batch
 
 LABELS = ["negative", "positive"]
 SOURCE = "incoming/batch-0001.csv"

@@ -15,7 +15,8 @@ from tasks.infra.config import Config
 from tasks.infra.errors import DataError
 from tasks.quality.suites import add_raw_columns, rare_spellings, raw_rules
 from tasks.infra.tables import label_kind, normalise_label
-from tasks.validate import new_context, run_suite, scan_file, validate_raw
+from tasks.quality.checks import new_context, run_suite
+from tasks.quality.doors import scan_file, validate_raw
 
 SOURCE = "data/raw/reviews.csv"
 

@@ -16,7 +16,9 @@ import pytest
 from tasks.infra.config import Config
 from tasks.infra.errors import ConfigError, DataError
 from tasks.infra.storage import Paths, hash_dir, read_json, write_json, write_parquet
-from tasks.validate import Rule, new_context, run_suite, validate
+from tasks.quality.checks import new_context, run_suite
+from tasks.quality.suites import Rule
+from tasks.validate import validate
 
 LABELS = ["negative", "positive"]
 ROWS = {"train": 20, "val": 8, "test": 8}

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import CORPUS, make_tiny_bert
-from tasks.infra.common import loop_config, predict_labels, predict_probs, text_logits
+from tasks.models.training import loop_config, predict_labels, predict_probs, text_logits
 from tasks.infra.config import BaseConfig, Config, DistillConfig, TrainConfig
 from tasks.core.loop import LoopConfig
 from tasks.core.predict import softmax

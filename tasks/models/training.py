@@ -1,5 +1,6 @@
-"""Small helpers the model stages share: reading splits, encoding them, predicting, the loop settings
-and the supervised step."""
+"""What the model stages share to train and predict with a classifier: encoding a split, predicting
+labels and probabilities, a params section's loop settings, and the supervised step (the teacher's,
+fine-tuning's and retraining's)."""
 
 from __future__ import annotations
 
@@ -7,28 +8,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.infra.config import BaseConfig, TrainConfig
 from tasks.core.data import TokenDataset, make_dataset
 from tasks.core.loop import LoopConfig
 from tasks.core.loss import hard_label_ce
 from tasks.core.predict import predict_logits, softmax
-from tasks.infra.errors import DataError
-from tasks.infra.storage import Paths, read_json
-
-
-def load_split(paths: Paths, split: str) -> pd.DataFrame:
-    """A processed split; a missing one says which stage makes it."""
-    path = paths.split(split)
-    if not path.is_file():
-        raise DataError(f"{path}: not found; run the ingest stage first")
-    return pd.read_parquet(path)
-
-
-def load_labels(paths: Paths) -> list[str]:
-    """The label names recorded by ingest, in id order."""
-    if not paths.summary.is_file():
-        raise DataError(f"{paths.summary}: not found; run the ingest stage first")
-    return list(read_json(paths.summary)["labels"])
+from tasks.infra.config import BaseConfig, TrainConfig
 
 
 def encode_split(tokenizer, frame: pd.DataFrame, max_length: int) -> TokenDataset:
@@ -61,7 +45,7 @@ def loop_config(section: TrainConfig, base: BaseConfig, desc: str, metric: str =
     The core keeps its own `LoopConfig`, since it must run with torch and transformers alone and so
     cannot import tasks.infra.config. Every `TrainConfig` field is copied by name (the teacher, distill and
     finetune sections are `TrainConfig`s), so a loop setting added to both reaches every
-    stage without a change here; tests/code/test_common.py checks that the two agree on names and
+    stage without a change here; tests/code/test_training.py checks that the two agree on names and
     defaults. Retrain, whose section names its settings per model (`teacher_epochs`, `student_lr`),
     passes a `TrainConfig` view of them (tasks/lifecycle/retrain.py `loop`).
 
