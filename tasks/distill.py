@@ -22,7 +22,7 @@ from tasks.infra.splits import load_labels, load_split
 from tasks.models.training import encode_split, loop_config
 from tasks.infra.config import Config, DistillConfig
 from tasks.core.cache import LogitCache, TeacherOutputs, cache_key, fingerprint_tokens, teacher_forward
-from tasks.core.data import IGNORE_LABEL, TokenDataset, make_dataset
+from tasks.core.data import IGNORE_LABEL, Collator, TokenDataset, make_dataset
 from tasks.core.dist import dist_info, is_main
 from tasks.core.loop import StepFn, resolve_device, train
 from tasks.core.precision import precision_name, resolve_precision
@@ -99,21 +99,29 @@ def loss_weights(dc: DistillConfig) -> LossWeights:
 
 
 def make_step(teacher: torch.nn.Module, cached: TeacherOutputs | None, weights: LossWeights,
-              layer_map: list[int], hidden_loss: str, extra: ExtraLoss | None = None) -> StepFn:
+              layer_map: list[int], hidden_loss: str, extra: ExtraLoss | None = None,
+              teacher_data: TokenDataset | None = None, teacher_pad: int = 0) -> StepFn:
     """The distillation step: student forward, teacher targets (cached or online), the loss.
 
     `extra(student_logits, batch) -> (loss, parts)` adds a term (retraining's learning without
-    forgetting) computed on the same forward pass.
+    forgetting) computed on the same forward pass. `teacher_data`: the teacher's own tokens of the
+    transfer set when the student tokenizes differently; an online teacher then reads the batch's
+    rows (by index) from it, padded with `teacher_pad`.
     """
     need_hidden = weights.alpha_cos > 0
     online = cached is None or (need_hidden and hidden_loss == "tokens")
+    collate = Collator(teacher_pad) if teacher_data is not None else None
 
     def step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         mask = batch["attention_mask"]
         out = model(input_ids=batch["input_ids"], attention_mask=mask, output_hidden_states=need_hidden)
         t_pooled = t_states = None
         if online:
-            t_logits, t_pooled, t_states = teacher_forward(teacher, batch, layer_map if need_hidden else None)
+            t_batch = batch
+            if collate is not None:
+                rows = collate([teacher_data[i] for i in batch["index"].tolist()])
+                t_batch = {k: v.to(mask.device) for k, v in rows.items()}
+            t_logits, t_pooled, t_states = teacher_forward(teacher, t_batch, layer_map if need_hidden else None)
         else:
             t_logits, t_pooled = cached.take(batch["index"].cpu(), out.logits.device)
         s_hidden = t_hidden = token_mask = None
@@ -181,7 +189,8 @@ def make_student(dc: DistillConfig, teacher: torch.nn.Module, names: list[str]) 
     """The student and its layer map: teacher layers by the map, or a separately named pretrained model.
 
     For a pretrained student the map only pairs layers for hidden-state alignment; its length must
-    be the student's own depth.
+    be the student's own depth. Its width and vocabulary may differ from the teacher's (see
+    `student_tokenizer` and `hidden_term`).
     """
     n_teacher = num_layers(teacher)
     if not dc.student_model:
@@ -194,13 +203,35 @@ def make_student(dc: DistillConfig, teacher: torch.nn.Module, names: list[str]) 
     if n_student > n_teacher:
         raise ConfigError(f"distill.student_model: {n_student} layers, more than the teacher's {n_teacher}")
     layer_map = student_layer_map(dc.model_copy(update={"student_layers": n_student}), n_teacher)
-    if dc.alpha_cos > 0 and student.config.hidden_size != teacher.config.hidden_size:
-        raise ConfigError(f"distill.student_model: hidden size {student.config.hidden_size} differs from the "
-                          f"teacher's {teacher.config.hidden_size}; set distill.alpha_cos: 0")
-    if student.config.vocab_size != teacher.config.vocab_size:
-        raise ConfigError("distill.student_model: its vocabulary differs from the teacher's; "
-                          "the student must share the teacher's tokenizer")
     return student, layer_map
+
+
+def student_tokenizer(dc: DistillConfig, teacher_tokenizer):
+    """The student's tokenizer: its own for a pretrained student (soft targets are per text, so each
+    model reads the text its own way), else the teacher's."""
+    return load_tokenizer(dc.student_model, key="distill.student_model") if dc.student_model else teacher_tokenizer
+
+
+def hidden_term(dc: DistillConfig, teacher: torch.nn.Module, student: torch.nn.Module,
+                same_tokens: bool) -> tuple[DistillConfig, str]:
+    """The hidden-state term as this pair allows it: (dc, with alpha_cos 0 when the term is off; why).
+
+    It is off when the widths differ (no projection is learned: its weights would be thrown away with
+    the teacher), and per-token alignment is off when the student reads other tokens than the teacher.
+    """
+    t, s = teacher.config.hidden_size, student.config.hidden_size
+    if dc.alpha_cos == 0:
+        return dc, "off (distill.alpha_cos is 0)"
+    if s != t:
+        why = f"off: the student's width {s} differs from the teacher's {t} (no projection)"
+    elif not same_tokens and dc.hidden_loss == "tokens":
+        why = "off: per-token alignment needs the teacher's tokens, and the student has its own tokenizer"
+    else:
+        return dc, f"on ({dc.hidden_loss} states, alpha_cos {dc.alpha_cos})"
+    if dc.alpha_kd + dc.alpha_ce == 0:
+        raise ConfigError(f"distill.alpha_cos is the only loss weight, but the hidden-state term is {why}; "
+                          "expected alpha_kd or alpha_ce > 0")
+    return dc.model_copy(update={"alpha_cos": 0.0}), why
 
 
 def distill(cfg: Config, paths: Paths, resume: bool = False, on_epoch: Callable[[dict], None] | None = None) -> dict:
@@ -221,34 +252,46 @@ def distill(cfg: Config, paths: Paths, resume: bool = False, on_epoch: Callable[
         teacher.to(device).eval().requires_grad_(False)
         n_teacher = num_layers(teacher)
         student, layer_map = make_student(dc, teacher, names)
+        s_tokenizer = student_tokenizer(dc, tokenizer)
         exclude = set(pd.concat([load_split(paths, s)["text"] for s in ("train", "val", "test")]))
         unlabeled = load_unlabeled(dc, exclude, cfg.base.seed)
         # Train rows without a label (zero-shot mode) are transfer text too: IGNORE_LABEL, soft targets only.
         train_unlabelled = int((frames["train"]["label"] == IGNORE_LABEL).sum())
         check_zero_shot_text(cfg, train_unlabelled + len(unlabeled))
+        # The teacher's tokens key the cache; the student trains on its own (the same ones unless it is
+        # a pretrained model with another tokenizer). Row i is the same text in both.
         data = transfer_set(tokenizer, frames["train"], unlabeled, cfg.base.max_length)
-        val = encode_split(tokenizer, frames["val"], cfg.base.max_length)
+        s_data = data if s_tokenizer is tokenizer else transfer_set(s_tokenizer, frames["train"], unlabeled,
+                                                                    cfg.base.max_length)
+        same_tokens = s_data is data or fingerprint_tokens(s_data) == fingerprint_tokens(data)
+        dc, hidden = hidden_term(dc, teacher, student, same_tokens)
+        log.info("[distill] student tokens: %s; hidden-state term %s", "the teacher's" if same_tokens else
+                 f"its own ({dc.student_model}, vocabulary {len(s_tokenizer)})", hidden)
+        val = encode_split(s_tokenizer, frames["val"], cfg.base.max_length)
         start = time.perf_counter()
         cached, cache_state, key = teacher_outputs(dc, paths.teacher, paths.cache, teacher, data, tokenizer.pad_token_id,
                                                    layer_map, device, precision=cfg.base.precision)
         cache_seconds = time.perf_counter() - start
-        step = make_step(teacher, cached, loss_weights(dc), layer_map, dc.hidden_loss)
-        result = train(student, data, val, step, loop_config(dc, cfg.base, "distill", cfg.evaluate.metric), tokenizer.pad_token_id,
+        step = make_step(teacher, cached, loss_weights(dc), layer_map, dc.hidden_loss,
+                         teacher_data=None if same_tokens else data, teacher_pad=tokenizer.pad_token_id)
+        result = train(student, s_data, val, step, loop_config(dc, cfg.base, "distill", cfg.evaluate.metric),
+                       s_tokenizer.pad_token_id,
                        paths.checkpoints("distill"), resume=resume, on_epoch=on_epoch)
         if is_main():  # under DDP every rank holds the same weights; one writes
-            save_model(student.cpu(), tokenizer, paths.distilled)
+            save_model(student.cpu(), s_tokenizer, paths.distilled)
         epochs_run = max(1, len(result.history))
         report = {
             "teacher_layers": n_teacher, "student_layers": num_layers(student), "layer_map": layer_map,
             "params": count_params(student), "teacher_params": count_params(teacher),
             "transfer_rows": {"labelled": len(frames["train"]) - train_unlabelled,
                               "unlabelled": len(unlabeled) + train_unlabelled},
-            "transfer_tokens": data.real_tokens,
+            "transfer_tokens": s_data.real_tokens, "student_tokenizer": "teacher" if same_tokens else "own",
+            "hidden_term": hidden,
             "cache": cache_state, "cache_key": key, "cache_seconds": round(cache_seconds, 2),
             f"best_val_{cfg.evaluate.metric}": result.best_score, "stopped_early": result.stopped_early,
             "train_seconds": round(result.seconds, 2),
             "samples_per_s": round(len(data) * epochs_run / max(result.seconds, 1e-9), 1),
-            "tokens_per_s": round(data.real_tokens * epochs_run / max(result.seconds, 1e-9), 1),
+            "tokens_per_s": round(s_data.real_tokens * epochs_run / max(result.seconds, 1e-9), 1),
             "history": result.history,
         }
         report["processes"] = dist_info()[1]

@@ -30,6 +30,9 @@ LORA_TARGETS = {
     "bert": ["query", "key", "value", "dense"],
     "roberta": ["query", "key", "value", "dense"],
     "electra": ["query", "key", "value", "dense"],
+    # MPNet's attention is attn.q/k/v/o; `dense` alone would also catch its classifier head's dense layer,
+    # which is trained whole (modules_to_save) instead.
+    "mpnet": ["q", "k", "v", "o", "intermediate.dense", "output.dense"],
 }
 HEAD_MODULES = {"distilbert": ["pre_classifier", "classifier"]}
 

