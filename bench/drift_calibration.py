@@ -2,14 +2,17 @@
 
 Windows of `--size` rows (default drift.window_rows) drawn from text the model never trained on:
 - held-out: movie snippets outside the workspace's train and val splits (its test split, and the
-  embedded snippets a subsampled run such as `make quick` never ingested). Never val: it sets the
-  per-row outlier cut.
+  embedded snippets a subsampled run such as `make quick` never ingested); the base of mixed windows.
+- val: the workspace's val split. It also sets the per-row outlier cut and the prediction signals'
+  baseline, so its false-alarm rate is reported apart; both must stay low (issue 25 item 12: the
+  `oov_share` descriptor fired on every held-out window while its reference was the vocabulary's rows).
 - mixed: a share f (`--fractions`) of tweets, Amazon or NYT snippets, the rest held-out movies.
   f = 1 is a whole other-domain window.
 
 Two measurements:
 - The full monitor (every signal, the verdict, as `kdistill drift` decides): `--windows` held-out
-  windows (the false-alarm rate, with its one-sided 95% upper bound) and `--mixed` windows per
+  windows and as many val windows (the false-alarm rate of each, with its one-sided 95% upper bound;
+  at least 100 each for a rate near 5% to mean something) and `--mixed` windows per
   fraction per domain (detection). Each text is scored by the model once, in a pool, and each window
   then checked; `--timing` more windows are timed end to end as a monitoring run does it (embed the
   logged window + every signal, without writing HTML).
@@ -18,7 +21,7 @@ Two measurements:
   size a 10% segment needs. The verdict fires whenever `outliers` does (it is a strong signal), so
   these rates are lower bounds of the monitor's detection.
 
-    OMP_NUM_THREADS=1 python bench/drift_calibration.py --workspace runs/quick     # about 10 min on 2 cores
+    OMP_NUM_THREADS=1 python bench/drift_calibration.py --workspace runs/quick     # about 12 min on 2 cores
     python bench/drift_calibration.py --model models/production --processed data/processed --windows 20 --mixed 4
 
 Writes reports/bench/drift_calibration.json and the power curve reports/bench/drift_calibration.svg.
@@ -80,23 +83,26 @@ def pools(monitor, processed: Path, heldout_rows: int, domain_rows: int) -> dict
     seen = set(splits["train"]["text"]) | set(splits["val"]["text"]) | set(test["text"])
     movies = read_embedded("movies")
     unseen = movies[~movies["text"].isin(seen)]  # a subsampled ingest (make quick) leaves most of them out
-    frames = {"heldout": pd.concat([test[["text", "label"]], unseen[["text", "label"]]], ignore_index=True)}
+    val = splits["val"].assign(label=lambda f: f["label"].map(lambda v: monitor.labels[v]))
+    frames = {"heldout": pd.concat([test[["text", "label"]], unseen[["text", "label"]]], ignore_index=True),
+              "val": val[["text", "label"]]}
     frames.update({d: read_embedded(d) for d in DOMAINS})
     out = {}
     for name, frame in frames.items():
-        frame = frame.sample(min(len(frame), heldout_rows if name == "heldout" else domain_rows), random_state=0)
+        frame = frame.sample(min(len(frame), heldout_rows if name in ("heldout", "val") else domain_rows),
+                             random_state=0)
         scored = predictions_frame(monitor, frame["text"].astype(str).tolist(), frame["label"].astype(str).tolist())
         scored["distance"] = knn_distance(monitor.ref_unit, np.stack(scored["emb"]), monitor.outlier_k)
         out[name] = scored
     return out
 
 
-def mix(pool: dict, domain: str | None, fraction: float, size: int, seed: int):
-    """A window: round(fraction * size) rows of `domain`, the rest held-out, shuffled."""
+def mix(pool: dict, domain: str | None, fraction: float, size: int, seed: int, base: str = "heldout"):
+    """A window: round(fraction * size) rows of `domain`, the rest from the `base` pool (held-out or val), shuffled."""
     import pandas as pd
 
     k = round(fraction * size) if domain else 0
-    parts = [pool["heldout"].sample(size - k, random_state=seed)]
+    parts = [pool[base].sample(size - k, random_state=seed, replace=size - k > len(pool[base]))]
     if k:
         parts.append(pool[domain].sample(k, random_state=seed))
     return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
@@ -106,12 +112,12 @@ def full_monitor(monitor, pool: dict, d, size: int, windows: int, mixed: int, fr
     """Verdicts of held-out windows and of mixed windows per fraction and domain (every signal)."""
     from tasks.production.drift import check_window
 
-    cases = [(None, 0.0, i) for i in range(windows)]
-    cases += [(dom, f, j) for f in fractions for dom in DOMAINS for j in range(mixed)]
+    cases = [(None, 0.0, i, base) for base in ("heldout", "val") for i in range(windows)]
+    cases += [(dom, f, j, "heldout") for f in fractions for dom in DOMAINS for j in range(mixed)]
     out, start = {}, time.perf_counter()
-    for n, (dom, f, j) in enumerate(cases, 1):
-        verdict = check_window(monitor, mix(pool, dom, f, size, seed=1000 * n + j), d)
-        out.setdefault(f, {}).setdefault(dom or "heldout", []).append(verdict)
+    for n, (dom, f, j, base) in enumerate(cases, 1):
+        verdict = check_window(monitor, mix(pool, dom, f, size, seed=1000 * n + j, base=base), d)
+        out.setdefault(f, {}).setdefault(dom or base, []).append(verdict)
         if n % 10 == 0 or n == len(cases):
             spent = time.perf_counter() - start
             print(f"  full monitor: {n}/{len(cases)} windows, {spent:.0f} s, about {spent / n * (len(cases) - n):.0f} s "
@@ -178,6 +184,9 @@ def summarise(verdicts: list[dict]) -> dict:
     return {"windows": n, "flagged": k, "rate": k / n, "interval95": clopper_pearson(k, n),
             "upper95": 1.0 if k == n else float(beta.ppf(0.95, k + 1, n - k)),
             "partial": sum(v["partial"] for v in verdicts) / n,
+            "descriptor_rates": {c: sum(v["signals"]["descriptors"]["p_values"][c] < v["signals"]["descriptors"]
+                                        ["p_threshold"] for v in verdicts) / n
+                                 for c in verdicts[0]["signals"]["descriptors"]["p_values"]},
             "signal_rates": {s: sum(v["signals"].get(s, {}).get("fired", False) for v in verdicts) / n for s in signals},
             "median_scores": {s: statistics.median(v["signals"][s]["score"] for v in verdicts if s in v["signals"])
                               for s in signals}}
@@ -249,7 +258,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", type=Path, help="instead of the workspace's models/production")
     parser.add_argument("--processed", type=Path, help="instead of the workspace's data/processed")
     parser.add_argument("--metrics", type=Path, help="the model's test accuracy (quality baseline)")
-    parser.add_argument("--windows", type=int, default=100, help="held-out windows for the full monitor")
+    parser.add_argument("--windows", type=int, default=100, help="held-out windows for the full monitor, and as "
+                        "many val windows (false alarms of each)")
     parser.add_argument("--mixed", type=int, default=20, help="full-monitor windows per fraction per domain")
     parser.add_argument("--fractions", default="0.05,0.1,0.2,0.3,0.5,1.0")
     parser.add_argument("--size", type=int, default=None, help="rows per window (default: drift.window_rows)")
@@ -299,11 +309,13 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     report = {
         "model": str(model), "window_rows": size, "reference_rows": len(monitor.reference),
-        "heldout_rows": len(monitor.heldout), "heldout_pool": len(pool["heldout"]),
+        "heldout_rows": len(monitor.heldout), "heldout_pool": len(pool["heldout"]), "val_pool": len(pool["val"]),
         "domain_pool": len(pool[DOMAINS[0]]), "baseline_accuracy": baseline, "drift": to_dict(cfg.drift),
         "cut": monitor.cut, "heldout_share_past_cut": monitor.heldout_above / len(monitor.heldout),
         "fractions": fractions, "mixed_windows": args.mixed * len(DOMAINS),
-        "full_monitor": {"false_alarms": summarise(verdicts[0.0]["heldout"]),
+        "full_monitor": {"false_alarms": summarise(verdicts[0.0]["heldout"] + verdicts[0.0]["val"]),
+                         "false_alarms_by_split": {"test": summarise(verdicts[0.0]["heldout"]),
+                                                   "val": summarise(verdicts[0.0]["val"])},
                          "detection": {str(f): summarise([v for dom in DOMAINS for v in verdicts[f][dom]])
                                        for f in fractions},
                          "detection_by_domain": {str(f): {dom: summarise(verdicts[f][dom])["rate"] for dom in DOMAINS}
@@ -325,6 +337,10 @@ def print_report(report: dict, out: Path) -> None:
           f"held-out (val) {report['heldout_rows']} rows")
     print(f"false alarms: {fa['flagged']}/{fa['windows']} = {fa['rate']:.1%} (95% upper bound {fa['upper95']:.1%}; "
           f"target <= 5%); signals {fa['signal_rates']}")
+    for split, s in report["full_monitor"]["false_alarms_by_split"].items():
+        print(f"  {split} windows: {s['flagged']}/{s['windows']} = {s['rate']:.1%} (upper bound {s['upper95']:.1%}); "
+              f"median descriptors firing {s['median_scores'].get('descriptors')}, oov_share fired in "
+              f"{s['descriptor_rates']['oov_share']:.0%}")
     for f, s in report["full_monitor"]["detection"].items():
         lo, hi = s["interval95"]
         print(f"{float(f):>5.0%} other domain: {s['flagged']}/{s['windows']} = {s['rate']:.0%} [{lo:.0%}, {hi:.0%}]; "

@@ -153,7 +153,11 @@ def predict_texts(model_dir: str, texts: list[str], max_length: int = 128, batch
 
 
 def _predict(args, cfg, paths) -> None:
+    from tasks.infra.registry_view import production_dir, recover
+
     args.model = args.model or str(paths.student)
+    if Path(args.model).resolve() == production_dir(paths).resolve():
+        recover(paths)  # production may be mid-swap from a killed promote: complete it (or roll it back) first
     texts = [(f"text {i}", text) for i, text in enumerate(args.texts, start=1)]
     if args.file:
         from tasks.infra.tables import read_table

@@ -33,7 +33,7 @@ from tasks.infra.embedded import read_embedded
 from tasks.infra.tables import read_table
 from tasks.infra.metrics import write_curve_csv
 from tasks.models.loading import count_params, load_classifier, load_tokenizer, prepare_torch, save_model
-from tasks.infra.storage import Paths, hash_dir, stage_log, write_json
+from tasks.infra.storage import Paths, hash_dir, remove_stale_temps, stage_log, write_json
 from tasks.models.static import is_static, static_from_teacher
 from tasks.models.vocab import check_prunable, prune_vocabulary
 
@@ -266,6 +266,8 @@ def distill(cfg: Config, paths: Paths, resume: bool = False, on_epoch: Callable[
     dc = cfg.distill
     prepare_torch(cfg.base.threads, cfg.base.seed)
     with stage_log("distill") as info:
+        if is_main():
+            remove_stale_temps(paths.distilled)  # a killed run's half-written (or moved-aside) model copies
         names = load_labels(paths)
         frames = {s: load_split(paths, s) for s in ("train", "val")}
         tokenizer = load_tokenizer(str(paths.teacher), key="teacher (models/teacher)")

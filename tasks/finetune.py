@@ -20,8 +20,8 @@ from tasks.core.loop import train
 from tasks.infra.errors import ConfigError
 from tasks.infra.metrics import write_curve_csv
 from tasks.models.loading import copy_model, load_classifier, load_tokenizer, prepare_torch
+from tasks.infra.storage import Paths, atomic_path, remove_stale_temps, stage_log, write_json
 from tasks.models.static import is_static
-from tasks.infra.storage import Paths, atomic_path, stage_log, write_json
 
 log = logging.getLogger("kd")
 
@@ -63,6 +63,8 @@ def finetune(cfg: Config, paths: Paths, resume: bool = False) -> dict:
     prepare_torch(cfg.base.threads, cfg.base.seed)
     with stage_log("finetune") as info:
         info["read"].append(paths.distilled)
+        if is_main():
+            remove_stale_temps(paths.student)  # a killed run's half-written (or moved-aside) model copies
         if not paths.distilled.is_dir():
             raise ConfigError(f"{paths.distilled}: not found; run the distill stage first")
         report: dict = {"method": fc.method, "history": []}

@@ -57,6 +57,12 @@ def _cron(value: str) -> str:
 # Sections validate strictly (an int key refuses 2.5, "3" and true); these are the lossless
 # readings of what YAML hands over that a strict check would refuse.
 Float = Annotated[float, BeforeValidator(_yaml_number)]
+
+# Upper bounds where a typo would hang or exhaust the machine instead of failing: torch starts every
+# thread it is asked for (inference.threads=100000 grew memory by ~57 MB/s and never answered), and a
+# batch is allocated whole. Both lie far above any machine this runs on.
+MAX_THREADS = 1024
+MAX_BATCH = 65536
 Text = Annotated[str, BeforeValidator(_yaml_text)]
 Cron = Annotated[str, AfterValidator(_cron)]
 Share = Annotated[float, BeforeValidator(_yaml_number), Field(ge=0, le=1)]
@@ -91,7 +97,7 @@ class BaseConfig(Section):
     precision: _choice(*PRECISIONS) = Field(
         "auto", description="training and batch-inference dtype; auto: bf16 autocast on CUDA and on CPUs with "
                             "hardware bf16 (AVX512-BF16/AMX), fp32 elsewhere and for single rows")
-    threads: int = Field(0, ge=0, description="torch intra-op threads for training; 0: torch's default")
+    threads: int = Field(0, ge=0, le=MAX_THREADS, description="torch intra-op threads for training; 0: torch's default")
 
 
 class IngestConfig(Section):
@@ -149,8 +155,8 @@ class TrainConfig(Section):
     """The training-loop settings every training stage shares (tasks/core/loop.py `LoopConfig`)."""
 
     epochs: int = Field(3, ge=0, description="passes over the training split")
-    batch_size: int = Field(32, ge=1, description="rows per training step")
-    eval_batch_size: int = Field(128, ge=1, description="rows per validation forward pass")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH, description="rows per training step")
+    eval_batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="rows per validation forward pass")
     lr: Float = Field(5e-5, gt=0, description="peak learning rate (AdamW, linear warm-up and decay)")
     weight_decay: Float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and norms)")
     warmup_ratio: Share = Field(0.06, description="share of the steps spent warming the learning rate up")
@@ -284,7 +290,8 @@ class EvaluateConfig(Section):
     latency_runs: int = Field(100, ge=1, description="timed single-example runs (median and p99 latency)")
     warmup_runs: int = Field(10, ge=0, description="untimed runs before the timed ones")
     throughput_batches: int = Field(10, ge=1, description="timed batches of 32 for throughput")
-    threads: int = Field(1, ge=1, description="fixed thread count of the speed measurement, recorded in metrics.json")
+    threads: int = Field(1, ge=1, le=MAX_THREADS,
+                         description="fixed thread count of the speed measurement, recorded in metrics.json")
     metric: _choice("accuracy", "f1_macro") = Field(
         "accuracy", description="the figure of retention, the teacher gate, early stopping, promote and retrain; "
                                 "f1_macro for imbalanced tasks (sms-spam)")
@@ -316,7 +323,7 @@ class InferenceConfig(Section):
     variant: _choice("auto", "torch-fp32", "torch-int8", "torch-bf16", "onnx-fp32", "onnx-int8") = Field(
         "auto", description="auto: the variant bench/serving.py chose for these weights (the fastest within "
                             "max_drop of torch-fp32), else torch-fp32")
-    threads: int = Field(1, ge=0, description="intra-op threads; 0: the library default (all cores)")
+    threads: int = Field(1, ge=0, le=MAX_THREADS, description="intra-op threads; 0: the library default (all cores)")
     max_drop: Share = Field(0.01, description="accuracy a faster variant may lose against torch-fp32")
 
 
@@ -393,7 +400,7 @@ class ScoreConfig(Section):
     incoming: Text = Field("data/incoming", description="folder of new CSV/TSV/JSONL/Parquet files")
     text_column: Text = Field("text", description="column of the texts")
     label_column: Text = Field("label", description="optional column of true labels (drift's quality check)")
-    batch_size: int = Field(64, ge=1, description="texts per forward pass")
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH, description="texts per forward pass")
     settle_seconds: Float = Field(
         5.0, ge=0, description="a file is scored (or, in retrain.labelled, learned from) once its size and mtime held "
                                "still this long; 0: at once")
@@ -407,9 +414,12 @@ class ApiConfig(Section):
     max_texts: int = Field(256, ge=1, description="texts in one request")
     max_chars: int = Field(5000, ge=1, description="characters in one text")
     batch_wait_ms: Float = Field(5.0, ge=0, description="how long the micro-batcher collects concurrent requests")
-    max_batch: int = Field(64, ge=1, description="texts per forward pass")
+    max_batch: int = Field(64, ge=1, le=MAX_BATCH, description="texts per forward pass")
     flush_rows: int = Field(1000, ge=1, description="production-log rows buffered before a part file is written")
-    flush_seconds: Float = Field(60.0, ge=0, description="... or after this many seconds")
+    flush_seconds: Float = Field(60.0, ge=0, description="... or once the oldest is this old (a timer checks, "
+                                                          "requests or not): what a crash of the API can lose")
+    read_timeout_seconds: Float = Field(10.0, gt=0, description="a request's headers and body must arrive within "
+                                                                "this; slower ones get 408 and are closed")
 
 
 class DriftConfig(Section):
@@ -473,7 +483,7 @@ class RetrainConfig(Section):
     teacher_lr: Float = Field(3.0e-5, gt=0, description="learning rate of the teacher update")
     student_epochs: int = Field(3, ge=1, description="epochs of the challenger's distillation")
     student_lr: Float = Field(1.0e-4, gt=0, description="learning rate of the challenger's distillation")
-    batch_size: int = Field(32, ge=1, description="rows per training step")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH, description="rows per training step")
     min_gain: Float = Field(
         0.01, ge=-1, le=1, description="challenger - champion score on the new test split, at least")
     max_forgetting: Float = Field(
@@ -652,6 +662,8 @@ def parse_overrides(items: list[str] | None) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             raise ConfigError(f"override {key}: value {raw!r} is not valid YAML") from None
+        if value is None and key in SECTIONS:
+            raise ConfigError(_null_section(key, f"override '{item}'"))
         set_key(out, key, value)
     return out
 
@@ -705,11 +717,33 @@ def _check_unique_keys(root: yaml.Node) -> None:
             todo.append((value, dotted))
 
 
+def _check_null_sections(root: yaml.Node) -> None:
+    """Refuse a section written as an explicit `null` (`finetune: null`, `~`): it reads like "no such stage",
+    but would silently mean every default (finetune.epochs 3). An empty `finetune:` still takes the defaults.
+
+    Raises:
+        ConfigError: naming the section and its line.
+    """
+    if not isinstance(root, yaml.MappingNode):
+        return
+    for key, value in root.value:
+        if (isinstance(key, yaml.ScalarNode) and key.value in SECTIONS and isinstance(value, yaml.ScalarNode)
+                and value.tag == "tag:yaml.org,2002:null" and value.value != ""):
+            raise ConfigError(_null_section(key.value, f"line {key.start_mark.line + 1}: {key.value}: {value.value}"))
+
+
+def _null_section(name: str, where: str) -> str:
+    skip = "; to skip fine-tuning set finetune.method: none" if name == "finetune" else ""
+    return (f"{where}: a section cannot be null; expected its keys (an empty '{name}:' or no section at all "
+            f"takes the defaults){skip}")
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a key written twice (see _check_unique_keys)."""
+    """yaml.SafeLoader that refuses a key written twice (see _check_unique_keys) and a null section."""
 
     def construct_document(self, node: yaml.Node) -> Any:
         _check_unique_keys(node)
+        _check_null_sections(node)
         return super().construct_document(node)
 
 

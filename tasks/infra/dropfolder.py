@@ -31,6 +31,31 @@ def new_files(incoming: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
+def outside_link(path: Path, folder: Path) -> str | None:
+    """Why `path` must not be read, when it is a symbolic link to a file outside `folder` (a drop folder is
+    not a way to read /etc/passwd into the log or a quarantine reason); None otherwise. The reason names
+    neither the target nor anything in it."""
+    if not path.is_symlink():
+        return None
+    if path.resolve().is_relative_to(folder.resolve()):
+        return None
+    return f"{path.name}: a symbolic link to a file outside {folder}; drop the file itself (not read)"
+
+
+def check_own_folder(key: str, folder: Path, log_dir: Path) -> None:
+    """Refuse a drop folder that is the production log's folder or inside it (`score.incoming=data/production`:
+    score would take its own scored.json and parts as new files).
+
+    Raises:
+        ConfigError: naming the key and both folders.
+    """
+    from tasks.infra.errors import ConfigError
+
+    if folder.resolve().is_relative_to(log_dir.resolve()):
+        raise ConfigError(f"{key}: {folder} is inside the production log ({log_dir}); expected a folder of its own, "
+                          "e.g. data/incoming")
+
+
 def _signature(path: Path) -> tuple[int, int] | None:
     """(size, mtime in ns): what changes while a file is written; None once it is gone."""
     try:

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 import uuid
@@ -70,6 +71,22 @@ class Paths:
         return self.root / "models" / "checkpoints" / stage
 
 
+# Fault injection for the crash tests (tests/lifecycle/test_crash.py): with KDISTILL_KILL_AT_RENAME=N this
+# process SIGKILLs itself as it enters its Nth `rename` (as `strace -e inject=rename:signal=KILL:when=N`
+# does, on machines without strace). Unset, `rename` is os.replace.
+KILL_ENV = "KDISTILL_KILL_AT_RENAME"
+_renames = 0
+
+
+def rename(src: str | Path, dst: str | Path) -> None:
+    """os.replace, counted for the crash tests' kill hook (`KILL_ENV`): every atomic write's one step."""
+    global _renames
+    _renames += 1
+    if os.environ.get(KILL_ENV) == str(_renames):
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.replace(src, dst)
+
+
 def _tmp_sibling(path: Path) -> Path:
     # Same directory, so the final rename is atomic on one filesystem.
     return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -90,13 +107,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             # Two renames: a folder cannot replace a non-empty folder in one step. The old one
             # is moved aside first, so at every instant one complete version exists.
             old = _tmp_sibling(path)
-            os.replace(path, old)
-            os.replace(tmp, path)
+            rename(path, old)
+            rename(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
             if path.is_dir():
                 shutil.rmtree(path)
-            os.replace(tmp, path)
+            rename(tmp, path)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -362,9 +362,12 @@ def _parquet_chunks(path: Path, wanted: dict[str, str], chunk_rows: int) -> Iter
 
 
 def label_namer(labels: list[str]) -> Callable[[object], object]:
-    """A map of a raw label (a name, or a class id as 1, 1.0 or "1") to its name in `labels`; any other value is
-    kept for validation to refuse (scoring's labelled files and retraining's labelled batches)."""
+    """A map of a raw label (a name, or a class id as 1, 1.0 or "1") to its name in `labels`, normalised as ingest
+    reads labels (`normalise_label`: "positive " is "positive"); any other value is kept for validation to refuse
+    (scoring's labelled files and retraining's labelled batches)."""
     def name(value: object) -> object:
         norm = normalise_label(value)
-        return labels[norm] if type(norm) is int and 0 <= norm < len(labels) else value
+        if type(norm) is int:
+            return labels[norm] if 0 <= norm < len(labels) else value
+        return norm if isinstance(norm, str) else value
     return name

@@ -42,14 +42,21 @@ from pathlib import Path
 from tasks.infra.errors import DataError, UserError
 from tasks.infra.locks import LockBusy, file_lock
 from tasks.infra.registry_view import (
+    NEXT,
     STAMP,
+    complete_swap,
     find_version,
     lineage,
+    models_dir,
     production_dir,
     production_version,
     read_registry,
+    read_registry_file,
+    recover_locked,
     registry_path,
     run_source,
+    swap_path,
+    write_lock_path,
 )
 from tasks.infra.storage import Paths, atomic_path, dvc_command, hash_dir, write_json
 from tasks.lifecycle.versions import record, run_tool
@@ -140,21 +147,21 @@ class Transaction:
             raise ValueError(f"entry version {entry.get('version')} is not the next one ({self.next_version()})")
         if model_dir is not None:
             entry.update(_archive(self.paths, model_dir, entry["version"]))
-            _install(self.paths, model_dir, entry)
+            _prepare(self.paths, model_dir, entry)
             self.registry["production"] = entry["version"]
         self.registry["versions"].append(entry)
-        self._save()
+        self._commit(install=model_dir is not None)
         return entry
 
     def restore(self, version: int, source: str) -> None:
         """Make archived `version` production again (its archive must be checked); records the event."""
         entry = find_version(self.registry, version)
         previous = self.production
-        _install(self.paths, archive_dir(self.paths, version), {**entry, "rolled_back_at": now()})
+        _prepare(self.paths, archive_dir(self.paths, version), {**entry, "rolled_back_at": now()})
         self.registry["production"] = version
         self.registry.setdefault("events", []).append(
             {"time": now(), "action": "rollback", "from": previous, "to": version, "source": source})
-        self._save()
+        self._commit(install=True)
 
     def archive_production(self) -> None:
         """Archive the production model of a registry written before models/versions/ existed."""
@@ -168,6 +175,16 @@ class Transaction:
     def _save(self) -> None:
         write_json(registry_path(self.paths), self.registry)  # the API reloads on this write
 
+    def _commit(self, install: bool) -> None:
+        """Write the registry, and with `install` swap in the prepared production folder, as one transaction:
+        the intent record first (its atomic write is the commit point), then the swap it describes
+        (tasks.infra.registry_view: a kill anywhere after the intent is completed by the next reader)."""
+        if not install:
+            self._save()  # one atomic rename: nothing to keep together
+            return
+        write_json(swap_path(self.paths), {"install": True, "time": now(), "registry": self.registry})
+        complete_swap(self.paths)
+
 
 @contextlib.contextmanager
 def transaction(paths: Paths, what: str, wait_s: float | None = None) -> Iterator[Transaction]:
@@ -177,13 +194,14 @@ def transaction(paths: Paths, what: str, wait_s: float | None = None) -> Iterato
     Raises:
         LockBusy: another writer held it for more than `wait_s` (default `WRITE_WAIT_S`); nothing was written.
     """
-    path = paths.root / "models" / ".registry.lock"
+    path = write_lock_path(paths)
     wait = WRITE_WAIT_S if wait_s is None else wait_s
     with file_lock(path, what, wait) as holder:
         if holder:
             raise LockBusy(f"{path}: held for more than {wait:g} s by {holder}; nothing was written by this {what}, "
                            f"run it again")
-        yield Transaction(paths, read_registry(paths))
+        recover_locked(paths)  # a killed writer's swap first: this one starts from a consistent state
+        yield Transaction(paths, read_registry_file(paths))
 
 
 def _archive(paths: Paths, model_dir: Path, version: int) -> dict:
@@ -195,11 +213,13 @@ def _archive(paths: Paths, model_dir: Path, version: int) -> dict:
     return {"archive": str(target.relative_to(paths.root)), "archive_hash": hash_dir(target)}
 
 
-def _install(paths: Paths, model_dir: Path, entry: dict) -> None:
-    """Make `model_dir` the production model in one atomic swap, stamped with its registry entry."""
-    with atomic_path(production_dir(paths)) as tmp:
-        shutil.copytree(model_dir, tmp, ignore=shutil.ignore_patterns(STAMP))
-        (tmp / STAMP).write_text(json.dumps(entry, indent=2) + "\n")
+def _prepare(paths: Paths, model_dir: Path, entry: dict) -> None:
+    """Copy `model_dir` to models/.production.next/, stamped with its registry entry: the folder `_commit`
+    swaps in (until the intent record is written, a kill leaves only this, which the next reader removes)."""
+    target = models_dir(paths) / NEXT
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(model_dir, target, ignore=shutil.ignore_patterns(STAMP))
+    (target / STAMP).write_text(json.dumps(entry, indent=2) + "\n")
 
 
 def ensure_archived(paths: Paths, what: str = "archiving production") -> dict:

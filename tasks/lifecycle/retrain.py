@@ -97,15 +97,21 @@ def gather_labelled(cfg: Config, paths: Paths, names: list[str], tokenizer, lear
         (rows: text, label (class id), source file; one record per file: file, sha256, rows, status
         used | quarantined | pending (still being written) | gone (renamed or deleted meanwhile)).
     """
-    from tasks.infra.dropfolder import change_since, new_files, quarantine, settled
+    from tasks.infra.dropfolder import change_since, check_own_folder, new_files, outside_link, quarantine, settled
+    from tasks.infra.prodlog import production_log_dir
     from tasks.infra.tables import label_namer, read_table
     from tasks.quality.doors import validate_batch
 
     folder = paths.root / cfg.retrain.labelled
+    check_own_folder("retrain.labelled", folder, production_log_dir(paths))
     frames, batches = [], []
     files, pending = settled(new_files(folder), cfg.score.settle_seconds)
     batches += [{"file": path.name, "status": "pending"} for path in pending]
     for path, seen in files.items():
+        if (why := outside_link(path, folder)) is not None:  # the link is set aside, its target never read
+            quarantine(path, folder, [why])
+            batches.append({"file": path.name, "status": "quarantined", "errors": [why]})
+            continue
         sha, frame, error = None, None, None
         try:
             sha = hash_file(path)
@@ -131,7 +137,14 @@ def gather_labelled(cfg: Config, paths: Paths, names: list[str], tokenizer, lear
             quarantine(path, folder, result.errors, result.to_dict())
             batches.append({"file": path.name, "sha256": sha, "status": "quarantined", "errors": result.errors})
             continue
-        ids = frame["label"].map({n: i for i, n in enumerate(names)}).astype("int64")
+        ids = frame["label"].map({n: i for i, n in enumerate(names)})
+        if ids.isna().any():  # validation passed a label no class has: set the batch aside, never a traceback
+            row = int(ids.isna().to_numpy().argmax())
+            errors = [f"row {row + 1}: label {frame['label'].iloc[row]!r} is not one of {names}"]
+            quarantine(path, folder, errors)
+            batches.append({"file": path.name, "sha256": sha, "status": "quarantined", "errors": errors})
+            continue
+        ids = ids.astype("int64")
         frames.append(pd.DataFrame({"text": frame["text"].astype(str), "label": ids, "source": path.name}))
         batches.append({"file": path.name, "sha256": sha, "status": "used", "rows": len(frame)})
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["text", "label", "source"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,19 +35,30 @@ def drift_dir(paths: Paths) -> Path:
     return paths.reports / "drift"
 
 
-def vocabulary(texts: pd.Series) -> set[str]:
-    """The lower-cased words of the training texts."""
-    return {w for t in texts.astype(str) for w in WORD.findall(t.lower())}
+def vocabulary(texts: pd.Series) -> Counter[str]:
+    """The lower-cased words of the training texts, each with the number of texts it occurs in."""
+    return Counter(w for t in texts.astype(str) for w in set(WORD.findall(t.lower())))
 
 
-def add_descriptors(frame: pd.DataFrame, vocab: set[str]) -> pd.DataFrame:
-    """A copy of `frame` with the four descriptor columns computed from `text` (see DESCRIPTORS)."""
+def add_descriptors(frame: pd.DataFrame, vocab: Counter[str], own_rows: bool = False) -> pd.DataFrame:
+    """A copy of `frame` with the four descriptor columns computed from `text` (see DESCRIPTORS).
+
+    Args:
+        frame: rows with `text`.
+        vocab: the training vocabulary (`vocabulary`: word -> texts it occurs in).
+        own_rows: `frame`'s rows are among the texts `vocab` was built from (the reference). Each is then
+            measured against the vocabulary of the *other* training texts (leave one out): a word only
+            this text has is out of vocabulary, as it would be for a text the vocabulary never saw. Without
+            it a training text's `oov_share` is 0 by construction, every held-out window differs from
+            the reference on it, and the descriptor fires on clean traffic (issue 25 item 12).
+    """
     out = frame.copy()
     texts = out["text"].astype(str)
     words = texts.str.lower().map(WORD.findall)
+    least = 2 if own_rows else 1  # texts a word must occur in to be known: its own text does not count
     out["length"] = texts.str.len().astype(float)
     out["words"] = texts.str.split().str.len().astype(float)
-    out["oov_share"] = words.map(lambda ws: sum(w not in vocab for w in ws) / len(ws) if ws else 1.0)
+    out["oov_share"] = words.map(lambda ws: sum(vocab.get(w, 0) < least for w in ws) / len(ws) if ws else 1.0)
     out["nonletter_share"] = texts.map(lambda t: sum(not (c.isalpha() or c.isspace()) for c in t) / max(len(t), 1))
     return out
 
@@ -61,7 +73,7 @@ class Monitor:
     model_hash: str
     version: int | None
     baseline_accuracy: float | None  # the registry's test accuracy of the production model
-    vocab: set[str]
+    vocab: Counter[str]  # training words -> texts they occur in (see add_descriptors)
     max_length: int
     embedder: object  # the model whose embeddings `emb` are (`model` itself for drift.embedder "student")
     embedder_tokenizer: object
@@ -182,6 +194,7 @@ def load_monitor(cfg: Config, paths: Paths) -> Monitor:
     from tasks.infra.storage import read_json
     from tasks.infra.registry_view import STAMP, model_hash, production_dir, read_registry
 
+    registry = read_registry(paths)  # first: it completes a swap a killed writer left
     folder = production_dir(paths)
     if not (folder / "config.json").is_file():
         raise DataError(f"{folder}: no production model; run the promote stage first")
@@ -194,7 +207,6 @@ def load_monitor(cfg: Config, paths: Paths) -> Monitor:
     model, _ = load_classifier(str(folder), None, key="models/production")
     model = model.cpu().eval()
     tokenizer = load_tokenizer(str(folder), key="models/production")
-    registry = read_registry(paths)
     entry = next((v for v in registry.get("versions", []) if v.get("version") == registry.get("production")), stamp)
     train, val = pd.read_parquet(paths.split("train")), pd.read_parquet(paths.split("val"))
     if val.empty:
@@ -212,7 +224,7 @@ def load_monitor(cfg: Config, paths: Paths) -> Monitor:
     # The reference needs no predictions: the prediction signals compare with the held-out split.
     reference = _scored_split(monitor, sample, drift_dir(paths) / _cache_name("reference", key, cfg),
                               "reference", predict=False)
-    monitor.reference = add_descriptors(reference, vocab)
+    monitor.reference = add_descriptors(reference, vocab, own_rows=True)
     monitor.heldout = _scored_split(monitor, val, drift_dir(paths) / _cache_name("heldout", key, cfg),
                                     "held-out", predict=True)
     monitor.ref_unit = unit_rows(np.stack(monitor.reference["emb"]))

@@ -4,7 +4,9 @@
   probabilities per text. Limits (`api.max_texts`, `api.max_chars`) answer 413, and so does a body
   larger than the largest request they allow, before it is read; an empty text, one with no tokens
   or a wrong shape 422; malformed JSON (or a body that is not UTF-8) 400; always `{"error": "one line"}`.
-- `GET /health`: whether a model is loaded; `GET /model`: its version and metrics from the registry.
+- `GET /health`: "ok", "no model", or "degraded" (serving, but a reload or a log write failed: the
+  reason, the retry and the rows kept are in `problems`); `GET /model`: its version and metrics from
+  the registry (503 when the registry cannot be read). Anything unexpected: a JSON 500, never a traceback.
 
 The model is loaded once. Each request is checked and tokenised on its own, with the model it
 will be answered by, before it joins a batch: a text the tokenizer cannot take (a lone UTF-16
@@ -12,11 +14,13 @@ surrogate) gets its own 422 and never reaches the others. Concurrent requests ar
 a single worker collects what arrives within `api.batch_wait_ms` (up to `api.max_batch` texts)
 into one forward pass, run in a thread so the event loop keeps accepting requests. When a batch
 fails, its requests are retried one by one, so an error fails only the request it belongs to.
-Every prediction goes to the same production log as `kdistill score` (buffered; a part file is
-written atomically every `api.flush_rows` rows or `api.flush_seconds`, and at shutdown, always off
-the event loop). A newly promoted model is picked up without a restart: each request compares
+Every prediction goes to the same production log as `kdistill score` (tasks.production.api_log:
+buffered, a part file written atomically every `api.flush_rows` rows or `api.flush_seconds` by a
+timer whether or not requests arrive, and at shutdown, always off the event loop; a failed write
+keeps the rows). A newly promoted model is picked up without a restart: each request compares
 models/registry.json's modification time with the loaded one's, and the model it captured then
-gives both the probabilities and the version of its answer.
+gives both the probabilities and the version of its answer; a failed load is retried with backoff.
+Headers and bodies must arrive within `api.read_timeout_seconds` (tasks.production.api_http).
 Binds 127.0.0.1 by default (`api.host`).
 """
 
@@ -24,10 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +43,9 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from tasks.infra.config import Config
-from tasks.infra.prodlog import write_part
+from tasks.infra.errors import UserError
+from tasks.production.api_http import ApiError, BodyLimit, ReadTimeoutH11, body_problem, max_body_bytes
+from tasks.production.api_log import TICK_S, LogBuffer, backoff_s
 from tasks.production.score import ProductionModel, load_production, log_rows
 from tasks.infra.storage import Paths
 from tasks.infra.tables import is_blank, lone_surrogate, shorten
@@ -53,14 +58,6 @@ class PredictRequest(BaseModel):
 
     text: str | None = None
     texts: list[str] | None = None
-
-
-class ApiError(Exception):
-    """A request the client must fix: its HTTP status and one-line message."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 def check_request(body: PredictRequest, max_texts: int, max_chars: int) -> list[str]:
@@ -100,92 +97,6 @@ def encode_request(model: ProductionModel, texts: list[str]) -> list[list[int]]:
     return ids
 
 
-def max_body_bytes(max_texts: int, max_chars: int) -> int:
-    """The largest body a valid request can have: every text at `max_chars` characters, each JSON-escaped
-    as `\\uXXXX` (6 bytes), with room for quotes, commas, indentation and the keys; at least 1 MiB, so a
-    request a little over a limit is still read and told which limit."""
-    return max(1 << 20, max_texts * (6 * max_chars + 64) + 4096)
-
-
-class BodyLimit:
-    """ASGI middleware: a request body above `limit` bytes gets 413 before it is read whole.
-
-    Without it the whole body is read and parsed before `api.max_texts` and `api.max_chars` are
-    checked: one client sending gigabytes would exhaust the memory every other request needs.
-    A declared Content-Length is refused at once; a chunked body is counted as it streams in.
-    """
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    def too_large(self) -> ApiError:
-        return ApiError(413, f"the request body is larger than {self.limit} bytes, more than the largest valid "
-                             "request (api.max_texts texts of api.max_chars characters)")
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.limit:
-            err = self.too_large()
-            return await JSONResponse({"error": str(err)}, status_code=err.status)(scope, receive, send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise self.too_large()  # FastAPI wraps it in its 400 for unreadable bodies: see http_error
-            return message
-        await self.app(scope, counted, send)
-
-
-def body_problem(cause: BaseException | None) -> tuple[int, str]:
-    """Status and line for a body FastAPI could not parse (it says only "There was an error parsing the body")."""
-    if isinstance(cause, ApiError):
-        return cause.status, str(cause)
-    if isinstance(cause, UnicodeDecodeError):
-        return 400, f"malformed JSON: byte {cause.start} is not UTF-8 ({cause.reason}); expected UTF-8 JSON"
-    if isinstance(cause, RecursionError):
-        return 400, "malformed JSON: nested too deeply"
-    return 400, f"malformed JSON: {shorten(str(cause).split(';')[0] or type(cause).__name__, 80)}"
-
-
-class LogBuffer:
-    """Production-log rows kept in memory and written as one atomic part file now and then.
-
-    Called from worker threads, never from the event loop (a Parquet write would stall every
-    request meanwhile); a lock keeps a reload's or the shutdown's flush from racing a batch's.
-    """
-
-    def __init__(self, paths: Paths, max_rows: int, max_seconds: float):
-        self.paths, self.max_rows, self.max_seconds = paths, max_rows, max_seconds
-        self.frames: list[pd.DataFrame] = []
-        self.rows, self.since = 0, time.monotonic()
-        self.lock = threading.Lock()
-
-    def add(self, frame: pd.DataFrame) -> None:
-        """Buffer rows; flush when the buffer is full or old enough."""
-        with self.lock:
-            self.frames.append(frame)
-            self.rows += len(frame)
-            if self.rows >= self.max_rows or time.monotonic() - self.since >= self.max_seconds:
-                self._flush()
-
-    def flush(self) -> Path | None:
-        """Write the buffered rows as `data/production/date=DAY/part-api-<uuid>.parquet`; returns the part."""
-        with self.lock:
-            return self._flush()
-
-    def _flush(self) -> Path | None:
-        if not self.frames:
-            return None
-        frame = pd.concat(self.frames, ignore_index=True)
-        self.frames, self.rows, self.since = [], 0, time.monotonic()
-        return write_part(self.paths, frame, f"api-{uuid.uuid4().hex}", frame["time"].iloc[0].date())
-
-
 @dataclass
 class Pending:
     """One request waiting in the queue: its texts, their token ids and the model that encoded them."""
@@ -205,6 +116,9 @@ class Batcher:
         self.cfg, self.paths, self.registry = cfg, paths, registry_path(paths)
         self.model: ProductionModel | None = None
         self.stamp: int | None = None
+        # A failed (re)load: the reason /health reports, failures in a row, and when the timer retries it.
+        self.load_error: str | None = None
+        self.load_failures, self.retry_at = 0, 0.0
         self.queue: asyncio.Queue = asyncio.Queue()
         self.reloading = asyncio.Lock()
         self.buffer = LogBuffer(paths, cfg.api.flush_rows, cfg.api.flush_seconds)
@@ -213,24 +127,62 @@ class Batcher:
         return self.registry.stat().st_mtime_ns if self.registry.is_file() else None
 
     def load(self) -> None:
-        """(Re)load the production model; keeps serving the old one if the new one fails to load."""
+        """(Re)load the production model; keeps serving the old one if the new one fails to load, says so in
+        /health (`load_error`) and retries with backoff (`reload_due`) until it loads."""
         stamp = self._mtime()
         try:
             model = load_production(self.cfg, self.paths)
         except Exception as err:  # noqa: BLE001 - a broken promotion must not take the API down
-            log.error("api: could not load the production model: %s", err)
-            self.stamp = stamp
+            self.load_failures += 1
+            wait = backoff_s(self.load_failures)
+            self.load_error = f"loading the production model failed: {type(err).__name__}: {shorten(err, 200)}"
+            self.retry_at, self.stamp = time.monotonic() + wait, stamp
+            log.error("api: %s (try %d; next in %.1f s)", self.load_error, self.load_failures, wait)
             return
         self.buffer.flush()
         self.model, self.stamp = model, stamp
+        self.load_error, self.load_failures = None, 0
         log.info("api: serving production model version %s (%s)", model.version, model.model_hash[:12])
+
+    def reload_due(self) -> bool:
+        """The registry changed since the last load, or a failed load's backoff is over."""
+        return self._mtime() != self.stamp or (self.load_error is not None and time.monotonic() >= self.retry_at)
+
+    async def reload_if_due(self) -> None:
+        """Reload when due; concurrent callers wait for one reload instead of starting theirs."""
+        if self.reload_due():
+            async with self.reloading:
+                if self.reload_due():
+                    await asyncio.to_thread(self.load)
+
+    async def housekeeping(self) -> None:
+        """The timer: every TICK_S, flush log rows that are old enough (requests or not) and retry a failed load."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                if self.buffer.due():
+                    await asyncio.to_thread(self.buffer.tick)
+                if self.load_error is not None:
+                    await self.reload_if_due()
+            except Exception:  # noqa: BLE001 - the timer must outlive any one failure (each is in /health)
+                log.exception("api: housekeeping failed")
+
+    def health(self) -> dict:
+        """/health's body: ok, degraded (serving, with a failed reload or log write and its reason) or no model."""
+        model, logged = self.model, self.buffer.state()
+        problems = {}
+        if self.load_error is not None:
+            problems["model"] = {"error": self.load_error, "failures": self.load_failures,
+                                 "retry_in_s": round(max(self.retry_at - time.monotonic(), 0.0), 2)}
+        if logged["status"] != "ok":
+            problems["log"] = logged
+        status = "no model" if model is None else "degraded" if problems else "ok"
+        return {"status": status, "model_loaded": model is not None, "model_version": model.version if model else None,
+                "problems": problems, "log": logged}
 
     async def current(self) -> ProductionModel:
         """The model to answer a request with, reloaded first when the registry changed; 503 without one."""
-        if self._mtime() != self.stamp:
-            async with self.reloading:  # concurrent requests wait for one reload instead of starting theirs
-                if self._mtime() != self.stamp:
-                    await asyncio.to_thread(self.load)
+        await self.reload_if_due()
         if self.model is None:
             raise ApiError(503, "no production model loaded; run the promote stage first")
         return self.model
@@ -295,15 +247,18 @@ def create_app(cfg: Config, paths: Paths) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        await asyncio.to_thread(batcher.buffer.drain)  # rows a previous process spooled
         await asyncio.to_thread(batcher.load)
-        worker = asyncio.create_task(batcher.run())
+        tasks = [asyncio.create_task(batcher.run()), asyncio.create_task(batcher.housekeeping())]
         yield
-        worker.cancel()
+        for task in tasks:
+            task.cancel()
         await asyncio.to_thread(batcher.buffer.flush)
 
     app = FastAPI(title="kdistill", lifespan=lifespan)
     app.state.batcher = batcher
-    app.add_middleware(BodyLimit, limit=max_body_bytes(cfg.api.max_texts, cfg.api.max_chars))
+    app.add_middleware(BodyLimit, limit=max_body_bytes(cfg.api.max_texts, cfg.api.max_chars),
+                       timeout=cfg.api.read_timeout_seconds)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
@@ -340,18 +295,26 @@ def create_app(cfg: Config, paths: Paths) -> FastAPI:
                  "probabilities": {n: round(float(v), 6) for n, v in zip(model.labels, p)}} for p in probs]
         return {"model_version": model.version, "predictions": rows}
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:
+        # Whatever else breaks answers one JSON line too, never Starlette's text/plain 500.
+        log.error("api: %s %s failed: %s: %s", request.method, request.url.path, type(err).__name__, err)
+        return JSONResponse({"error": f"internal error ({type(err).__name__}: {shorten(err, 120)})"}, status_code=500)
+
     @app.get("/health")
     async def health() -> dict:
-        model = batcher.model
-        return {"status": "ok" if model else "no model", "model_loaded": model is not None,
-                "model_version": model.version if model else None}
+        return batcher.health()
 
     @app.get("/model")
     async def model_info() -> dict:
         from tasks.infra.registry_view import read_registry
 
         model = await batcher.current()
-        registry = read_registry(paths)
+        try:
+            # In a thread: reading first recovers a killed writer's swap, which may wait for the write lock.
+            registry = await asyncio.to_thread(read_registry, paths)
+        except (UserError, OSError, ValueError) as err:  # unreadable or not JSON: say which file, as one line
+            raise ApiError(503, f"the registry cannot be read: {shorten(err, 200)}") from None
         entry = next((v for v in registry.get("versions", []) if v.get("version") == model.version), {})
         return {"version": model.version, "model_hash": model.model_hash, "labels": model.labels,
                 "variant": model.predictor.variant, "metrics": entry.get("metrics"), "promoted_at": entry.get("time")}
@@ -369,4 +332,5 @@ def run_api(cfg: Config, paths: Paths) -> None:
     if (production_dir(paths) / "config.json").is_file():  # none yet: the API answers 503 until a promotion
         check_max_length(cfg.base.max_length, str(production_dir(paths)), "models/production")
     log.info("api: http://%s:%d (POST /predict, GET /health, GET /model)", cfg.api.host, cfg.api.port)
-    uvicorn.run(create_app(cfg, paths), host=cfg.api.host, port=cfg.api.port, log_level="warning")
+    protocol = functools.partial(ReadTimeoutH11, read_timeout=cfg.api.read_timeout_seconds)
+    uvicorn.run(create_app(cfg, paths), host=cfg.api.host, port=cfg.api.port, log_level="warning", http=protocol)

@@ -11,7 +11,9 @@ Seven signals, each a test with a threshold in params.yaml (`drift:`):
 
 - `descriptors`: K-S tests on four text descriptors (length in characters, word count, share of
   words outside the training vocabulary, share of non-letter characters) against the reference;
-  fires when at least `min_descriptors` of them have p < `descriptor_p`. The vocabulary share is
+  fires when at least `min_descriptors` of them have p < `descriptor_p`. A reference row's vocabulary
+  share is measured against the other training rows' words (leave one out, `add_descriptors`): against
+  a vocabulary holding its own words it would be 0 for every row, unlike any unseen text. The share is
   computed here, not with Evidently's OOV descriptor, which calls nltk.download().
 - `text`: Evidently's domain classifier on the raw text against the reference (ROC AUC of telling
   window from reference apart); fires above `text_auc`.

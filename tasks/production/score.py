@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.infra.config import Config
-from tasks.infra.dropfolder import change_since, new_files, quarantine, settled
+from tasks.infra.dropfolder import change_since, check_own_folder, new_files, outside_link, quarantine, settled
 from tasks.infra.errors import DataError, UserError
 from tasks.infra.locks import file_lock
 from tasks.infra.prodlog import find_part, production_log_dir, write_part
@@ -133,6 +133,7 @@ def load_production(cfg: Config, paths: Paths) -> ProductionModel:
     from tasks.models.loading import check_max_length, load_tokenizer
     from tasks.infra.registry_view import model_hash, production_dir, read_registry
 
+    version = read_registry(paths).get("production")  # first: it completes a swap a killed writer left
     folder = production_dir(paths)
     if not (folder / "config.json").is_file():
         raise DataError(f"{folder}: no production model; run the promote stage first")
@@ -140,7 +141,7 @@ def load_production(cfg: Config, paths: Paths) -> ProductionModel:
     variant = resolve_variant(cfg.inference.variant, folder, paths.reports / "bench" / "serving.json")
     predictor = load_predictor(folder, variant, cfg.inference.threads)
     return ProductionModel(load_tokenizer(str(folder), key="models/production"), predictor, list(predictor.labels),
-                           read_registry(paths).get("production"), model_hash(folder),
+                           version, model_hash(folder),
                            cfg.base.max_length)
 
 
@@ -231,6 +232,7 @@ def score(cfg: Config, paths: Paths) -> dict:
         DataError: scored.json is not readable (it is then left as it is).
     """
     incoming = paths.root / cfg.score.incoming
+    check_own_folder("score.incoming", incoming, production_log_dir(paths))
     summary: dict = {key: [] for key in ("scored", "quarantined", "skipped", "recovered", "pending", "gone")}
     summary["rows"] = 0
     with stage_log("score") as info, score_lock(paths):
@@ -243,6 +245,9 @@ def score(cfg: Config, paths: Paths) -> dict:
             # not complete after all.
             if (status := change_since(path, seen)) is not None:
                 summary[status].append(path.name)
+                continue
+            if (why := outside_link(path, incoming)) is not None:  # the link is set aside, its target never read
+                summary[_set_aside(path, [why])["status"]].append(path.name)
                 continue
             try:
                 sha = hash_file(path)

@@ -85,7 +85,9 @@ def test_bad_requests_get_clear_4xx(client, body, status, words):
 
 
 def test_health_and_model(client):
-    assert client.get("/health").json() == {"status": "ok", "model_loaded": True, "model_version": 1}
+    health = client.get("/health").json()
+    assert {k: health[k] for k in ("status", "model_loaded", "model_version", "problems")} == {
+        "status": "ok", "model_loaded": True, "model_version": 1, "problems": {}}
     info = client.get("/model").json()
     assert info["version"] == 1 and info["metrics"]["accuracy"] == pytest.approx(0.51)
     assert info["labels"] == ["negative", "positive"]
@@ -181,10 +183,10 @@ def test_version_and_probabilities_come_from_the_same_model(client):
 
 
 def test_the_log_is_written_off_the_event_loop(tmp_path, tiny_teacher_dir, monkeypatch):
-    from tasks.production import api
+    from tasks.production import api_log
 
     on_loop = []
-    real = api.write_part
+    real = api_log.write_part
 
     def spy(*args, **kwargs):  # Parquet on the event loop would stall every request meanwhile
         try:
@@ -193,7 +195,7 @@ def test_the_log_is_written_off_the_event_loop(tmp_path, tiny_teacher_dir, monke
         except RuntimeError:
             on_loop.append(False)
         return real(*args, **kwargs)
-    monkeypatch.setattr(api, "write_part", spy)
+    monkeypatch.setattr(api_log, "write_part", spy)
     with serving(tmp_path, tiny_teacher_dir) as c:  # api.flush_rows=5
         assert c.post("/predict", json={"texts": [f"film {i}" for i in range(6)]}).status_code == 200
         assert on_loop == [False]

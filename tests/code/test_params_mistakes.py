@@ -61,3 +61,42 @@ def test_cli_empty_override_key_is_one_line(tmp_path, capsys):
     assert main(["--params", str(REPO_PARAMS), "--root", str(tmp_path), "-S", "=3", "ingest"]) == 2
     assert capsys.readouterr().err.strip() == ("error: override '=3': the key is empty; expected key=value, "
                                                "e.g. distill.temperature=4")
+
+
+# issue 25 item 7: no upper bound let a typo hang the machine (inference.threads=100000 started every thread
+# and grew memory ~57 MB/s); item 11: `finetune: null` silently meant every default.
+@pytest.mark.parametrize(("override", "key"), [
+    ("inference.threads=100000", "inference.threads"), ("base.threads=1e6", "base.threads"),
+    ("base.threads=1000000", "base.threads"), ("evaluate.threads=5000", "evaluate.threads"),
+    ("distill.batch_size=1000000000", "distill.batch_size"), ("score.batch_size=100000000", "score.batch_size"),
+    ("api.max_batch=1000000", "api.max_batch"), ("retrain.batch_size=1000000", "retrain.batch_size"),
+])
+def test_a_thread_count_or_batch_beyond_any_machine_is_refused_in_one_line(tmp_path, capsys, override, key):
+    code = main(["--params", str(REPO_PARAMS), "--root", str(tmp_path), "-S", override, "predict", "--model",
+                 str(tmp_path), "x"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"{key}: expected" in err[0], err
+
+
+@pytest.mark.parametrize("written", ["null", "~", "Null"])
+def test_a_section_written_null_is_refused_not_read_as_the_defaults(tmp_path, capsys, written):
+    path = tmp_path / "params.yaml"
+    path.write_text(REPO_PARAMS.read_text(encoding="utf-8").replace("\nfinetune:", "\nunused_finetune:", 1)
+                    + f"\nfinetune: {written}\n")
+    text = path.read_text()
+    path.write_text(text[:text.index("\nunused_finetune:")] + text[text.index("\nevaluate:"):])
+    assert main(["--params", str(path), "--root", str(tmp_path), "finetune"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"finetune: {written}: a section cannot be null" in err[0], err
+    assert "finetune.method: none" in err[0]
+
+
+def test_a_section_overridden_to_null_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="override 'finetune=null': a section cannot be null"):
+        load_config(REPO_PARAMS, ["finetune=null"])
+
+
+def test_an_empty_section_still_takes_the_defaults(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("finetune:\n")
+    assert load_config(path).finetune.method == "none"
