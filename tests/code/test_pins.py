@@ -49,9 +49,12 @@ def imported_distributions() -> dict[str, str]:
 
 
 def pins() -> dict[str, str]:
-    """requirements.txt: distribution (normalised) -> pinned version ("" when unpinned)."""
+    """requirements.txt and requirements-nodeps.txt (installed without their declared requirements):
+    distribution (normalised) -> pinned version ("" when unpinned)."""
     out = {}
-    for line in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines():
+    lines = [line for name in ("requirements.txt", "requirements-nodeps.txt")
+             for line in (REPO / name).read_text(encoding="utf-8").splitlines()]
+    for line in lines:
         line = line.split("#", 1)[0].strip()
         if line:
             req = Requirement(line)
@@ -64,7 +67,7 @@ def test_every_imported_package_is_pinned_at_its_installed_version():
     pinned = pins()
     unpinned = sorted(f"{dist} (import {module})" for dist, module in imported_distributions().items()
                       if not pinned.get(dist))
-    assert not unpinned, f"requirements.txt does not pin: {', '.join(unpinned)}"
+    assert not unpinned, f"requirements.txt (or requirements-nodeps.txt) does not pin: {', '.join(unpinned)}"
     # `==2.13.0` admits a local build such as 2.13.0+cpu, as pip does
     drifted = sorted(f"{dist}: pinned {pinned[dist]}, installed {version(dist)}" for dist in imported_distributions()
                      if not Specifier(f"=={pinned[dist]}").contains(version(dist), prereleases=True))
