@@ -323,7 +323,9 @@ def main() -> None:
         "outliers_alone": {str(s): {str(f): r for f, r in c.items()} for s, c in curves.items()},
         "signal_windows": args.signal_windows,
         "window_size_for_10pct": {"50%": needed_size(curves, 0.1, 0.5), "90%": needed_size(curves, 0.1, 0.9)},
-        "seconds_per_run": {"median": statistics.median(seconds), "max": max(seconds), "runs": len(seconds)},
+        # --timing 0 (a run that shares the machine, whose seconds would mean nothing): no timing recorded
+        "seconds_per_run": ({"median": statistics.median(seconds), "max": max(seconds), "runs": len(seconds)}
+                            if seconds else None),
         "setup_seconds": setup,
     }
     write_json(args.out, stamp(report))
@@ -350,8 +352,9 @@ def print_report(report: dict, out: Path) -> None:
     for size, curve in report["outliers_alone"].items():
         print(f"outliers alone, {size} rows: " + ", ".join(f"{float(f):.0%}: {r:.0%}" for f, r in curve.items()))
     print(f"window size for a 10% segment: {report['window_size_for_10pct']}")
-    print(f"time per monitoring run: median {report['seconds_per_run']['median']:.2f} s, "
-          f"max {report['seconds_per_run']['max']:.2f} s (setup {report['setup_seconds']:.1f} s)")
+    if report["seconds_per_run"]:
+        print(f"time per monitoring run: median {report['seconds_per_run']['median']:.2f} s, "
+              f"max {report['seconds_per_run']['max']:.2f} s (setup {report['setup_seconds']:.1f} s)")
     print(f"wrote {out} and {out.with_suffix('.svg')}")
 
 

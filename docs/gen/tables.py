@@ -179,11 +179,22 @@ def drift_calibration(rel: str = "reports/bench/drift_calibration.json") -> str:
     fractions = list(next(iter(sizes.values())))
     size_rows = [[f"{n} rows"] + [f"{sizes[n][f]:.1%}" for f in fractions] for n in sizes]
     fa = fm["false_alarms"]
+    timing = data.get("seconds_per_run")
+    timed = (f"Median time per monitoring run: {timing['median']:.2f} s over {timing['runs']} runs."
+             if timing else "No monitoring run was timed (`--timing 0`: the machine was shared).")
     line = (f"False alarms: {fa['flagged']} of {fa['windows']} held-out windows (one-sided 95% upper bound "
-            f"{fa['upper95']:.1%}). Median time per monitoring run: {data['seconds_per_run']['median']:.2f} s over "
-            f"{data['seconds_per_run']['runs']} runs. Model: {cell(data['model'])} (test accuracy {data['baseline_accuracy']}); "
+            f"{fa['upper95']:.1%}). {timed} Model: {cell(data['model'])} (test accuracy {data['baseline_accuracy']}); "
             f"windows of {data['window_rows']} rows; {data['reference_rows']:,} reference rows; {data['heldout_rows']} held-out rows.")
-    return "\n\n".join([table(["share of another domain"] + [c for c, _ in cols], rows, "l" + "r" * len(cols)), line,
+    parts = [table(["share of another domain"] + [c for c, _ in cols], rows, "l" + "r" * len(cols)), line]
+    by_split = fm.get("false_alarms_by_split")
+    if by_split:  # the false-alarm rate of the whole monitor, apart for test and val windows, and each descriptor's
+        names = sorted({d for c in by_split.values() for d in c["descriptor_rates"]})
+        split_rows = [[split, f"{c['flagged']} / {c['windows']}", f"{c['rate']:.1%}", f"{c['upper95']:.1%}"]
+                      + [f"{c['descriptor_rates'][d]:.1%}" for d in names] for split, c in by_split.items()]
+        parts += ["False alarms of the whole monitor by split, and how often each descriptor's K-S test fired:",
+                  table(["held-out windows of", "flagged", "rate", "95% upper bound"]
+                        + [f"`{d}` fired" for d in names], split_rows, "l" + "r" * (3 + len(names)))]
+    return "\n\n".join(parts + [
                         "The `outliers` signal alone, share of windows flagged by window size "
                         f"({data['signal_windows']:,} windows per point):",
                         table(["window"] + [f"{float(f):.0%}" for f in fractions], size_rows, "l" + "r" * len(fractions)),
