@@ -13,7 +13,7 @@ fine-tuned and a fresh student distilled on the new data alone (replay_ratio 0, 
 alpha_lwf 0; its teacher gate opened so that its student is measured), which shows what rehearsal
 and warm start buy. Finally `rollback 1` restores version 1.
 
-    python bench/continual.py --root /tmp/fresh_run      # a project root with a finished `make run`
+    python bench/continual.py --root runs/fresh          # a project root with a finished `make run`
 
 Prints a table per cycle and writes reports/bench/continual.json. Works on a copy; the root is
 not modified.

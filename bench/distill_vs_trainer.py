@@ -20,7 +20,7 @@ accuracies), peak memory, and test accuracy.
 Needs a finished pipeline run (data/processed/ and models/teacher/): `make run` first, or
 `--root` naming another project root that has one.
 
-    flock /work/notes/bench.lock env OMP_NUM_THREADS=1 .venv/bin/python bench/distill_vs_trainer.py \
+    env OMP_NUM_THREADS=1 .venv/bin/python bench/distill_vs_trainer.py \
         --root runs/quick --rows 1500 --epochs 3 --threads 1
 
 Prints a table and writes reports/bench/distill_vs_trainer.json.

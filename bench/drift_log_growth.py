@@ -13,7 +13,7 @@ times, at each size, the reads a drift run and a retraining make, against the ol
 the log reading is timed: the monitor's scoring of the window (the same 200 rows whatever the log's
 size) needs a production model and does not grow with the log.
 
-    flock /work/notes/bench.lock env OMP_NUM_THREADS=1 .venv/bin/python bench/drift_log_growth.py --threads 1
+    env OMP_NUM_THREADS=1 .venv/bin/python bench/drift_log_growth.py --threads 1
 
 Prints a table and writes reports/bench/drift_log_growth.json.
 """

@@ -12,7 +12,7 @@ and, for batch prediction, how often the bf16 answers equal the fp32 ones and bo
 
 Needs a finished pipeline (models/teacher, models/student, data/processed): `make run`, or --root.
 
-    flock /work/notes/bench.lock env OMP_NUM_THREADS=1 .venv/bin/python bench/precision.py --root runs/quick --threads 1
+    env OMP_NUM_THREADS=1 .venv/bin/python bench/precision.py --root runs/quick --threads 1
 
 Prints a table and writes reports/bench/precision.json.
 """

@@ -7,7 +7,7 @@ test accuracy and macro-F1 per precision as mean ± std over the seeds, the per-
 bf16 - fp32 (with the exact McNemar-type interval of tasks/infra/stats.py on the same test rows), how
 often the two students answer alike, and the stage's seconds.
 
-    flock /work/notes/bench.lock .venv/bin/python bench/precision_accuracy.py --root runs/precision \
+    .venv/bin/python bench/precision_accuracy.py --root runs/precision \
         --seeds 42 43 44 --threads 2
 
 The workspace needs data/processed and models/teacher (copy them from a finished `make run`). Prints a

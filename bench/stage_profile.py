@@ -8,7 +8,7 @@ cache build, model loading and saving; the rest is everything else (logging, che
 cProfile adds a small cost to each Python call, so the total is a little above the stage's own time;
 the shares are what to read.
 
-    flock /work/notes/bench.lock .venv/bin/python bench/stage_profile.py --root runs/default --stage teacher \
+    .venv/bin/python bench/stage_profile.py --root runs/default --stage teacher \
         --threads 2 -S teacher.epochs=1
 
 Needs a workspace whose earlier stages have run (`kdistill --root DIR ingest`, ...). Prints a table and

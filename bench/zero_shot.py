@@ -9,9 +9,9 @@ With `--supervised-epochs N` it also fine-tunes the supervised teacher on the la
 (same test split) for the comparison; otherwise the comparison is the number given by
 `--supervised` (e.g. the README's `make run` teacher on movies).
 
-    flock /work/notes/bench.lock env OMP_NUM_THREADS=1 .venv/bin/python bench/zero_shot.py --threads 1 \
+    env OMP_NUM_THREADS=1 .venv/bin/python bench/zero_shot.py --threads 1 \
         --task movies --distill-epochs 2 --supervised-accuracy 0.8543 --supervised-f1 0.8543
-    flock /work/notes/bench.lock env OMP_NUM_THREADS=1 .venv/bin/python bench/zero_shot.py --threads 1 \
+    env OMP_NUM_THREADS=1 .venv/bin/python bench/zero_shot.py --threads 1 \
         --task trec6 --distill-epochs 2 --supervised-epochs 3 --supervised-lr 1e-4
 
 Writes reports/bench/zero_shot.json (one entry per task, merged with what is there).
