@@ -21,8 +21,8 @@ def _page(title: str, intro: str, sections: list[tuple[str, str, str]]) -> str:
 # until a renderer is written for it (docs/gen/tables.py), so a new bench never goes unmentioned.
 RENDERED = {"ablation", "api_load", "continual", "distill_vs_trainer", "drift_calibration", "drift_log_growth",
             "hidden_loss", "label_efficiency", "precision", "precision_accuracy", "scaling", "serving",
-            "stage_profile_distill", "stage_profile_teacher", "stage_profile_teacher_foreach_adamw", "sweep_quick",
-            "sweep_trec50", "zero_shot"}
+            "stage_profile_distill", "stage_profile_teacher", "stage_profile_teacher_foreach_adamw", "students",
+            "sweep_quick", "sweep_trec50", "zero_shot"}
 
 
 def _unrendered() -> tuple[str, str]:
@@ -145,6 +145,18 @@ instead, or a faster one not significantly below it.
 
 ![trec50 sweep](img/sweep_trec50.png)
 """, tables.sweep("reports/bench/sweep_trec50.json")),
+        ("Students beyond depth: static embeddings and a pruned vocabulary", """
+`bench/students.py` ([Student kinds](../how-to/student-kinds.md)): per task, one fine-tuned teacher;
+per seed, the static student (model2vec's table of that teacher, `distill.student: static`) trained
+on soft targets and labels (`static-kd+ce`), soft targets alone (`static-kd`) or labels alone
+(`static-ce`); the plainest baselines, model2vec embeddings with logistic regression (`m2v+logreg`
+from the fine-tuned teacher, `m2v-base+logreg` from the base sentence embedder; deterministic, one fit
+for every seed); and the 3-layer transformer student with and without its vocabulary pruned to the
+transfer set (`3L`, `3L-pruned`, the same weights). "vs" is the paired difference on the same test
+rows, seed by seed, with how many seeds it was positive. Every point's seed-1 model and the fp32
+teacher are timed in one process; "served" is a point's fastest variant within `inference.max_drop`
+of its own fp32 on val. The goals below each task are checked on val against the teacher.
+""", tables.students()),
     ])
 
 

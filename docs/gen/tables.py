@@ -20,30 +20,40 @@ def _bench_module(name: str):
 
 
 def sweep(rel: str) -> str:
-    """A sweep's trials (reports/sweep/trials.json or a bench copy): the teacher, then each trial."""
+    """A sweep's trials (reports/sweep/trials.json or a bench copy): the teacher, then each trial, with its
+    family (transformer or static, pruned or not); a static trial's shape is its width."""
+    from tasks.sweep.space import family
+
     data = load_json(rel)
     summary, teacher = data["summary"], data["teacher"]
     metric = summary["metric"]
-    rows = [["teacher", teacher.get("depth", ""), "all", "", f"{teacher['val'][metric]:.4f}", "",
+    rows = [["teacher", "", teacher.get("depth", ""), "all", "", f"{teacher['val'][metric]:.4f}", "",
              f"{teacher['test']['accuracy']:.4f}", f"{teacher['param_count']:,}", "torch-fp32",
              f"{teacher['torch_fp32']['latency_ms_b1']:.2f}", f"{teacher['torch_fp32']['throughput_b32']:.0f}", ""]]
     for t in data["trials"]:
         p, choice = t["params"], t.get("choice", {})
         name = f"**{t['id']}**" if t["id"] == summary["chosen"] else t["id"]
+        static = p.get("student") == "static"
+        shape = f"{p['static_dims']}d" if static else " ".join(map(str, p.get("layer_map") or []))
+        head = [name, family(p), "" if static else p.get("student_layers", ""), shape, f"{p['temperature']:g}"]
         if t.get("status") != "done":
-            rows.append([name, p["student_layers"], " ".join(map(str, p["layer_map"])), f"{p['temperature']:g}",
-                         t.get("status", ""), "", "", "", "", "", "", choice.get("why", "")])
+            rows.append(head + [t.get("status", ""), "", "", "", "", "", "", choice.get("why", "")])
             continue
         vs = choice.get("vs_teacher", {})
-        rows.append([name, p["student_layers"], " ".join(map(str, p["layer_map"])), f"{p['temperature']:g}",
-                     f"{t['val'][metric]:.4f}",
-                     f"{vs['diff']:+.4f} ({vs['ci_low']:+.3f}..{vs['ci_high']:+.3f})" if vs else "",
-                     f"{t['test']['accuracy']:.4f}", f"{t['param_count']:,}", t["served"]["variant"],
-                     f"{t['served']['latency_ms_b1']:.2f}", f"{t['served']['throughput_b32']:.0f}",
-                     "within budget" if choice.get("budget") else choice.get("why", "")])
-    head = ["trial", "layers", "layer map", "T", f"val {metric}", "vs teacher (CI)", "test accuracy", "params",
-            "served as", "batch-1 ms", "rows/s at 32", "budget"]
-    return "\n\n".join([table(head, rows, "llllrrrrlrrl"), f"{summary['reason']}.", provenance(rel, data)])
+        rows.append(head + [f"{t['val'][metric]:.4f}",
+                            f"{vs['diff']:+.4f} ({vs['ci_low']:+.3f}..{vs['ci_high']:+.3f})" if vs else "",
+                            f"{t['test']['accuracy']:.4f}", f"{t['param_count']:,}", t["served"]["variant"],
+                            f"{t['served']['latency_ms_b1']:.2f}", f"{t['served']['throughput_b32']:.0f}",
+                            "within budget" if choice.get("budget") else choice.get("why", "")])
+    head = ["trial", "family", "layers", "layer map / width", "T", f"val {metric}", "vs teacher (CI)",
+            "test accuracy", "params", "served as", "batch-1 ms", "rows/s at 32", "budget"]
+    return "\n\n".join([table(head, rows, "lllllrrrrlrrl"), f"{summary['reason']}.", provenance(rel, data)])
+
+
+def students(rel: str = "reports/bench/students.json") -> str:
+    """bench/students.py: static and pruned students against the teacher, with the goals (its own table)."""
+    data = load_json(rel)
+    return "\n\n".join([_bench_module("students").table(data), provenance(rel, data)])
 
 
 def serving(rel: str = "reports/bench/serving.json") -> str:

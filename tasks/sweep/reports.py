@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.infra.config import Config
+from tasks.infra.config import Config, to_dict
+from tasks.infra.provenance import stamp
 from tasks.infra.storage import Paths, write_json, write_text
 from tasks.sweep.choice import pareto_front
 from tasks.sweep.records import Trial, sweep_dirs
@@ -103,6 +104,12 @@ def plot_front(path: Path, rows: list[dict], teacher: dict, metric: str, max_dro
     plt.close(fig)
 
 
+def _from_cli() -> bool:
+    import sys
+
+    return Path(sys.argv[0]).name in ("kdistill", "cli.py") if sys.argv else False
+
+
 def write_reports(cfg: Config, paths: Paths, records: list[Trial], teacher: dict, choice: dict,
                   seconds: float) -> dict:
     """reports/sweep/: trials.json, trials.csv (DVC plot), metrics.json (DVC metrics), table.md, pareto.png.
@@ -125,8 +132,10 @@ def write_reports(cfg: Config, paths: Paths, records: list[Trial], teacher: dict
                                                      "size_mb", "served_variant", "latency_ms", "fp32_latency_ms")}
         summary["speedup_b1"] = round(teacher["torch_fp32"]["latency_ms_b1"] / max(chosen["latency_ms"], 1e-9), 2)
     clean = [r.to_json() | {"choice": choice["trials"][r.id]} for r in records]
+    # what the docs print under the table: the command (`kdistill sweep ...`, or the flow's), machine and date
+    made = stamp({"space": to_dict(cfg)["sweep"]}, paths.root.resolve(), "kdistill" if _from_cli() else None)
     write_json(out / "trials.json", {"summary": summary, "teacher": {k: v for k, v in teacher.items() if k != "context"},
-                                     "trials": clean})
+                                     "trials": clean, **made})
     write_json(out / "metrics.json", summary)
     write_text(out / "trials.csv", pd.DataFrame(rows).to_csv(index=False))
     write_text(out / "table.md", table_markdown(rows, teacher, metric, choice))

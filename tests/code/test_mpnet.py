@@ -23,17 +23,17 @@ LABELS = [1, 0, 0, 1, 1, 0, 1, 0, 1, 0]
 CPU = torch.device("cpu")
 
 
-def make_mpnet_tokenizer():
+def make_mpnet_tokenizer(texts: list[str] | None = None, vocab_size: int = 100):
     """A WordPiece tokenizer with MPNet's special tokens in MPNet's order (<s> 0, <pad> 1, </s> 2), like the
-    real one."""
+    real one; trained on `texts` (default: the test corpus)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(CORPUS * 5, trainers.WordPieceTrainer(
-        vocab_size=100, special_tokens=["<s>", "<pad>", "</s>", "[UNK]", "<mask>"]))
+    tok.train_from_iterator(texts or CORPUS * 5, trainers.WordPieceTrainer(
+        vocab_size=vocab_size, special_tokens=["<s>", "<pad>", "</s>", "[UNK]", "<mask>"]))
     tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="[UNK]",
                                    pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>")

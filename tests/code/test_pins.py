@@ -88,3 +88,10 @@ def test_the_scan_sees_lazy_imports_and_skips_the_standard_library(tmp_path):
     """The derivation itself: an import inside a function counts, `os` and our own packages do not."""
     assert {"pydantic", "fastapi", "ruamel", "scipy", "annotated_types"} <= imported_modules()
     assert not {"os", "json", "tasks", "flows"} & imported_modules()
+
+
+def test_every_line_of_the_requirements_is_pinned():
+    """Not only what tasks/ and flows/ import: the test runner, the docs and the linters too (pytest was a
+    bare name, so a fresh clone got whatever pytest was newest)."""
+    unpinned = sorted(dist for dist, pinned in pins().items() if not pinned)
+    assert not unpinned, f"requirements.txt (or requirements-nodeps.txt) has no == pin for: {', '.join(unpinned)}"

@@ -386,6 +386,13 @@ def test_the_sweep_covers_every_student_family_in_one_front(ws, builds):
     assert all(name in csv for name in FAMILIES)
     table = (ws / "reports" / "sweep" / "table.md").read_text()
     assert "| static | 0 | 8d |" in table and "transformer, pruned" in table
+    # the docs' table of a sweep renders every family, and says what made the file (the space searched too)
+    from docs.gen.tables import sweep as docs_table
+
+    made = read_json(ws / "reports" / "sweep" / "trials.json")
+    assert made["space"]["static_dims"] == [8] and made["date"].endswith("+00:00") and made["machine"]["cores"]
+    page = docs_table(str(ws / "reports" / "sweep" / "trials.json"))
+    assert "| static |  | 8d |" in page and "| transformer, pruned |" in page and "not recorded" not in page
 
 
 def test_a_static_width_above_the_teachers_is_one_line(ws, capsys):
