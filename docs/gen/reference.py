@@ -195,7 +195,8 @@ def describe_cron(cron: str, zone: str) -> str:
 LAYERS = {
     "tasks/core": "the distillation core, bottom layer: torch and transformers only",
     "tasks/infra": "infrastructure every layer shares, no domain code: the parameter schema, storage, readers, "
-                   "locks, the drop folder, the production log, the registry's read side, errors, statistics, provenance (the command, machine and date a results file records)",
+                   "locks, the drop folder, the production log, the registry's read side, errors, statistics, "
+                   "provenance (the command, machine and date a results file records)",
     "tasks/quality": "Great Expectations: the validation suites and the engine that runs them",
     "tasks/models": "model kinds and model folders: loading, zero-shot teachers, contrastive tuning, the training and "
                     "prediction helpers the model stages share, the drift monitor's view of a model, the "
