@@ -53,7 +53,7 @@ reviews): the fastest trial within the accuracy budget, served in its fastest va
           ("Pages", """
 - [Pipeline, training and serving](pipeline.md): serving variants, where a stage's time goes, fp32
   against bf16, our loop against the Hugging Face Trainer, cost against rows, hidden-state alignment.
-- [Compression sweeps](sweep.md): depths and temperatures on three tasks, with their Pareto charts.
+- [Compression sweeps](sweep.md): depths, temperatures, static students and pruned vocabularies on three tasks, with their Pareto charts; static and pruned students against the teacher on four tasks.
 - [What distillation adds](distillation.md): a seeded ablation, few labels with unlabelled text,
   the zero-shot teacher.
 - [Drift and continual learning](drift.md): the monitor's false alarms and detection, its cost as
@@ -126,8 +126,9 @@ and picks the fastest within `sweep.max_drop` of the teacher on val ([Compressio
 In each table, bold is the choice; "vs teacher" is the paired difference on val with its interval.
 """, [
         ("The embedded default", """
-params.yaml's `sweep:` as shipped, on a workspace after `make run`; the files are `reports/sweep/`
-in the repository (`dvc metrics show`, `dvc plots show`).
+params.yaml's `sweep:` on a workspace after `make run`, every family it names (transformer depths,
+static widths, each with and without a pruned vocabulary); the command under the table shows what it
+overrode. The files are `reports/sweep/` in the repository (`dvc metrics show`, `dvc plots show`).
 
 ![Compression sweep on the embedded default: val accuracy against served batch-1 latency](img/pareto.png)
 """, tables.sweep("reports/sweep/trials.json")),
