@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     params = to_dict(load_config(ROOT / "params.yaml"))  # read once: a long bench must not see later edits
     results["settings"] = {k: v for k, v in vars(args).items() if k not in ("table", "out", "work")}
-    results["settings"].update(command="python bench/base_teacher.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    command = "python bench/base_teacher.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if command not in results.setdefault("commands", []):  # a bench run in parts records every part's command
+        results["commands"].append(command)
+    results["settings"].update(command=command,
                                teacher_settings={f"{t}/{k}": v for (t, k), v in TEACHER_SETTINGS.items()},
                                distill=params["distill"])
     start = time.perf_counter()
@@ -135,8 +138,10 @@ def main(argv: list[str] | None = None) -> None:
                     shutil.copytree(workspaces["mpnet"] / "models" / "distilled", keep)
                 save(out, results)
                 log_line(key, results["runs"][key], start)
-    if args.speed:
-        task = args.tasks.split(",")[0]
+    task = args.tasks.split(",")[0]
+    if args.speed and results.get("speed", {}).get("task", task) != task:  # a later part of a bench run in parts
+        print(f"speed: kept, measured on {results['speed']['task']} (a run in parts times its first task only)")
+    elif args.speed:
         results["speed"] = measure_speed(task, Path(args.work) / task, int(args.seeds.split(",")[0]), args, params)
     results["summary"] = summarise(results)
     save(out, results)
@@ -305,6 +310,24 @@ def summarise(results: dict) -> dict:
                 diffs = [arms[a][s][metric] - arms[b][s][metric] for s in seeds]
                 summary[task][f"{a} - {b}"] = {**seed_summary(diffs), "positive": sum(d > 0 for d in diffs)}
     return summary
+
+
+def missing(results: dict) -> list[str]:
+    """The cells of the full bench (every task, seed, teacher and student of the defaults) not yet run,
+    one entry per task: "trec50 (all)" or "movies: s3_ce/3, ..."."""
+    defaults = parse_args([])
+    tasks, seeds = defaults.tasks.split(","), [int(s) for s in defaults.seeds.split(",")]
+    out = []
+    for task in tasks:
+        want = [f"{task}/{t}/{s}" for s in seeds for t in TEACHERS]
+        want_runs = [f"{task}/{n}/{s}" for s in seeds for n in STUDENTS]
+        gone = [k for k in want if k not in results.get("teachers", {})]
+        gone += [k for k in want_runs if k not in results.get("runs", {})]
+        if len(gone) == len(want) + len(want_runs):
+            out.append(f"{task} (all)")
+        elif gone:
+            out.append(f"{task}: " + ", ".join(k.split("/", 1)[1] for k in gone))
+    return out
 
 
 def table(results: dict) -> str:

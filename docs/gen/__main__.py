@@ -17,7 +17,8 @@ PAGES = {"docs/reference/configuration.md": reference.configuration_page, "docs/
 BLOCKS = {"README.md": {"schedule": reference.schedule_table, "results": tables.headline,
                         "layers": reference.layers_table, "deployments": reference.deployments_table},
           "docs/how-to/prefect-ui.md": {"deployments": reference.deployments_table},
-          "docs/how-to/retraining.md": {"schedule": reference.schedule_table}}
+          "docs/how-to/retraining.md": {"schedule": reference.schedule_table},
+          "docs/how-to/base-teacher.md": {"evidence": tables.base_teacher}}
 
 
 def expected() -> dict[str, str]:

@@ -56,6 +56,18 @@ def students(rel: str = "reports/bench/students.json") -> str:
     return "\n\n".join([_bench_module("students").table(data), provenance(rel, data)])
 
 
+def base_teacher(rel: str = "reports/bench/base_teacher.json") -> str:
+    """bench/base_teacher.py (issue 22): its tables, what of the full bench is still to run, and every part's command."""
+    if not (ROOT / rel).is_file():
+        return f"Not run yet: `{rel}` does not exist."
+    data, bench = load_json(rel), _bench_module("base_teacher")
+    gone = bench.missing(data)
+    status = ("Every cell of the full bench has run." if not gone else
+              "**Partial**: the full bench (3 tasks × 3 seeds) still lacks " + "; ".join(gone) + ".")
+    parts = "Run in parts: " + "; ".join(f"`{c}`" for c in data.get("commands", [])) + "."
+    return "\n\n".join([status, bench.table(data), parts, provenance(rel, data)])
+
+
 def serving(rel: str = "reports/bench/serving.json") -> str:
     data = load_json(rel)
     rows = [[r["model"], f"**{r['variant']}**" if r["model"] == "student" and r["variant"] == data["chosen"]["variant"]

@@ -56,3 +56,21 @@ def test_summary_pairs_by_seed_and_retention_is_against_the_same_seeds_mpnet(ben
     assert summary["s6_kd"]["retention"]["mean"] == pytest.approx((0.81 / 0.90 + 0.80 / 0.80) / 2)
     text = bench.table(results)
     assert "| movies | s6_kd - s6_ce | +0.0150" in text and "retention" in text
+
+
+def test_a_bench_run_in_parts_names_what_is_still_missing_and_every_parts_command(bench, tmp_path, monkeypatch):
+    """The docs block of a partial bench: the cells still to run, per task, and each part's command."""
+    from docs.gen import tables
+
+    run = {"accuracy": 0.8, "f1_macro": 0.8, "seconds": 1.0}
+    results = {"teachers": {f"movies/{t}/{s}": run for t in bench.TEACHERS for s in (1, 2, 3)},
+               "runs": {f"movies/{n}/{s}": run for n in bench.STUDENTS for s in (1, 2, 3) if (n, s) != ("s3_ce", 3)},
+               "commands": ["python bench/base_teacher.py --tasks movies"]}
+    assert bench.missing(results) == ["movies: s3_ce/3", "trec50 (all)", "sms-spam (all)"]
+    (tmp_path / "b.json").write_text(__import__("json").dumps(results))
+    monkeypatch.setattr(tables, "ROOT", tmp_path)
+    monkeypatch.setattr(tables, "load_json", lambda rel: __import__("json").loads((tmp_path / rel).read_text()))
+    text = tables.base_teacher("b.json")
+    assert "**Partial**: the full bench (3 tasks × 3 seeds) still lacks movies: s3_ce/3; trec50 (all); sms-spam (all)." in text
+    assert "Run in parts: `python bench/base_teacher.py --tasks movies`." in text
+    assert tables.base_teacher("absent.json") == "Not run yet: `absent.json` does not exist."
