@@ -164,7 +164,7 @@ def task_config(task: str, params: dict, overrides: dict):
 def prepare_data(task: str, root: Path, train_rows: int, params: dict, eval_rows: int = 0) -> Path:
     """Ingest `task` once into `root` (seed 42 split), keeping `train_rows` train rows (and `eval_rows` val and
     test rows, when set); reused when done with the same sizes."""
-    from tasks.infra.common import load_split
+    from tasks.infra.splits import load_split
     from tasks.infra.storage import Paths, write_json, write_parquet
     from tasks.ingest import ingest, stratified_split
 
@@ -220,7 +220,8 @@ def fit_teacher(task: str, teacher: str, seed: int, data_root: Path, root: Path,
 def test_predictions(model_dir: Path, paths, max_length: int) -> list[int]:
     """A saved classifier's predicted label ids on the workspace's test split (for paired comparisons)."""
     from tasks.core.predict import predict_logits
-    from tasks.infra.common import encode_split, load_labels, load_split
+    from tasks.infra.splits import load_labels, load_split
+    from tasks.models.training import encode_split
     from tasks.models.loading import load_classifier, load_tokenizer
 
     tokenizer = load_tokenizer(str(model_dir))
@@ -247,7 +248,8 @@ def fit_student(task: str, student: str, seed: int, mpnet_root: Path, args, para
 
 def measure_speed(task: str, root: Path, seed: int, args, params: dict) -> dict:
     """Size and speed of each kind of model on the task's test split, each on its own tokens (one at a time)."""
-    from tasks.infra.common import encode_split, load_split
+    from tasks.infra.splits import load_split
+    from tasks.models.training import encode_split
     from tasks.models.loading import count_params, load_classifier, load_tokenizer
     from tasks.infra.storage import dir_size_mb
     from tasks.production.export import (choose_variant, interleaved_latencies, load_predictor, serving_inputs,
