@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 results["runs"][key] = fit_student(task, student, seed, workspaces["mpnet"], args, params)
                 if seed == int(args.seeds.split(",")[0]):  # kept for the speed measurement
-                    keep = Path(args.work) / task / "students" / student
+                    keep = Path(args.work) / task / "students" / f"seed{seed}" / student
                     shutil.rmtree(keep, ignore_errors=True)
                     shutil.copytree(workspaces["mpnet"] / "models" / "distilled", keep)
                 save(out, results)
@@ -257,7 +257,7 @@ def measure_speed(task: str, root: Path, seed: int, args, params: dict) -> dict:
 
     max_length, max_drop = params["base"]["max_length"], params["inference"]["max_drop"]
     models = {f"teacher_{t}": root / f"seed{seed}" / t / "models" / "teacher" for t in TEACHERS}
-    models.update({s: root / "students" / s for s in STUDENTS if (root / "students" / s).is_dir()})
+    models.update({s: root / "students" / f"seed{seed}" / s for s in STUDENTS if (root / "students" / f"seed{seed}" / s).is_dir()})
     test = load_split(_workspace(root / "data", root / f"seed{seed}" / "mpnet"), "test")
     speed = {}
     for name, folder in models.items():
