@@ -313,9 +313,12 @@ def distill(cfg: Config, paths: Paths, resume: bool = False, on_epoch: Callable[
         if is_main():  # under DDP every rank holds the same weights; one writes
             save_model(student.cpu(), s_tokenizer, paths.distilled)
         epochs_run = max(1, len(result.history))
+        # A pretrained student keeps its own layers: its map only pairs layers for the hidden-state term,
+        # so with that term off it pairs nothing and is not reported.
+        used_map = None if dc.student_model and dc.alpha_cos == 0 else layer_map
         report = {
             "student": dc.student, "static_dims": student.config.hidden_size if static else None, "vocab": vocab,
-            "teacher_layers": n_teacher, "student_layers": num_layers(student), "layer_map": layer_map,
+            "teacher_layers": n_teacher, "student_layers": num_layers(student), "layer_map": used_map,
             "params": count_params(student), "teacher_params": count_params(teacher),
             "transfer_rows": {"labelled": len(frames["train"]) - train_unlabelled,
                               "unlabelled": len(unlabeled) + train_unlabelled},
@@ -335,6 +338,7 @@ def distill(cfg: Config, paths: Paths, resume: bool = False, on_epoch: Callable[
         info["read"] += [paths.processed, paths.teacher]
         info["wrote"] += [paths.distilled, paths.reports / "distill.json"]
         kind = (f"static student ({report['static_dims']} dims)" if static else
+                f"{report['student_layers']}-layer student ({dc.student_model})" if used_map is None else
                 f"{report['student_layers']}-layer student (map {layer_map})")
         log.info("[distill] %s, best val %s %.4f", kind, cfg.evaluate.metric, result.best_score)
     return report

@@ -68,6 +68,9 @@ def test_other_vocabulary_and_width_each_model_reads_its_own_tokens(workspace, s
     assert report["student_tokenizer"] == "own"
     assert report["hidden_term"].startswith("off: the student's width 24 differs from the teacher's 32")
     assert any("hidden-state term off: the student's width 24" in r.getMessage() for r in caplog.records)
+    # Its own layers, and no hidden-state term to pair them for: no layer map is reported (or logged).
+    assert report["layer_map"] is None
+    assert not any("(map " in r.getMessage() for r in caplog.records if r.getMessage().startswith("[distill]"))
     # The cache keys on the teacher's tokens of the transfer set (logits only, the hidden term being off).
     from tasks.models.loading import load_tokenizer
 
@@ -86,6 +89,7 @@ def test_same_width_keeps_the_pooled_term_and_an_online_teacher_reads_its_own_to
     report = distill(_cfg(student_dir(32), cache=cache), workspace)
     assert report["hidden_term"] == "on (pooled states, alpha_cos 0.1)" and report["cache"] == ("miss" if cache else "off")
     assert report["history"] and report["student_tokenizer"] == "own"
+    assert len(report["layer_map"]) == report["student_layers"]  # the map pairs layers for the pooled term
 
 
 def test_per_token_alignment_is_off_across_tokenizers(workspace, student_dir):
