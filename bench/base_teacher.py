@@ -11,9 +11,10 @@ new head, never the split); then, from that seed's MPNet teacher, these students
 - `s3_kd` / `s3_ce`: 3 layers from MPNet's (0, 4, 8).
 
 Every model is scored on the whole test split; KD against CE and MPNet against MiniLM are paired by seed.
-Speed (`--speed`, once, on the first task's seed-1 models, after training): parameters, weights size,
-batch-1 latency and batch-32 throughput in torch fp32 and in the fastest serving variant within
-inference.max_drop, against the fp32 MPNet teacher; set beside DistilBERT's published figures.
+Speed (`--speed`, once, on the first task's models of the first seed run, after training): parameters,
+weights size, batch-1 latency (interleaved across every model and variant) and batch-32 throughput in
+torch fp32 and in the fastest serving variant within inference.max_drop, against the fp32 MPNet teacher;
+set beside DistilBERT's published figures.
 Results are written after every run (--out), so an interrupted bench resumes where it stopped.
 
     make base-teacher                                   # once: the MPNet folder (models/base/)
@@ -247,7 +248,12 @@ def fit_student(task: str, student: str, seed: int, mpnet_root: Path, args, para
 
 
 def measure_speed(task: str, root: Path, seed: int, args, params: dict) -> dict:
-    """Size and speed of each kind of model on the task's test split, each on its own tokens (one at a time)."""
+    """Size and speed of each kind of model on the task's test split, each on its own tokens.
+
+    The batch-1 latencies of every model and variant are interleaved in blocks of 20 runs, so a load
+    spike on the shared machine lands on all of them rather than on one; throughput (batch 32) and
+    accuracy are then taken one predictor at a time over the whole split.
+    """
     from tasks.infra.splits import load_split
     from tasks.models.training import encode_split
     from tasks.models.loading import count_params, load_classifier, load_tokenizer
@@ -256,21 +262,30 @@ def measure_speed(task: str, root: Path, seed: int, args, params: dict) -> dict:
                                          throughput_and_accuracy)
 
     max_length, max_drop = params["base"]["max_length"], params["inference"]["max_drop"]
+    variants = args.variants.split(",")
     models = {f"teacher_{t}": root / f"seed{seed}" / t / "models" / "teacher" for t in TEACHERS}
     models.update({s: root / "students" / f"seed{seed}" / s for s in STUDENTS if (root / "students" / f"seed{seed}" / s).is_dir()})
     test = load_split(_workspace(root / "data", root / f"seed{seed}" / "mpnet"), "test")
-    speed = {}
+    predictors, singles, splits = {}, {}, {}
     for name, folder in models.items():
         tokenizer = load_tokenizer(str(folder))
         data = encode_split(tokenizer, test, max_length)
-        singles, batches = serving_inputs(data, tokenizer.pad_token_id, 20 + args.speed_runs, 32)
+        model_singles, batches = serving_inputs(data, tokenizer.pad_token_id, 20 + args.speed_runs, 32)
+        splits[name] = (batches, data.labels)
+        for variant in variants:
+            predictors[f"{name}/{variant}"] = load_predictor(folder, variant, threads=args.threads)
+            singles[f"{name}/{variant}"] = model_singles
+    print(f"speed: {len(predictors)} predictors, {args.speed_runs} batch-1 runs each, interleaved", flush=True)
+    times = interleaved_latencies(predictors, singles, 20, 20)
+    speed = {}
+    for name, folder in models.items():
         rows = {}
-        for variant in args.variants.split(","):
-            predictor = load_predictor(folder, variant, threads=args.threads)
-            times = interleaved_latencies({variant: predictor}, singles, 20, 20)[variant]
-            throughput, accuracy = throughput_and_accuracy(predictor, batches, data.labels)
-            rows[variant] = {"latency_ms_b1": round(statistics.median(times), 3), "throughput_b32": round(throughput, 1),
-                             "accuracy": round(accuracy, 4), "size_mb": round(predictor.size_mb, 2)}
+        for variant in variants:
+            predictor = predictors[f"{name}/{variant}"]
+            throughput, accuracy = throughput_and_accuracy(predictor, *splits[name])
+            rows[variant] = {"latency_ms_b1": round(statistics.median(times[f"{name}/{variant}"]), 3),
+                             "throughput_b32": round(throughput, 1), "accuracy": round(accuracy, 4),
+                             "size_mb": round(predictor.size_mb, 2)}
         model, _ = load_classifier(str(folder))
         best = choose_variant(rows, max_drop)
         speed[name] = {"params": count_params(model), "weights_mb": round(dir_size_mb(folder), 1), "variants": rows,
@@ -278,7 +293,7 @@ def measure_speed(task: str, root: Path, seed: int, args, params: dict) -> dict:
         print(f"speed {name}: {rows['torch-fp32']['latency_ms_b1']:.2f} ms fp32, {rows[best]['latency_ms_b1']:.2f} ms "
               f"{best}", flush=True)
     return {"task": task, "seed": seed, "threads": args.threads, "runs": args.speed_runs, "max_drop": max_drop,
-            "models": speed}
+            "latency": "interleaved", "models": speed}
 
 
 def summarise(results: dict) -> dict:

@@ -389,16 +389,22 @@ def serving_inputs(data: TokenDataset, pad_id: int, runs: int, batch_size: int) 
     return singles, batches
 
 
-def interleaved_latencies(predictors: dict, singles: list, warmup: int, block: int) -> dict[str, list[float]]:
+def interleaved_latencies(predictors: dict, singles: list | dict, warmup: int, block: int) -> dict[str, list[float]]:
     """Batch-1 latencies (ms) of every predictor on the same inputs, interleaved in blocks, so a load
-    spike on a shared machine lands on every predictor rather than on one."""
+    spike on a shared machine lands on every predictor rather than on one.
+
+    `singles` is one list of (ids, mask) for all, or a dict keyed like `predictors` (models with other
+    tokenizers each read the same rows in their own tokens); the shortest list sets the number of runs.
+    """
+    inputs = singles if isinstance(singles, dict) else {key: singles for key in predictors}
+    runs = min(len(inputs[key]) for key in predictors)
     times: dict[str, list[float]] = {key: [] for key in predictors}
     for key, p in predictors.items():
-        for ids, mask in singles[:warmup]:
+        for ids, mask in inputs[key][:warmup]:
             p.predict_logits(ids, mask)
-    for start in range(warmup, len(singles), block):
+    for start in range(warmup, runs, block):
         for key, p in predictors.items():
-            for ids, mask in singles[start:start + block]:
+            for ids, mask in inputs[key][start:min(start + block, runs)]:
                 t0 = time.perf_counter()
                 p.predict_logits(ids, mask)
                 times[key].append((time.perf_counter() - t0) * 1000)

@@ -214,3 +214,27 @@ def test_bench_without_a_pipeline_says_what_to_run(tmp_path):
                           check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "make run" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_interleaved_latencies_take_each_models_own_inputs_in_alternating_blocks():
+    """Models with other tokenizers read the same rows in their own tokens; blocks alternate between
+    predictors (a load spike lands on all), and the shortest input list sets the number of runs."""
+    from tasks.production.export import interleaved_latencies
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def predict_logits(self, ids, mask):
+            calls.append((self.name, ids))
+
+    inputs = {"a": [("a", i) for i in range(7)], "b": [("b", i) for i in range(9)]}
+    times = interleaved_latencies({"a": Recorder("a"), "b": Recorder("b")}, inputs, warmup=1, block=2)
+    assert {k: len(v) for k, v in times.items()} == {"a": 6, "b": 6}
+    assert all(ids[0] == name for name, ids in calls)  # each read only its own inputs
+    timed = [name for name, _ in calls[2:]]  # after one warm-up run each
+    assert timed == ["a", "a", "b", "b"] * 3
+    shared = interleaved_latencies({"a": Recorder("a")}, inputs["a"], warmup=1, block=4)  # one list for all
+    assert len(shared["a"]) == 6
