@@ -74,3 +74,18 @@ def test_a_bench_run_in_parts_names_what_is_still_missing_and_every_parts_comman
     assert "**Partial**: the full bench (3 tasks × 3 seeds) still lacks movies: s3_ce/3; trec50 (all); sms-spam (all)." in text
     assert "Run in parts: `python bench/base_teacher.py --tasks movies`." in text
     assert tables.base_teacher("absent.json") == "Not run yet: `absent.json` does not exist."
+
+
+def test_speed_table_sets_every_model_against_mpnet_fp32_and_against_mpnet_served_its_best_way(bench):
+    def model(params: int, fp32_ms: float, best: str, best_ms: float) -> dict:
+        rows = {"torch-fp32": {"latency_ms_b1": fp32_ms, "throughput_b32": 10.0},
+                best: {"latency_ms_b1": best_ms, "throughput_b32": 20.0}}
+        return {"params": params, "weights_mb": params / 250_000, "variants": rows, "best": best}
+
+    speed = {"task": "movies", "seed": 2, "threads": 2, "latency": "interleaved",
+             "models": {"teacher_mpnet": model(100_000_000, 100.0, "onnx-fp32", 40.0),
+                        "s6_kd": model(60_000_000, 50.0, "onnx-int8", 10.0)}}
+    text = bench.table({"teachers": {}, "runs": {}, "speed": speed})
+    assert "seed 2, 2 thread(s), batch-1 latencies interleaved across every model and variant" in text
+    assert "| s6_kd | 60.0M | -40% | 240 | 50.00 | 10 | onnx-int8 | 10.00 | 20 | 10.00x | 4.00x |" in text
+    assert "timed one model after another" in bench.table({"teachers": {}, "runs": {}, "speed": {**speed, "latency": None}})
