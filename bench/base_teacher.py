@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
                 workspaces[teacher] = Path(args.work) / task / f"seed{seed}" / teacher
                 if key not in results["teachers"] or not (workspaces[teacher] / "models" / "teacher").is_dir():
                     results["teachers"][key] = fit_teacher(task, teacher, seed, data_root, workspaces[teacher], args, params)
-                    save(out, results)
+                    save_with_summary(out, results)
                     log_line(key, results["teachers"][key], start)
             for student in args.students.split(","):
                 key = f"{task}/{student}/{seed}"
@@ -137,16 +137,21 @@ def main(argv: list[str] | None = None) -> None:
                     keep = Path(args.work) / task / "students" / f"seed{seed}" / student
                     shutil.rmtree(keep, ignore_errors=True)
                     shutil.copytree(workspaces["mpnet"] / "models" / "distilled", keep)
-                save(out, results)
+                save_with_summary(out, results)
                 log_line(key, results["runs"][key], start)
     task = args.tasks.split(",")[0]
     if args.speed and results.get("speed", {}).get("task", task) != task:  # a later part of a bench run in parts
         print(f"speed: kept, measured on {results['speed']['task']} (a run in parts times its first task only)")
     elif args.speed:
         results["speed"] = measure_speed(task, Path(args.work) / task, int(args.seeds.split(",")[0]), args, params)
+    save_with_summary(out, results)
+    print(table(results))
+
+
+def save_with_summary(out: Path, results: dict) -> None:
+    """Save after every run with its summary brought up to date, so a stopped part's file is never stale."""
     results["summary"] = summarise(results)
     save(out, results)
-    print(table(results))
 
 
 def log_line(key: str, run: dict, start: float) -> None:
@@ -349,7 +354,7 @@ def missing(results: dict) -> list[str]:
 
 def table(results: dict) -> str:
     """The docs' tables: scores, paired differences, then size and speed against DistilBERT's figures."""
-    summary = results.get("summary") or summarise(results)
+    summary = summarise(results)  # never the saved one: a part stopped mid-way saved runs after its last summary
     lines = ["| task (metric) | model | test score, mean ± std | retention vs MPNet | s/run |", "|---|---|---:|---:|---:|"]
     diffs = ["| task | difference (paired by seed) | mean ± std | seeds > 0 |", "|---|---|---:|---:|"]
     for task, rows in summary.items():

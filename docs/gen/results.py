@@ -17,9 +17,9 @@ def _page(title: str, intro: str, sections: list[tuple[str, str, str]]) -> str:
     return scrub("\n".join(out))  # a results file may hold a path of the machine it ran on
 
 
-# The results files the pages below render; any other reports/bench/*.json is listed on the index page
+# The results files the pages below (and docs/how-to/base-teacher.md) render; any other reports/bench/*.json is listed on the index page
 # until a renderer is written for it (docs/gen/tables.py), so a new bench never goes unmentioned.
-RENDERED = {"ablation", "api_load", "continual", "distill_vs_trainer", "drift_calibration", "drift_log_growth",
+RENDERED = {"ablation", "api_load", "base_teacher", "continual", "distill_vs_trainer", "drift_calibration", "drift_log_growth",
             "hidden_loss", "label_efficiency", "precision", "precision_accuracy", "scaling", "serving",
             "stage_profile_distill", "stage_profile_teacher", "stage_profile_teacher_foreach_adamw", "students",
             "sweep_quick", "sweep_trec50", "zero_shot"}

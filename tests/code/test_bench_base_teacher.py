@@ -89,3 +89,15 @@ def test_speed_table_sets_every_model_against_mpnet_fp32_and_against_mpnet_serve
     assert "seed 2, 2 thread(s), batch-1 latencies interleaved across every model and variant" in text
     assert "| s6_kd | 60.0M | -40% | 240 | 50.00 | 10 | onnx-int8 | 10.00 | 20 | 10.00x | 4.00x |" in text
     assert "timed one model after another" in bench.table({"teachers": {}, "runs": {}, "speed": {**speed, "latency": None}})
+
+
+def test_the_tables_never_read_a_stale_saved_summary(bench, tmp_path):
+    """A part stopped mid-way has runs saved after its last summary: the table summarises the runs themselves,
+    and every save brings the file's summary up to date."""
+    run = {"accuracy": 0.8, "f1_macro": 0.8, "seconds": 1.0}
+    results = {"teachers": {"movies/mpnet/1": run, "movies/mpnet/2": run}, "runs": {}}
+    stale = {**results, "summary": bench.summarise({"teachers": {"movies/mpnet/1": run}, "runs": {}})}
+    assert "(n=2)" in bench.table(stale) and "(n=1)" not in bench.table(stale)
+    bench.save_with_summary(tmp_path / "b.json", results)
+    saved = __import__("json").loads((tmp_path / "b.json").read_text())
+    assert saved["summary"]["movies"]["teacher_mpnet"]["accuracy"]["n"] == 2
