@@ -21,6 +21,7 @@ Results are written after every run (--out), so an interrupted bench resumes whe
     python bench/base_teacher.py                        # the full bench (see docs/base-teacher.md for its time)
     python bench/base_teacher.py --tasks movies --seeds 1 --train-rows 64 --out /tmp/smoke.json   # smoke
     python bench/base_teacher.py --table                # print the tables of --out
+    python bench/base_teacher.py --tasks trec50 --remeasure-speed   # a later part that times its own models
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--speed", action=argparse.BooleanOptionalAction, default=True,
                         help="measure size and speed of the first task's seed-1 models at the end")
+    parser.add_argument("--remeasure-speed", action="store_true",
+                        help="time this part's first task and seed even where another task's speed table is kept "
+                             "(the models timed are the ones this part trains: kept only within one machine's life)")
     parser.add_argument("--speed-runs", type=int, default=200, help="timed batch-1 runs per model and variant")
     parser.add_argument("--variants", default="torch-fp32,torch-int8,onnx-fp32,onnx-int8",
                         help="serving variants timed (torch-fp32 is the accuracy reference)")
@@ -139,13 +143,27 @@ def main(argv: list[str] | None = None) -> None:
                     shutil.copytree(workspaces["mpnet"] / "models" / "distilled", keep)
                 save_with_summary(out, results)
                 log_line(key, results["runs"][key], start)
-    task = args.tasks.split(",")[0]
-    if args.speed and results.get("speed", {}).get("task", task) != task:  # a later part of a bench run in parts
-        print(f"speed: kept, measured on {results['speed']['task']} (a run in parts times its first task only)")
-    elif args.speed:
-        results["speed"] = measure_speed(task, Path(args.work) / task, int(args.seeds.split(",")[0]), args, params)
+    task, seed = args.tasks.split(",")[0], int(args.seeds.split(",")[0])
+    kept = Path(args.work) / task / "students" / f"seed{seed}"
+    if speed_plan(results, task, args) == "keep":  # a later part of a bench run in parts
+        print(f"speed: kept, measured on {results['speed']['task']} (a run in parts times its first task only; "
+              "--remeasure-speed times this part's)")
+    elif speed_plan(results, task, args) == "measure" and not kept.is_dir():
+        print(f"speed: not measured: no models kept at {kept} (this part trained none of them; they live on the "
+              "machine that trained them only)")
+    elif speed_plan(results, task, args) == "measure":
+        results["speed"] = measure_speed(task, Path(args.work) / task, seed, args, params)
     save_with_summary(out, results)
     print(table(results))
+
+
+def speed_plan(results: dict, task: str, args) -> str:
+    """'skip' (--no-speed), 'keep' (another task's table, kept unless --remeasure-speed) or 'measure'."""
+    if not args.speed:
+        return "skip"
+    if results.get("speed", {}).get("task", task) != task and not args.remeasure_speed:
+        return "keep"
+    return "measure"
 
 
 def save_with_summary(out: Path, results: dict) -> None:

@@ -101,3 +101,12 @@ def test_the_tables_never_read_a_stale_saved_summary(bench, tmp_path):
     bench.save_with_summary(tmp_path / "b.json", results)
     saved = __import__("json").loads((tmp_path / "b.json").read_text())
     assert saved["summary"]["movies"]["teacher_mpnet"]["accuracy"]["n"] == 2
+
+
+def test_speed_is_timed_once_unless_a_part_asks_to_remeasure_it(bench):
+    movies = {"speed": {"task": "movies"}}
+    assert bench.speed_plan({}, "trec50", bench.parse_args([])) == "measure"  # no table yet
+    assert bench.speed_plan(movies, "movies", bench.parse_args([])) == "measure"  # the same task: timed again
+    assert bench.speed_plan(movies, "trec50", bench.parse_args([])) == "keep"  # a later part keeps the first task's
+    assert bench.speed_plan(movies, "trec50", bench.parse_args(["--remeasure-speed"])) == "measure"
+    assert bench.speed_plan({}, "movies", bench.parse_args(["--no-speed"])) == "skip"
