@@ -144,14 +144,14 @@ def main(argv: list[str] | None = None) -> None:
                 save_with_summary(out, results)
                 log_line(key, results["runs"][key], start)
     task, seed = args.tasks.split(",")[0], int(args.seeds.split(",")[0])
-    kept = Path(args.work) / task / "students" / f"seed{seed}"
-    if speed_plan(results, task, args) == "keep":  # a later part of a bench run in parts
+    kept, plan = Path(args.work) / task / "students" / f"seed{seed}", speed_plan(results, task, args)
+    if plan == "keep":  # a later part of a bench run in parts
         print(f"speed: kept, measured on {results['speed']['task']} (a run in parts times its first task only; "
               "--remeasure-speed times this part's)")
-    elif speed_plan(results, task, args) == "measure" and not kept.is_dir():
+    elif plan == "measure" and not kept.is_dir():
         print(f"speed: not measured: no models kept at {kept} (this part trained none of them; they live on the "
               "machine that trained them only)")
-    elif speed_plan(results, task, args) == "measure":
+    elif plan == "measure":
         results["speed"] = measure_speed(task, Path(args.work) / task, seed, args, params)
     save_with_summary(out, results)
     print(table(results))
