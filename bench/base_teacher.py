@@ -124,14 +124,15 @@ def main(argv: list[str] | None = None) -> None:
     for task in args.tasks.split(","):
         data_root = prepare_data(task, Path(args.work) / task, args.train_rows, params, args.eval_rows)
         for seed in map(int, args.seeds.split(",")):
-            workspaces = {}
-            for teacher in TEACHERS:
+            workspaces = {t: Path(args.work) / task / f"seed{seed}" / t for t in TEACHERS}
+            for teacher in teachers_to_fit(results, task, seed, args.students.split(","), workspaces):
                 key = f"{task}/{teacher}/{seed}"
-                workspaces[teacher] = Path(args.work) / task / f"seed{seed}" / teacher
-                if key not in results["teachers"] or not (workspaces[teacher] / "models" / "teacher").is_dir():
-                    results["teachers"][key] = fit_teacher(task, teacher, seed, data_root, workspaces[teacher], args, params)
-                    save_with_summary(out, results)
-                    log_line(key, results["teachers"][key], start)
+                earlier = results["teachers"].get(key)
+                results["teachers"][key] = fit_teacher(task, teacher, seed, data_root, workspaces[teacher], args, params)
+                if earlier:  # a refit for the students still to train: the earlier fit's scores stay on record
+                    results["teachers"][key]["earlier_fit"] = {k: earlier[k] for k in ("accuracy", "f1_macro", "seconds")}
+                save_with_summary(out, results)
+                log_line(key, results["teachers"][key], start)
             for student in args.students.split(","):
                 key = f"{task}/{student}/{seed}"
                 if key in results["runs"]:
@@ -155,6 +156,17 @@ def main(argv: list[str] | None = None) -> None:
         results["speed"] = measure_speed(task, Path(args.work) / task, seed, args, params)
     save_with_summary(out, results)
     print(table(results))
+
+
+def teachers_to_fit(results: dict, task: str, seed: int, students: list[str], workspaces: dict) -> list[str]:
+    """The teachers a (task, seed) still needs: any without a result, and MPNet again when a student of this seed
+    is still to train and its fitted folder is gone (a resumed part on a new machine; MiniLM's result is kept)."""
+    def missing(teacher: str) -> bool:
+        return f"{task}/{teacher}/{seed}" not in results["teachers"]
+
+    refit = (any(f"{task}/{s}/{seed}" not in results["runs"] for s in students)
+             and not (workspaces["mpnet"] / "models" / "teacher").is_dir())
+    return [t for t in TEACHERS if missing(t) or (t == "mpnet" and refit)]
 
 
 def speed_plan(results: dict, task: str, args) -> str:

@@ -110,3 +110,18 @@ def test_speed_is_timed_once_unless_a_part_asks_to_remeasure_it(bench):
     assert bench.speed_plan(movies, "trec50", bench.parse_args([])) == "keep"  # a later part keeps the first task's
     assert bench.speed_plan(movies, "trec50", bench.parse_args(["--remeasure-speed"])) == "measure"
     assert bench.speed_plan({}, "movies", bench.parse_args(["--no-speed"])) == "skip"
+
+
+def test_a_resumed_seed_refits_only_the_mpnet_teacher_its_remaining_students_need(bench, tmp_path):
+    workspaces = {t: tmp_path / t for t in bench.TEACHERS}
+    students = ["s6_kd", "s3_kd"]
+    fresh = {"teachers": {}, "runs": {}}
+    assert bench.teachers_to_fit(fresh, "movies", 3, students, workspaces) == ["mpnet", "minilm"]
+    done_teachers = {"teachers": {"movies/mpnet/3": {}, "movies/minilm/3": {}}, "runs": {"movies/s6_kd/3": {}}}
+    # MPNet's folder is gone (a new machine) and s3_kd still needs it: MPNet only, MiniLM's result is kept
+    assert bench.teachers_to_fit(done_teachers, "movies", 3, students, workspaces) == ["mpnet"]
+    (workspaces["mpnet"] / "models" / "teacher").mkdir(parents=True)
+    assert bench.teachers_to_fit(done_teachers, "movies", 3, students, workspaces) == []
+    every_run = {**done_teachers, "runs": {"movies/s6_kd/3": {}, "movies/s3_kd/3": {}}}
+    (workspaces["mpnet"] / "models" / "teacher").rmdir()
+    assert bench.teachers_to_fit(every_run, "movies", 3, students, workspaces) == []  # nothing left to teach
