@@ -399,6 +399,11 @@ def table(results: dict) -> str:
             lines.append(f"| {task} ({metric}) | {arm} | {s['mean']:.4f} ± {s['std']:.4f} (n={s['n']}) | "
                          + (f"{ret['mean']:.3f} ± {ret['std']:.3f}" if ret else "–") + f" | {row['seconds']:.0f} |")
     out = lines + [""] + diffs
+    refits = [f"- {key}: refit when a later part resumed its seed (the first fit's folder was gone with its machine): "
+              f"accuracy {t['accuracy']:.4f}, the first fit's {t['earlier_fit']['accuracy']:.4f}; this seed's students "
+              "trained before the refit learnt from the first fit, the rest from the refit (retention: the refit)"
+              for key, t in results["teachers"].items() if "earlier_fit" in t]
+    out += [""] + refits if refits else []
     speed = results.get("speed")
     if speed:
         ref = speed["models"]["teacher_mpnet"]

@@ -125,3 +125,12 @@ def test_a_resumed_seed_refits_only_the_mpnet_teacher_its_remaining_students_nee
     every_run = {**done_teachers, "runs": {"movies/s6_kd/3": {}, "movies/s3_kd/3": {}}}
     (workspaces["mpnet"] / "models" / "teacher").rmdir()
     assert bench.teachers_to_fit(every_run, "movies", 3, students, workspaces) == []  # nothing left to teach
+
+
+def test_a_refit_teacher_is_named_under_the_tables_with_both_fits_scores(bench):
+    run = {"accuracy": 0.8, "f1_macro": 0.8, "seconds": 1.0}
+    refit = {**run, "accuracy": 0.9092, "earlier_fit": {"accuracy": 0.9082, "f1_macro": 0.9, "seconds": 2.0}}
+    text = bench.table({"teachers": {"movies/mpnet/1": run, "movies/mpnet/3": refit}, "runs": {}})
+    assert "- movies/mpnet/3: refit" in text and "0.9092" in text and "0.9082" in text
+    assert "movies/mpnet/1: refit" not in text
+    assert "refit" not in bench.table({"teachers": {"movies/mpnet/1": run}, "runs": {}})
