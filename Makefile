@@ -4,6 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist workers of `make test`: one per core (tests/conftest.py groups the tests and gives each one thread)
+TEST_WORKERS ?= auto
 # Flags of pip that keep the log readable; the exact pins are in requirements.txt.
 PIP := $(BIN)/python -m pip --disable-pip-version-check --no-input -q
 export DVC_NO_ANALYTICS := 1
@@ -42,11 +44,11 @@ run: venv ## run the whole pipeline on the embedded default with `dvc repro`
 quick: venv ## the quick profile (~3 min) into runs/quick/, outside DVC
 	$(BIN)/kdistill --root runs/quick $(QUICK) run
 
-test: venv ## run the test suite (offline: nothing is downloaded)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+test: venv ## run the test suite (offline: nothing is downloaded; one worker per core, TEST_WORKERS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: venv ## the tests without the slow end-to-end ones
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 docs: venv ## regenerate the generated docs pages, then build the site with mkdocs build --strict into site/
 	$(BIN)/python -m docs.gen

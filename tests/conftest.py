@@ -10,10 +10,43 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one torch thread each
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+def worker_group(nodeid: str) -> str:
+    """The worker group of a test under `pytest -n --dist loadgroup`: its file (its module fixtures are built
+    once), except tests/flows, one group (the session's Prefect API and trained workspace, built once)."""
+    path = nodeid.split("::", 1)[0]
+    return "tests/flows" if path.startswith("tests/flows/") else path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` by worker_group. pytest-xdist 3.8 marks a group by rewriting `item._nodeid`, which
+    pytest 9 no longer reads, so its own loadgroup silently runs every test apart: this scheduler groups
+    by the test's id instead (xdist's loadfile works the same way)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return ByGroup(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The groups holding a slow end-to-end test first, each in its own order: under xdist the longest groups
+    start at once and the many short ones fill the other worker (a serial run only changes its order)."""
+    slow = {worker_group(item.nodeid) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: worker_group(item.nodeid) not in slow)
+
 
 CORPUS = [
     "a great film with a wonderful cast", "an awful boring movie", "the plot is dull and slow",

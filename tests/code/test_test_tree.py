@@ -28,3 +28,20 @@ def test_files_from_every_folder_collect_in_one_command():
     proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]  # a collection error exits 2
+
+
+def test_make_tests_workers_keep_a_file_and_tests_flows_each_on_one_worker():
+    """`make test` runs `pytest -n --dist loadgroup`: a file's module fixtures, and tests/flows' session fixtures,
+    are built on one worker only (pytest-xdist's own loadgroup scatters them under pytest 9)."""
+    from tests.conftest import worker_group
+
+    assert worker_group("tests/flows/test_serve.py::test_x") == worker_group("tests/flows/test_promote.py::t[1]")
+    assert worker_group("tests/code/test_loss.py::test_x[2.0]") == "tests/code/test_loss.py"
+    files = ["tests/code/test_loss.py", "tests/code/test_config.py"]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v", "-p",
+                           "no:cacheprovider", *files], cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    workers = {f: {line.split("]")[0] for line in proc.stdout.splitlines() if line.startswith("[gw") and f in line}
+               for f in files}
+    assert all(len(w) == 1 for w in workers.values()), workers
