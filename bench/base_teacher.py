@@ -393,11 +393,13 @@ def table(results: dict) -> str:
             if arm == "metric":
                 continue
             if " - " in arm:
-                diffs.append(f"| {task} | {arm} | {row['mean']:+.4f} ± {row['std']:.4f} | {row['positive']}/{row['n']} |")
+                spread = f" ± {row['std']:.4f}" if row["n"] > 1 else " (one seed: no spread yet)"
+                diffs.append(f"| {task} | {arm} | {row['mean']:+.4f}{spread} | {row['positive']}/{row['n']} |")
                 continue
             s, ret = row[metric], row.get("retention")
-            lines.append(f"| {task} ({metric}) | {arm} | {s['mean']:.4f} ± {s['std']:.4f} (n={s['n']}) | "
-                         + (f"{ret['mean']:.3f} ± {ret['std']:.3f}" if ret else "–") + f" | {row['seconds']:.0f} |")
+            score = f"{s['mean']:.4f} ± {s['std']:.4f}" if s["n"] > 1 else f"{s['mean']:.4f}"
+            kept = (f"{ret['mean']:.3f} ± {ret['std']:.3f}" if s["n"] > 1 else f"{ret['mean']:.3f}") if ret else "–"
+            lines.append(f"| {task} ({metric}) | {arm} | {score} (n={s['n']}) | {kept} | {row['seconds']:.0f} |")
     out = lines + [""] + diffs
     refits = [f"- {key}: refit when a later part resumed its seed (the first fit's folder was gone with its machine): "
               f"accuracy {t['accuracy']:.4f}, the first fit's {t['earlier_fit']['accuracy']:.4f}; this seed's students "

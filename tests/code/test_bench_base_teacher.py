@@ -134,3 +134,9 @@ def test_a_refit_teacher_is_named_under_the_tables_with_both_fits_scores(bench):
     assert "- movies/mpnet/3: refit" in text and "0.9092" in text and "0.9082" in text
     assert "movies/mpnet/1: refit" not in text
     assert "refit" not in bench.table({"teachers": {"movies/mpnet/1": run}, "runs": {}})
+
+
+def test_a_one_seed_cell_shows_no_spread(bench):
+    run = {"accuracy": 0.8, "f1_macro": 0.8, "seconds": 1.0}
+    text = bench.table({"teachers": {"trec50/mpnet/1": run, "trec50/minilm/1": {**run, "accuracy": 0.7}}, "runs": {}})
+    assert "| 0.8000 (n=1) |" in text and "± 0.0000" not in text and "one seed: no spread yet" in text
