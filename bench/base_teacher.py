@@ -382,6 +382,12 @@ def missing(results: dict) -> list[str]:
     return out
 
 
+def mean_std(stat: dict, spec: str) -> str:
+    """`mean ± std` of a summary cell, or the mean alone when it has one seed (no spread to show)."""
+    mean = format(stat["mean"], spec)
+    return f"{mean} ± {format(stat['std'], spec.lstrip('+'))}" if stat["n"] > 1 else mean
+
+
 def table(results: dict) -> str:
     """The docs' tables: scores, paired differences, then size and speed against DistilBERT's figures."""
     summary = summarise(results)  # never the saved one: a part stopped mid-way saved runs after its last summary
@@ -393,13 +399,12 @@ def table(results: dict) -> str:
             if arm == "metric":
                 continue
             if " - " in arm:
-                spread = f" ± {row['std']:.4f}" if row["n"] > 1 else " (one seed: no spread yet)"
-                diffs.append(f"| {task} | {arm} | {row['mean']:+.4f}{spread} | {row['positive']}/{row['n']} |")
+                shown = mean_std(row, "+.4f") if row["n"] > 1 else f"{row['mean']:+.4f} (one seed: no spread yet)"
+                diffs.append(f"| {task} | {arm} | {shown} | {row['positive']}/{row['n']} |")
                 continue
             s, ret = row[metric], row.get("retention")
-            score = f"{s['mean']:.4f} ± {s['std']:.4f}" if s["n"] > 1 else f"{s['mean']:.4f}"
-            kept = (f"{ret['mean']:.3f} ± {ret['std']:.3f}" if s["n"] > 1 else f"{ret['mean']:.3f}") if ret else "–"
-            lines.append(f"| {task} ({metric}) | {arm} | {score} (n={s['n']}) | {kept} | {row['seconds']:.0f} |")
+            kept = mean_std(ret, ".3f") if ret else "–"
+            lines.append(f"| {task} ({metric}) | {arm} | {mean_std(s, '.4f')} (n={s['n']}) | {kept} | {row['seconds']:.0f} |")
     out = lines + [""] + diffs
     refits = [f"- {key}: refit when a later part resumed its seed (the first fit's folder was gone with its machine): "
               f"accuracy {t['accuracy']:.4f}, the first fit's {t['earlier_fit']['accuracy']:.4f}; this seed's students "
