@@ -388,6 +388,21 @@ def mean_std(stat: dict, spec: str) -> str:
     return f"{mean} ± {format(stat['std'], spec.lstrip('+'))}" if stat["n"] > 1 else mean
 
 
+def time_line(results: dict) -> str:
+    """What the bench cost: each task's fits (teachers and students, every seed) summed, in hours, with the MPNet
+    teachers' share; the speed table's time is not in it."""
+    hours: dict[str, dict[str, float]] = {}
+    for kind in ("teachers", "runs"):
+        for key, run in results[kind].items():
+            task, arm, _ = key.split("/")
+            spent = hours.setdefault(task, {"all": 0.0, "mpnet": 0.0})
+            spent["all"] += run["seconds"] / 3600
+            spent["mpnet"] += run["seconds"] / 3600 if arm == "mpnet" else 0.0
+    parts = [f"{task} {h['all']:.1f} h (MPNet teachers {h['mpnet']:.1f} h)" for task, h in hours.items()]
+    return (f"Time in fits, every seed summed (the s/run column times n; the speed table not included): "
+            f"{', '.join(parts)}; {sum(h['all'] for h in hours.values()):.1f} h in all.")
+
+
 def table(results: dict) -> str:
     """The docs' tables: scores, paired differences, then size and speed against DistilBERT's figures."""
     summary = summarise(results)  # never the saved one: a part stopped mid-way saved runs after its last summary
@@ -411,6 +426,7 @@ def table(results: dict) -> str:
               "trained before the refit learnt from the first fit, the rest from the refit (retention: the refit)"
               for key, t in results["teachers"].items() if "earlier_fit" in t]
     out += [""] + refits if refits else []
+    out += ["", time_line(results)]
     speed = results.get("speed")
     if speed:
         ref = speed["models"]["teacher_mpnet"]

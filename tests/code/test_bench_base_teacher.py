@@ -140,3 +140,11 @@ def test_a_one_seed_cell_shows_no_spread(bench):
     run = {"accuracy": 0.8, "f1_macro": 0.8, "seconds": 1.0}
     text = bench.table({"teachers": {"trec50/mpnet/1": run, "trec50/minilm/1": {**run, "accuracy": 0.7}}, "runs": {}})
     assert "| 0.8000 (n=1) |" in text and "± 0.0000" not in text and "one seed: no spread yet" in text
+
+
+def test_the_time_line_sums_every_fit_per_task_with_the_mpnet_teachers_share(bench):
+    results = {"teachers": {"movies/mpnet/1": {"seconds": 3600.0}, "movies/minilm/1": {"seconds": 1800.0}},
+               "runs": {"movies/s6_kd/1": {"seconds": 1800.0}, "trec50/s3_ce/1": {"seconds": 360.0}}}
+    assert bench.time_line(results) == ("Time in fits, every seed summed (the s/run column times n; the speed table not "
+                                        "included): movies 2.0 h (MPNet teachers 1.0 h), trec50 0.1 h (MPNet teachers "
+                                        "0.0 h); 2.1 h in all.")
