@@ -391,17 +391,15 @@ def mean_std(stat: dict, spec: str) -> str:
 def time_line(results: dict) -> str:
     """What the bench cost: each task's fits (teachers and students, every seed) summed, in hours, with the MPNet
     teachers' share; the speed table's time is not in it."""
-    hours: dict[str, dict[str, float]] = {}
-    for kind in ("teachers", "runs"):
-        for key, run in results[kind].items():
-            task, arm, _ = key.split("/")
-            seconds = run["seconds"] + run.get("earlier_fit", {}).get("seconds", 0.0)  # a refit's first fit too
-            spent = hours.setdefault(task, {"all": 0.0, "mpnet": 0.0})
-            spent["all"] += seconds / 3600
-            spent["mpnet"] += seconds / 3600 if arm == "mpnet" else 0.0
-    parts = [f"{task} {h['all']:.1f} h (MPNet teachers {h['mpnet']:.1f} h)" for task, h in hours.items()]
+    spent: dict[str, tuple[float, float]] = {}  # task -> (hours of every fit, hours of its MPNet teachers)
+    for key, run in [*results["teachers"].items(), *results["runs"].items()]:
+        task, arm, _ = key.split("/")
+        hours = (run["seconds"] + run.get("earlier_fit", {}).get("seconds", 0.0)) / 3600  # a refit's first fit too
+        total, mpnet = spent.get(task, (0.0, 0.0))
+        spent[task] = (total + hours, mpnet + hours * (arm == "mpnet"))
+    parts = [f"{task} {total:.1f} h (MPNet teachers {mpnet:.1f} h)" for task, (total, mpnet) in spent.items()]
     return (f"Time in fits, every seed summed (a refit teacher's first fit included; the speed table not): "
-            f"{', '.join(parts)}; {sum(h['all'] for h in hours.values()):.1f} h in all.")
+            f"{', '.join(parts)}; {sum(total for total, _ in spent.values()):.1f} h in all.")
 
 
 def table(results: dict) -> str:
@@ -415,7 +413,7 @@ def table(results: dict) -> str:
             if arm == "metric":
                 continue
             if " - " in arm:
-                shown = mean_std(row, "+.4f") if row["n"] > 1 else f"{row['mean']:+.4f} (one seed: no spread yet)"
+                shown = mean_std(row, "+.4f") + ("" if row["n"] > 1 else " (one seed: no spread yet)")
                 diffs.append(f"| {task} | {arm} | {shown} | {row['positive']}/{row['n']} |")
                 continue
             s, ret = row[metric], row.get("retention")
