@@ -14,7 +14,7 @@ from docs.gen_stage_deps import stage_deps_table
 PAGES = {"docs/reference/configuration.md": reference.configuration_page, "docs/reference/cli.md": reference.cli_page,
          "docs/reference/layout.md": reference.layout_page, "docs/stage-deps.md": stage_deps_table, **results.PAGES}
 # Blocks inside hand-written files: file -> {block name: generator}.
-BLOCKS = {"README.md": {"schedule": reference.schedule_table, "results": tables.headline,
+BLOCKS = {"README.md": {"make-run": tables.make_run_line, "schedule": reference.schedule_table, "results": tables.headline,
                         "layers": reference.layers_table, "deployments": reference.deployments_table},
           "docs/how-to/prefect-ui.md": {"deployments": reference.deployments_table},
           "docs/how-to/retraining.md": {"schedule": reference.schedule_table},

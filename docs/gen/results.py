@@ -19,8 +19,8 @@ def _page(title: str, intro: str, sections: list[tuple[str, str, str]]) -> str:
 
 # The results files the pages below (and docs/how-to/base-teacher.md) render; any other reports/bench/*.json is listed on the index page
 # until a renderer is written for it (docs/gen/tables.py), so a new bench never goes unmentioned.
-RENDERED = {"ablation", "api_load", "base_teacher", "continual", "distill_vs_trainer", "drift_calibration", "drift_log_growth",
-            "hidden_loss", "label_efficiency", "precision", "precision_accuracy", "scaling", "serving",
+RENDERED = {"ablation", "api_load", "base_teacher", "continual", "distill_vs_trainer", "distill_epochs", "drift_calibration", "drift_log_growth",
+            "hidden_loss", "label_efficiency", "make_run", "precision", "precision_accuracy", "scaling", "serving",
             "stage_profile_distill", "stage_profile_teacher", "stage_profile_teacher_foreach_adamw", "students",
             "sweep_quick", "sweep_trec50", "zero_shot"}
 
@@ -62,19 +62,31 @@ reviews): the fastest trial within the accuracy budget, served in its fastest va
           ("Results files without a table yet", *_unrendered()),
           ("Measured without a results file", """
 Earlier READMEs also reported measurements whose numbers were copied from logs by hand and have no
-file in `reports/bench/`: the wall time of `make run` on a fresh clone and its time per stage, the
-`torch-bf16` serving variant next to the others, the trec50 task end to end, and the peak memory of
-validating a large file. They are not repeated here; each returns once its bench writes a JSON.
+file in `reports/bench/`: the `torch-bf16` serving variant next to the others, the trec50 task end
+to end, and the peak memory of validating a large file. They are not repeated here; each returns
+once its bench writes a JSON.
 """, "")])
 
 
 def pipeline() -> str:
     return _page("Pipeline, training and serving", """
 Measurements of the pipeline's stages and of the served model. A run of `make run` prints its own
-teacher-against-student table (`kdistill summary`, from `reports/metrics.json`); the wall time of a
-whole `make run` and its per-stage times were measured by hand from logs and are not kept in a
-results file.
+teacher-against-student table (`kdistill summary`, from `reports/metrics.json`).
 """, [
+        ("`make run` on a fresh clone", """
+`bench/make_run.py` clones the repository's committed HEAD and runs `make run` there, timestamping
+each line of its output: a stage's time runs from DVC's "Running stage" line to the next stage's, so
+it includes the stage's process start and DVC's bookkeeping. The "fresh" column installs its own
+virtual environment, as a new user does; the "reuse" column links an installed one, so it times the
+pipeline alone.
+""", tables.make_run()),
+        ("How many epochs the default's distill needs", """
+`bench/distill_epochs.py` fine-tunes the default teacher once, as `make run` does, and then runs the
+default's distill stage at each epochs value over seeds, with nothing else changed (the epoch best on
+validation is kept). Seed 42 is `make run`'s own. Each value is paired by seed against the baseline
+on the same test rows. The training seconds leave out the teacher-output cache, which the first run
+builds and the others read; every `make run` builds it once.
+""", tables.distill_epochs()),
         ("Serving variants", """
 `bench/serving.py` times the teacher and the student in every serving variant (PyTorch fp32 and
 dynamic int8, ONNX Runtime fp32 and int8), interleaved, and scores each on the test split. The

@@ -152,6 +152,42 @@ def scaling(rel: str = "reports/bench/scaling.json") -> str:
                         line, provenance(rel, data)])
 
 
+def distill_epochs(rel: str = "reports/bench/distill_epochs.json") -> str:
+    """bench/distill_epochs.py: the default's distill stage at each epochs value, paired by seed."""
+    if not (ROOT / rel).is_file():
+        return f"Not run yet: `{rel}` does not exist."
+    data = load_json(rel)
+    return "\n\n".join([_bench_module("distill_epochs").table(data), provenance(rel, data)])
+
+
+def make_run(rel: str = "reports/bench/make_run.json") -> str:
+    """bench/make_run.py: `make run` on a fresh clone, per DVC stage."""
+    if not (ROOT / rel).is_file():
+        return f"Not run yet: `{rel}` does not exist."
+    data = load_json(rel)
+    return "\n\n".join([_bench_module("make_run").table(data), provenance(rel, data)])
+
+
+def make_run_line(rel: str = "reports/bench/make_run.json") -> str:
+    """README's sentence on how long `make run` takes, from bench/make_run.py's last runs."""
+    if not (ROOT / rel).is_file():
+        return f"How long `make run` takes is not measured yet (`bench/make_run.py` writes `{rel}`)."
+    data = load_json(rel)
+    runs, cores = data["runs"], data.get("machine", {}).get("cores", "?")
+    said = []
+    if runs.get("fresh", {}).get("returncode") == 0:
+        r = runs["fresh"]
+        said.append(f"on a fresh clone `make run` took {r['wall_seconds'] / 60:.1f} min, "
+                    f"{r['before_first_stage_seconds'] / 60:.1f} of them installing the stack")
+    if runs.get("reuse", {}).get("returncode") == 0:
+        said.append(f"with the stack installed, the pipeline took {runs['reuse']['pipeline_seconds'] / 60:.1f} min")
+    if not said:
+        return f"`{rel}` holds no finished `make run`."
+    commits = sorted({runs[m]["commit"] for m in ("fresh", "reuse") if runs.get(m, {}).get("returncode") == 0})
+    return (f"Measured by `bench/make_run.py` on {cores} CPU cores (commit {', '.join(commits)}): " + "; ".join(said)
+            + ". Per-stage times: [Pipeline, training and serving](docs/results/pipeline.md).")
+
+
 def hidden_loss(rel: str = "reports/bench/hidden_loss.json") -> str:
     data = load_json(rel)
     rows = [[k, f"{r['seconds']:.1f}", f"{r['samples_per_s']:.1f}", f"{r['accuracy']:.4f}"] for k, r in data["results"].items()]
