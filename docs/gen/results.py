@@ -19,7 +19,7 @@ def _page(title: str, intro: str, sections: list[tuple[str, str, str]]) -> str:
 
 # The results files the pages below (and docs/how-to/base-teacher.md) render; any other reports/bench/*.json is listed on the index page
 # until a renderer is written for it (docs/gen/tables.py), so a new bench never goes unmentioned.
-RENDERED = {"ablation", "api_load", "base_teacher", "continual", "distill_vs_trainer", "distill_epochs", "drift_calibration", "drift_log_growth",
+RENDERED = {"ablation", "api_load", "base_teacher", "base_teacher_trec50_minilm_e6", "continual", "distill_vs_trainer", "distill_epochs", "drift_calibration", "drift_log_growth",
             "hidden_loss", "label_efficiency", "make_run", "precision", "precision_accuracy", "scaling", "serving",
             "stage_profile_distill", "stage_profile_teacher", "stage_profile_teacher_foreach_adamw", "students",
             "sweep_quick", "sweep_trec50", "zero_shot"}

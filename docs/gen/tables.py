@@ -68,6 +68,16 @@ def base_teacher(rel: str = "reports/bench/base_teacher.json") -> str:
     return "\n\n".join([status, bench.table(data), parts, provenance(rel, data)])
 
 
+def base_teacher_part(rel: str) -> str:
+    """A separate part of bench/base_teacher.py with other settings (its own file): its tables, student epochs and command."""
+    if not (ROOT / rel).is_file():
+        return f"Not run yet: `{rel}` does not exist."
+    data = load_json(rel)
+    epochs = data.get("settings", {}).get("epochs")
+    return "\n\n".join([_bench_module("base_teacher").table(data), f"*Student epochs: {epochs}.*",
+                        provenance(rel, data)])
+
+
 def serving(rel: str = "reports/bench/serving.json") -> str:
     data = load_json(rel)
     rows = [[r["model"], f"**{r['variant']}**" if r["model"] == "student" and r["variant"] == data["chosen"]["variant"]
