@@ -7,6 +7,7 @@ them); this names the repository as the root the command's paths are relative to
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -25,3 +26,11 @@ def command() -> str:
 def stamp(report: dict) -> dict:
     """`report` with `command`, `date` (UTC, ISO 8601) and, unless it has one, `machine` set."""
     return provenance.stamp(report, ROOT)
+
+
+def save(out: Path, results: dict) -> None:
+    """Write `results`, stamped, to `out` atomically: an interrupted bench keeps every finished run."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(stamp(results), indent=1) + "\n")
+    tmp.replace(out)

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from bench._stamp import stamp  # noqa: E402
+from bench._stamp import save  # noqa: E402
 
 # Loss weights of each variant; `unlabelled` adds the task's unlabelled transfer text.
 VARIANTS = {
@@ -248,14 +248,6 @@ def table(results: dict) -> str:
     teachers = [f"{t}: teacher {r['metric']} {r[r['metric']]:.4f} on {r['test_rows']} test rows "
                 f"({r['classes']} classes, {r['train_rows']} train rows)" for t, r in results["teachers"].items()]
     return "\n".join(lines + [""] + teachers)
-
-
-def save(out: Path, results: dict) -> None:
-    """Write the results atomically (an interrupted bench keeps every finished run)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(stamp(results), indent=1) + "\n")
-    tmp.replace(out)
 
 
 if __name__ == "__main__":

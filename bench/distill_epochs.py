@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from bench._stamp import stamp  # noqa: E402
+from bench._stamp import save  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -162,14 +162,6 @@ def table(results: dict) -> str:
         lines += ["", f"Teacher ({t['model']}, fine-tuned once, seed 42, {t['seconds']:.0f} s): "
                       f"test accuracy {t['accuracy']:.4f}."]
     return "\n".join(lines)
-
-
-def save(out: Path, results: dict) -> None:
-    """Write the results atomically (an interrupted bench keeps every finished run)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(stamp(results), indent=1) + "\n")
-    tmp.replace(out)
 
 
 if __name__ == "__main__":

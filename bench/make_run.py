@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from bench._stamp import stamp  # noqa: E402
+from bench._stamp import save  # noqa: E402
 
 STAGE = re.compile(r"Running stage '([\w@.-]+)'")
 END = "Use `dvc push` to send your updates to remote storage."  # dvc repro's last line when it ran stages
@@ -150,13 +150,6 @@ def table(results: dict) -> str:
         else:
             lines.append(f"\nvenv {mode}: exit {runs[mode]['returncode']}, no scores.")
     return "\n".join(lines)
-
-
-def save(out: Path, results: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(stamp(results), indent=1) + "\n")
-    tmp.replace(out)
 
 
 if __name__ == "__main__":
