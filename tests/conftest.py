@@ -95,6 +95,16 @@ def make_tiny_bert(vocab_size: int, layers: int = 4, num_labels: int = 2, seed: 
     return BertForSequenceClassification(config)
 
 
+def load_bench(name: str):
+    """bench/NAME.py as a module (bench/ is scripts, not a package), for tests of its options and arithmetic."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def save_model_dir(model, tokenizer, folder: Path) -> Path:
     """Save a model and its tokenizer as one Hugging Face folder (what the stages load)."""
     model.save_pretrained(folder)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from tests.conftest import load_bench
 
 REPO = Path(__file__).resolve().parents[2]
 CHECK = """
@@ -23,10 +24,7 @@ assert not heavy, f"the GPU path imported {heavy}"
 
 @pytest.fixture(scope="module")
 def gpu_bench():
-    spec = importlib.util.spec_from_file_location("gpu_distill", REPO / "bench" / "gpu_distill.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("gpu_distill")
 
 
 def test_defaults_are_the_issue_22_profile(gpu_bench):
